@@ -1,0 +1,79 @@
+"""The Python API; the CLI is a thin layer over these functions."""
+
+from __future__ import annotations
+
+import copy
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from snlad.config import Config, load_config
+from snlad.data import index_dataset
+from snlad.engine.evaluate import evaluate, write_metrics
+from snlad.engine.predict import predict as predict_images
+from snlad.engine.trained import TrainedModel, load_run, write_run_index
+from snlad.engine.train import MODEL, train_run
+from snlad.errors import SnladError
+
+
+def resolve_config(model: str | None = None, config_file: str | Path | None = None, overrides: Sequence[str] = (), teacher: str | None = None, teacher_weights: str | None = None, categories: Sequence[str] | None = None) -> Config:
+    """Preset -> file -> overrides, then the explicit arguments (they win)."""
+    extra = list(overrides)
+    if teacher is not None:
+        extra.append(f"model.teacher={teacher}")
+    if teacher_weights is not None:
+        extra.append(f"model.teacher_weights='{Path(teacher_weights).resolve()}'")
+    config = load_config(model, config_file, extra)
+    if categories is not None:
+        config.data.categories = list(categories)
+    return config
+
+
+def train(config: Config, data_root: str | Path, out_dir: str | Path, one_class: bool = False, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict[str, TrainedModel]:
+    """Train one multi-class model (or one model per category) and write the run directory."""
+    out_dir = Path(out_dir)
+    samples = index_dataset(data_root, "train", config.data.categories)
+    categories = sorted({s.category for s in samples})
+    config.data.categories = categories
+    if not one_class:
+        trained = train_run(config, samples, out_dir, resume=resume, overwrite=overwrite, progress=progress)
+        write_run_index(out_dir, "multi-class", categories)
+        return {category: trained for category in categories}
+    models = {}
+    for category in categories:
+        sub_dir = out_dir / category
+        if resume and (sub_dir / MODEL).exists() and not (sub_dir / "checkpoint.pt").exists():
+            continue
+        category_config = copy.deepcopy(config)
+        category_config.data.categories = [category]
+        category_samples = [s for s in samples if s.category == category]
+        sub_resume = resume and (sub_dir / "checkpoint.pt").exists()
+        models[category] = train_run(category_config, category_samples, sub_dir, resume=sub_resume, overwrite=overwrite, progress=progress)
+    write_run_index(out_dir, "one-class", categories)
+    return models
+
+
+def test(run_dir: str | Path, data_root: str | Path, categories: Sequence[str] | None = None, batch_size: int = 8, progress: bool = True) -> dict[str, dict[str, float]]:
+    """Evaluate a run on the test split of ``data_root``; write metrics files into the run."""
+    models = load_run(Path(run_dir))
+    wanted = list(categories) if categories is not None else list(models)
+    unknown = [c for c in wanted if c not in models]
+    if unknown:
+        raise SnladError(f"the run {run_dir} was not trained on {', '.join(unknown)} (it knows {', '.join(models)})")
+    samples = index_dataset(data_root, "test", wanted)
+    per_category, rows = evaluate(models, samples, batch_size, progress)
+    first = next(iter(models.values())).config
+    write_metrics(Path(run_dir), per_category, rows, title=f"{first.model.name} ({first.model.teacher}, {first.data.image_size} px)")
+    return per_category
+
+
+def predict(run_dir: str | Path, inputs: Iterable[str | Path], out_dir: str | Path, category: str | None = None, batch_size: int = 8, progress: bool = True) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Score images with a trained run; see :func:`snlad.engine.predict.predict`."""
+    models = load_run(Path(run_dir))
+    if category is not None and category not in models:
+        raise SnladError(f"unknown category '{category}': the run knows {', '.join(models)}")
+    distinct = {id(m) for m in models.values()}
+    if category is None and len(distinct) > 1:
+        raise SnladError(f"{run_dir} is a one-class run: say which model to use with --category ({', '.join(models)})")
+    trained = models[category] if category is not None else next(iter(models.values()))
+    return predict_images(trained, inputs, Path(out_dir), category, batch_size, progress)

@@ -1,0 +1,113 @@
+"""Command line: ``snlad train | test | predict``, thin over :mod:`snlad.api`.
+
+A user-fixable problem prints one line, ``snlad: error: ...``, and exits 2;
+Ctrl-C during training saves a resumable state and exits 130. ``--debug``
+shows the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Sequence
+
+from snlad import api
+from snlad.backbones import BACKBONE_NAMES
+from snlad.config import MODEL_NAMES
+from snlad.engine.train import TrainingInterrupted
+from snlad.errors import SnladError
+
+
+def _categories(text: str | None) -> list[str] | None:
+    return [c.strip() for c in text.split(",") if c.strip()] if text else None
+
+
+def _add_train(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("train", help="train a model (multi-class by default)", description="Train one multi-class model on the union of the categories' normal training images (or one model per category with --one-class).")
+    parser.add_argument("--data", required=True, help="data root (MVTec AD, VisA or plain-folder layout)")
+    parser.add_argument("--out", required=True, help="run directory to write (model.pt, config.yaml, train_log.csv)")
+    parser.add_argument("--categories", help="comma-separated categories (default: all under --data)")
+    parser.add_argument("--model", choices=MODEL_NAMES, default=None, help="model (default: snl-fd, or the config file's)")
+    parser.add_argument("--teacher", choices=BACKBONE_NAMES, help="teacher backbone (default efficientnet_lite0)")
+    parser.add_argument("--teacher-weights", help="teacher state dict (required for resnet18 / wide_resnet50_2, torchvision format)")
+    parser.add_argument("--config", help="YAML file with sections data/model/loss/map/train")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override one config value, e.g. --set train.epochs=5 (repeatable)")
+    parser.add_argument("--one-class", action="store_true", help="train one model per category instead of one for all")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+
+
+def _add_test(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("test", help="evaluate a run on test images", description="Evaluate a run on the test split; writes metrics.csv, metrics.json, metrics.md and test_scores.csv into the run.")
+    parser.add_argument("--run", required=True, help="run directory written by `snlad train`")
+    parser.add_argument("--data", required=True, help="data root with test images and masks")
+    parser.add_argument("--categories", help="comma-separated subset of the run's categories")
+    parser.add_argument("--batch-size", type=int, default=8)
+
+
+def _add_predict(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("predict", help="score new images", description="Score images: writes OUT/scores.csv (image,score[,is_anomalous]), OUT/maps/<stem>.npy (float32, original size) and OUT/overlays/<stem>.png.")
+    parser.add_argument("inputs", nargs="+", help="image files or folders of images")
+    parser.add_argument("--run", required=True, help="run directory written by `snlad train`")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--category", help="category of the images: picks the model of a one-class run and the decision threshold")
+    parser.add_argument("--batch-size", type=int, default=8)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="snlad", description="Multi-class anomaly detection with structural teacher-student normality learning.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_train(commands)
+    _add_test(commands)
+    _add_predict(commands)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> None:
+    progress = not args.quiet
+    if args.command == "train":
+        config = api.resolve_config(args.model, args.config, args.set, args.teacher, args.teacher_weights, _categories(args.categories))
+        api.train(config, args.data, args.out, one_class=args.one_class, resume=args.resume, overwrite=args.overwrite, progress=progress)
+        print(f"trained {config.model.name} on {', '.join(config.data.categories)} -> {args.out}")
+    elif args.command == "test":
+        per_category = api.test(args.run, args.data, _categories(args.categories), args.batch_size, progress)
+        from snlad.engine.evaluate import metrics_markdown
+
+        print(metrics_markdown(per_category), end="")
+    else:
+        rows, failed = api.predict(args.run, args.inputs, args.out, args.category, args.batch_size, progress)
+        print(f"scored {len(rows)} images -> {args.out}/scores.csv")
+        for path, error in failed:
+            print(f"skipped {path}: {error}", file=sys.stderr)
+        if failed:
+            print(f"{len(failed)} files could not be read", file=sys.stderr)
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # a scheduler's stop saves state like Ctrl-C
+    try:
+        _run(args)
+    except TrainingInterrupted as error:
+        print(f"snlad: {error}", file=sys.stderr)
+        return 130
+    except SnladError as error:
+        if args.debug:
+            raise
+        print(f"snlad: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("snlad: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""Run configuration: typed dataclasses, model presets, YAML files and dotted overrides.
+
+Every hyper-parameter lives here with a comment saying where its default comes
+from, so nothing is a literal inside a training loop. Resolution order:
+model preset (``fd``, ``rd``, ``snl-fd``, ``snl-rd``) -> YAML file -> ``key=value``
+overrides. An unknown key or a value of the wrong type is a :class:`SnladError`
+naming the key, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from snlad.errors import SnladError
+
+MODEL_NAMES = ("fd", "rd", "snl-fd", "snl-rd")
+
+
+@dataclass
+class DataConfig:
+    image_size: int = 256  # MVTec protocol used by RD4AD and SNL
+    categories: list[str] | None = None  # None = every category under the data root
+    holdout_fraction: float = 0.1  # normal train images kept back for calibration/model selection
+    num_workers: int = 1  # decoding off the training thread; 2-core machines gain little from more
+
+
+@dataclass
+class ModelConfig:
+    name: str = "snl-fd"
+    teacher: str = "efficientnet_lite0"  # Apache-2.0 ImageNet weights available offline
+    teacher_weights: str | None = None  # required for resnet18 / wide_resnet50_2
+    cram: bool = False  # SNL part 2; on in the snl-* presets
+    cram_centres: int = 16  # paper range 8-64 (reconstruction); see docs/results
+
+
+@dataclass
+class LossConfig:
+    """Weights of the distillation terms; 0 switches a term off (ablations need no code)."""
+
+    channel: float = 1.0  # per-position 1 - cos across channels (STPM; SNL channel-wise)
+    whole_map: float = 0.0  # RD4AD: 1 - cos of the flattened map per level
+    spatial: float = 0.0  # per-channel 1 - cos across positions (SNL spatial-wise)
+    intra: float = 0.0  # |A_T - A_S| intra-affinity (SNL)
+    inter: float = 0.0  # |A_TS - A_T| inter-affinity (SNL, reconstruction)
+    affinity_size: int = 16  # affinities on a grid of at most this side (cost: N^2, N = side^2)
+    affinity_distance: str = "l2"  # "l1" or "l2" between affinity matrices
+
+
+@dataclass
+class MapConfig:
+    beta: float = 0.0  # weight of the intra-affinity distance in the anomaly map (SNL part 3)
+    sigma: float = 4.0  # Gaussian blur at 256 px (RD4AD)
+    image_score: str = "max"  # "max" (RD4AD) or "topk" (mean of the top-k fraction of pixels)
+    topk_fraction: float = 0.01
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 8
+    lr: float = 5e-3  # RD4AD Adam settings
+    betas: tuple[float, float] = (0.5, 0.999)
+    weight_decay: float = 0.0
+    seed: int = 0
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    map: MapConfig = field(default_factory=MapConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# Preset differences from the dataclass defaults, per model name. The SNL
+# weights are the defaults chosen on held-out normals + synthetic anomalies
+# (docs/results/snl-selection.md), never on test images.
+PRESETS: dict[str, dict[str, Any]] = {
+    "fd": {"loss": {"channel": 1.0}, "train": {"lr": 1e-3, "betas": (0.9, 0.999)}},
+    "rd": {"loss": {"channel": 0.0, "whole_map": 1.0}},
+    "snl-fd": {
+        "model": {"cram": True},
+        "loss": {"channel": 1.0, "spatial": 1.0, "intra": 1.0, "inter": 1.0},
+        "map": {"beta": 1.0},
+        "train": {"lr": 1e-3, "betas": (0.9, 0.999)},
+    },
+    "snl-rd": {
+        "model": {"cram": True},
+        "loss": {"channel": 1.0, "spatial": 1.0, "intra": 1.0, "inter": 1.0},
+        "map": {"beta": 1.0},
+    },
+}
+
+
+def preset(model_name: str) -> Config:
+    """The default configuration of one model name."""
+    if model_name not in MODEL_NAMES:
+        raise SnladError(f"unknown model '{model_name}': choose one of {', '.join(MODEL_NAMES)}")
+    config = Config()
+    config.model.name = model_name
+    return merge(config, PRESETS[model_name], source=f"preset {model_name}")
+
+
+def merge(config: Config, updates: dict[str, Any], source: str) -> Config:
+    """Return a copy of ``config`` with the nested ``updates`` applied and type-checked."""
+    data = config.to_dict()
+    for section, values in updates.items():
+        if section not in data:
+            raise SnladError(f"{source}: unknown config section '{section}' (known: {', '.join(data)})")
+        if not isinstance(values, dict):
+            raise SnladError(f"{source}: config section '{section}' must be a mapping of keys to values")
+        for key, value in values.items():
+            if key not in data[section]:
+                known = ", ".join(data[section])
+                raise SnladError(f"{source}: unknown config key '{section}.{key}' (known in {section}: {known})")
+            data[section][key] = value
+    return from_dict(data, source)
+
+
+def from_dict(data: dict[str, Any], source: str) -> Config:
+    """Build a Config from a plain nested dict, checking every value's type."""
+    sections = {}
+    hints = typing.get_type_hints(Config)
+    for section_field in dataclasses.fields(Config):
+        cls = hints[section_field.name]
+        values = data.get(section_field.name, {})
+        field_hints = typing.get_type_hints(cls)
+        checked = {}
+        for key, value in values.items():
+            if key not in field_hints:
+                raise SnladError(f"{source}: unknown config key '{section_field.name}.{key}'")
+            checked[key] = _coerce(value, field_hints[key], f"{source}: {section_field.name}.{key}")
+        sections[section_field.name] = cls(**checked)
+    config = Config(**sections)
+    _validate(config, source)
+    return config
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check ``value`` against a simple type hint; ints are accepted where floats are expected."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise SnladError(f"{where} must be a list, got {value!r}")
+        return [_coerce(v, args[0], where) for v in value]
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise SnladError(f"{where} must be a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, where) for v, a in zip(value, args))
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool) and (type(value) is not hint):
+        raise SnladError(f"{where} must be of type {hint.__name__}, got {value!r}")
+    return value
+
+
+def _validate(config: Config, source: str) -> None:
+    """Value checks that types alone cannot express."""
+    checks = [
+        (config.model.name in MODEL_NAMES, f"model.name must be one of {', '.join(MODEL_NAMES)}"),
+        (config.data.image_size >= 32 and config.data.image_size % 16 == 0, "data.image_size must be a multiple of 16, >= 32"),
+        (0.0 <= config.data.holdout_fraction < 1.0, "data.holdout_fraction must be in [0, 1)"),
+        (config.train.epochs >= 1, "train.epochs must be >= 1"),
+        (config.train.batch_size >= 1, "train.batch_size must be >= 1"),
+        (config.train.lr > 0, "train.lr must be > 0"),
+        (config.model.cram_centres >= 1, "model.cram_centres must be >= 1"),
+        (config.loss.affinity_size >= 2, "loss.affinity_size must be >= 2"),
+        (config.loss.affinity_distance in ("l1", "l2"), "loss.affinity_distance must be 'l1' or 'l2'"),
+        (config.map.image_score in ("max", "topk"), "map.image_score must be 'max' or 'topk'"),
+        (0.0 < config.map.topk_fraction <= 1.0, "map.topk_fraction must be in (0, 1]"),
+        (config.map.sigma >= 0, "map.sigma must be >= 0"),
+    ]
+    weights = dataclasses.asdict(config.loss)
+    checks += [(weights[k] >= 0, f"loss.{k} must be >= 0") for k in ("channel", "whole_map", "spatial", "intra", "inter")]
+    checks.append((config.loss.channel + config.loss.whole_map > 0, "loss.channel or loss.whole_map must be > 0"))
+    for ok, message in checks:
+        if not ok:
+            raise SnladError(f"{source}: {message}")
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """Turn ``section.key=value`` (value in YAML syntax) into a nested dict."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise SnladError(f"override '{text}' must look like section.key=value, e.g. loss.intra=0")
+    key, raw = text.split("=", 1)
+    section, name = key.split(".", 1)
+    return {section: {name: yaml.safe_load(raw)}}
+
+
+def load_config(model_name: str | None, config_file: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Resolve preset -> YAML file -> overrides into one checked Config.
+
+    ``model_name`` None takes the model name from the file (or the default).
+    """
+    file_values: dict[str, Any] = {}
+    if config_file is not None:
+        file_values = read_yaml(config_file)
+    name = model_name or file_values.get("model", {}).get("name") or Config().model.name
+    config = preset(name)
+    if file_values:
+        config = merge(config, file_values, source=str(config_file))
+    for text in overrides:
+        config = merge(config, parse_override(text), source=f"override '{text}'")
+    if model_name is not None:
+        config.model.name = model_name
+    return config
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SnladError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise SnladError(f"config file {path} cannot be read as YAML: {first}") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise SnladError(f"config file {path} must hold a mapping of sections (data, model, loss, map, train)")
+    return values
+
+
+def write_yaml(config: Config, path: Path) -> None:
+    """Write the resolved config (tuples as lists, so YAML stays plain)."""
+    from snlad.engine.checkpoint import atomic_write_text
+
+    data = config.to_dict()
+    data["train"]["betas"] = list(data["train"]["betas"])
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))

@@ -1,0 +1,1 @@
+"""Training, evaluation and prediction loops, checkpoints and run directories."""

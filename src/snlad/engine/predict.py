@@ -1,0 +1,131 @@
+"""Score new images: scores.csv, one full-resolution map per image, overlays.
+
+Unreadable files are skipped and listed at the end instead of stopping a long
+run; every output file is written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from snlad.data import AnomalyDataset, Sample, load_image
+from snlad.data.layouts import IMAGE_SUFFIXES
+from snlad.engine.checkpoint import atomic_write_bytes, atomic_write_text
+from snlad.engine.inference import infer
+from snlad.engine.trained import TrainedModel
+from snlad.errors import SnladError
+
+
+def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
+    """Files as given, folders expanded to their images (sorted, not recursive)."""
+    images: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not found:
+                raise SnladError(f"folder {item} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            images += found
+        elif item.is_file():
+            images.append(item)
+        else:
+            raise SnladError(f"{item} does not exist")
+    return images
+
+
+class SkippingDataset(Dataset):
+    """AnomalyDataset that returns the error message instead of raising for a bad file."""
+
+    def __init__(self, samples: Sequence[Sample], image_size: int) -> None:
+        self.inner = AnomalyDataset(samples, image_size)
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict:
+        try:
+            return {**self.inner[index], "error": ""}
+        except SnladError as error:
+            return {"path": str(self.samples[index].image), "error": str(error)}
+
+
+def _collate(items: list[dict]) -> dict:
+    good = [item for item in items if not item["error"]]
+    batch = torch.utils.data.default_collate(good) if good else {"image": torch.empty(0)}
+    batch["failed"] = [(item["path"], item["error"]) for item in items if item["error"]]
+    return batch
+
+
+def _unique_stems(paths: Sequence[Path]) -> dict[str, str]:
+    """Map each path to an output stem; a repeated stem gets its parent folder's name prefixed."""
+    stems: dict[str, str] = {}
+    used: set[str] = set()
+    for path in paths:
+        stem = path.stem if path.stem not in used else f"{path.parent.name}_{path.stem}"
+        suffix = 1
+        while stem in used:
+            stem, suffix = f"{path.parent.name}_{path.stem}_{suffix}", suffix + 1
+        used.add(stem)
+        stems[str(path)] = stem
+    return stems
+
+
+def overlay_png(image: np.ndarray, anomaly_map: np.ndarray, scale: float) -> bytes:
+    """Jet-coloured map blended over the image; ``scale`` maps to the top of the colour range."""
+    normalised = np.clip(anomaly_map / max(scale, 1e-12), 0.0, 1.0)
+    colours = (matplotlib.colormaps["jet"](normalised)[..., :3] * 255).astype(np.float32)
+    blended = (0.5 * image.astype(np.float32) + 0.5 * colours).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(blended).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def predict(trained: TrainedModel, inputs: Iterable[str | Path], out_dir: Path, category: str | None = None, batch_size: int = 8, progress: bool = True) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Write scores.csv, maps/<stem>.npy (float32, original H x W) and overlays/<stem>.png.
+
+    Returns the score rows and the (path, error) of every skipped file.
+    """
+    out_dir = Path(out_dir)
+    paths = collect_images(inputs)
+    threshold = trained.calibration.get(category or "", {}).get("threshold") if category else None
+    samples = [Sample(image=p, category=category or "", label=0, defect="unknown", mask=None) for p in paths]
+    loader = DataLoader(SkippingDataset(samples, trained.config.data.image_size), batch_size=batch_size, collate_fn=_collate)
+    stems = _unique_stems(paths)
+    rows: list[dict] = []
+    failed: list[tuple[str, str]] = []
+    for batch, maps, scores in infer(trained, loader, progress, desc="predicting"):
+        failed += batch["failed"]
+        for path, size, anomaly_map, score in zip(batch.get("path", []), batch.get("orig_hw", []), maps, scores):
+            height, width = (int(v) for v in size)
+            full = F.interpolate(anomaly_map[None, None], size=(height, width), mode="bilinear", align_corners=False)[0, 0].numpy()
+            stem = stems[path]
+            buffer = io.BytesIO()
+            np.save(buffer, full.astype(np.float32))
+            atomic_write_bytes(out_dir / "maps" / f"{stem}.npy", buffer.getvalue())
+            scale = 2 * threshold if threshold else float(full.max())
+            atomic_write_bytes(out_dir / "overlays" / f"{stem}.png", overlay_png(load_image(path), full, scale))
+            row = {"image": path, "score": float(score)}
+            if threshold is not None:
+                row["is_anomalous"] = int(float(score) > threshold)
+            rows.append(row)
+    _write_scores(out_dir / "scores.csv", rows)
+    return rows, failed
+
+
+def _write_scores(path: Path, rows: list[dict]) -> None:
+    buffer = io.StringIO()
+    fields = ["image", "score"] + (["is_anomalous"] if rows and "is_anomalous" in rows[0] else [])
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())

@@ -1,0 +1,169 @@
+"""The one training loop, for every model.
+
+State lives in ``RUN_DIR/checkpoint.pt`` (written atomically after every
+epoch and on Ctrl-C/SIGTERM, with the position inside the epoch), so
+``--resume`` continues exactly where training stopped and reaches the same
+weights as an uninterrupted run. When training ends, the model is calibrated
+on held-back normal training images and written to ``RUN_DIR/model.pt``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from snlad.config import Config, from_dict, write_yaml
+from snlad.data import AnomalyDataset, Sample, holdout_split
+from snlad.engine.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from snlad.engine.inference import infer
+from snlad.engine.sampler import ResumableSampler
+from snlad.engine.trained import TrainedModel, build_scorer, save_trained
+from snlad.errors import SnladError
+from snlad.losses import distillation_loss
+from snlad.models import TeacherStudent, build_model
+
+CHECKPOINT = "checkpoint.pt"
+MODEL = "model.pt"
+
+
+class TrainingInterrupted(SnladError):
+    """Raised after the interrupted state was saved; the CLI exits with 130."""
+
+
+def _comparable(config: Config) -> dict:
+    """The config minus what may change on resume (the epoch budget)."""
+    data = config.to_dict()
+    data["train"].pop("epochs")
+    return data
+
+
+def _prepare_out_dir(out_dir: Path, config: Config, resume: bool, overwrite: bool) -> dict | None:
+    """Refuse to clobber a finished or started run; return the checkpoint to resume from."""
+    checkpoint_path, model_path = out_dir / CHECKPOINT, out_dir / MODEL
+    if resume:
+        if not checkpoint_path.exists():
+            raise SnladError(f"nothing to resume in {out_dir}: {CHECKPOINT} is missing (start without --resume)")
+        state = load_checkpoint(checkpoint_path)
+        saved = from_dict(state["config"], source=str(checkpoint_path))
+        if _comparable(saved) != _comparable(config):
+            changed = [
+                f"{section}.{key}"
+                for section, values in _comparable(config).items()
+                for key, value in values.items()
+                if _comparable(saved)[section][key] != value
+            ]
+            raise SnladError(
+                f"cannot resume {checkpoint_path}: it was trained with another config ({', '.join(changed)} differ)"
+            )
+        return state
+    if (model_path.exists() or checkpoint_path.exists()) and not overwrite:
+        raise SnladError(f"{out_dir} already holds a run: use --resume to continue it, --overwrite to replace it, or another --out")
+    return None
+
+
+def _loader(samples: Sequence[Sample], config: Config, sampler: ResumableSampler | None) -> DataLoader:
+    return DataLoader(
+        AnomalyDataset(samples, config.data.image_size),
+        batch_size=config.train.batch_size,
+        sampler=sampler,
+        num_workers=config.data.num_workers,
+        persistent_workers=False,
+    )
+
+
+def _training_state(model: TeacherStudent, optimizer: torch.optim.Optimizer, config: Config, epoch: int, position: int) -> dict:
+    return {
+        "kind": "training",
+        "config": config.to_dict(),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "epoch": epoch,
+        "position": position,
+    }
+
+
+def fit(model: TeacherStudent, samples: Sequence[Sample], config: Config, out_dir: Path, resume_state: dict | None, progress: bool = True) -> None:
+    """Train the student; checkpoint every epoch and on interruption."""
+    optimizer = torch.optim.Adam(
+        model.student_parameters(), lr=config.train.lr, betas=config.train.betas, weight_decay=config.train.weight_decay
+    )
+    epoch, position = 0, 0
+    if resume_state is not None:
+        model.load_state_dict(resume_state["model"])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        epoch, position = int(resume_state["epoch"]), int(resume_state["position"])
+    sampler = ResumableSampler(len(samples), config.train.seed)
+    loader = _loader(samples, config, sampler)
+    log_path = out_dir / "train_log.csv"
+    model.train()
+    while epoch < config.train.epochs:
+        sampler.set_epoch(epoch, position)
+        started, total, seen = time.perf_counter(), 0.0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.train.epochs}", disable=not progress, leave=False)
+        try:
+            for batch in bar:
+                teacher_features, student_features = model(batch["image"])
+                loss, _ = distillation_loss(teacher_features, student_features, config.loss)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                batch_size = batch["image"].shape[0]
+                position += batch_size
+                seen += batch_size
+                total += float(loss) * batch_size
+                bar.set_postfix(loss=f"{float(loss):.4f}")
+        except KeyboardInterrupt:
+            save_checkpoint(out_dir / CHECKPOINT, _training_state(model, optimizer, config, epoch, position))
+            raise TrainingInterrupted(
+                f"interrupted in epoch {epoch + 1} after {position}/{len(samples)} images; state saved to "
+                f"{out_dir / CHECKPOINT}: continue with the same command plus --resume"
+            ) from None
+        epoch, position = epoch + 1, 0
+        save_checkpoint(out_dir / CHECKPOINT, _training_state(model, optimizer, config, epoch, position))
+        _append_log(log_path, epoch, total / max(seen, 1), time.perf_counter() - started)
+
+
+def _append_log(path: Path, epoch: int, loss: float, seconds: float) -> None:
+    rows = path.read_text() if path.exists() else "epoch,loss,seconds\n"
+    atomic_write_text(path, rows + f"{epoch},{loss:.6f},{seconds:.2f}\n")
+
+
+def calibrate(trained: TrainedModel, held_out: Sequence[Sample], config: Config) -> dict[str, dict]:
+    """Score held-back normal training images per category (never test images).
+
+    The threshold is the largest held-out normal score; with no held-out image
+    a category gets no threshold and predictions carry only scores.
+    """
+    if not held_out:
+        return {}
+    scores: dict[str, list[float]] = {}
+    for batch, _, batch_scores in infer(trained, _loader(held_out, config, None), progress=False):
+        for category, score in zip(batch["category"], batch_scores.tolist()):
+            scores.setdefault(category, []).append(score)
+    return {category: {"normal_scores": values, "threshold": max(values)} for category, values in scores.items()}
+
+
+def train_run(config: Config, samples: Sequence[Sample], out_dir: Path, resume: bool = False, overwrite: bool = False, progress: bool = True) -> TrainedModel:
+    """Train one model on ``samples`` (one category or many) into ``out_dir``."""
+    out_dir = Path(out_dir)
+    resume_state = _prepare_out_dir(out_dir, config, resume, overwrite)
+    if overwrite and not resume:
+        for name in (CHECKPOINT, MODEL, "train_log.csv"):
+            (out_dir / name).unlink(missing_ok=True)
+    train_samples, held_out = holdout_split(samples, config.data.holdout_fraction, config.train.seed)
+    torch.manual_seed(config.train.seed)
+    model = build_model(config.model)
+    write_yaml(config, out_dir / "config.yaml")
+    fit(model, train_samples, config, out_dir, resume_state, progress)
+    categories = sorted({sample.category for sample in samples})
+    trained = TrainedModel(config, model, build_scorer(config), categories).eval()
+    trained.calibration = calibrate(trained, held_out, config)
+    save_trained(out_dir / MODEL, trained)
+    return trained

@@ -1,0 +1,22 @@
+"""Models: FD and RD baselines, with SNL's CRAM switchable on each."""
+
+from __future__ import annotations
+
+from snlad.backbones import build_backbone
+from snlad.config import ModelConfig
+from snlad.models.fd import FeatureDistillation
+from snlad.models.rd import ReverseDistillation
+from snlad.models.teacher_student import Features, TeacherStudent
+
+__all__ = ["build_model", "TeacherStudent", "Features", "FeatureDistillation", "ReverseDistillation"]
+
+
+def build_model(config: ModelConfig, pretrained_teacher: bool = True) -> TeacherStudent:
+    """Teacher with its real weights (``pretrained_teacher=False`` only when a checkpoint
+    will overwrite them anyway) and a freshly initialised student."""
+    teacher = build_backbone(config.teacher, pretrained=pretrained_teacher, weights=config.teacher_weights)
+    base = config.name.removeprefix("snl-")
+    if base == "fd":
+        student = build_backbone(config.teacher, pretrained=False)
+        return FeatureDistillation(teacher, student, config.cram, config.cram_centres)
+    return ReverseDistillation(teacher, config.cram, config.cram_centres)

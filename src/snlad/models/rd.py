@@ -1,0 +1,102 @@
+"""RD: reverse distillation (Deng & Li, CVPR 2022, RD4AD).
+
+Teacher encoder -> one-class bottleneck embedding (OCBE) -> student decoder
+that mirrors the encoder. Written for any teacher from its three channel
+counts (c1, c2, c3 at strides 4, 8, 16), so EfficientNet-Lite and ResNet
+teachers share the code. With SNL a CRAM follows each decoder stage.
+
+Differences from RD4AD, on purpose: decoder stages end in a linear conv (an
+EfficientNet-Lite block output is linear and can be negative, unlike a ResNet
+layer output after ReLU), and the bottleneck width is 2 * c3 (RD4AD: 2048 for
+c3 = 1024, the same ratio).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from snlad.backbones import Backbone
+from snlad.models.cram import maybe_cram
+from snlad.models.teacher_student import Features, TeacherStudent
+
+
+def conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class ResidualDown(nn.Module):
+    """Stride-2 residual block: the OCBE's 'one-class embedding' layer (RD4AD bn_layer)."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            conv_bn_relu(in_channels, out_channels, stride=2),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+        )
+        self.shortcut = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 1, stride=2, bias=False), nn.BatchNorm2d(out_channels)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+class OCBE(nn.Module):
+    """Fuse the three teacher levels at stride 16, embed them at stride 32."""
+
+    def __init__(self, channels: tuple[int, int, int], bottleneck_channels: int) -> None:
+        super().__init__()
+        c1, c2, c3 = channels
+        self.level1_down = nn.Sequential(conv_bn_relu(c1, c2, stride=2), conv_bn_relu(c2, c3, stride=2))
+        self.level2_down = conv_bn_relu(c2, c3, stride=2)
+        self.level3_in = conv_bn_relu(c3, c3)
+        self.embed = ResidualDown(3 * c3, bottleneck_channels)
+
+    def forward(self, features: Features) -> torch.Tensor:
+        """features: teacher levels (B x c_i x S/4^..) -> B x bottleneck x S/32 x S/32."""
+        fused = torch.cat(
+            [self.level1_down(features[0]), self.level2_down(features[1]), self.level3_in(features[2])], dim=1
+        )
+        return self.embed(fused)
+
+
+class DecoderStage(nn.Module):
+    """Upsample x2 and refine; the output is linear so it can match any teacher's feature range."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.up = nn.Sequential(
+            nn.ConvTranspose2d(in_channels, out_channels, 2, stride=2, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
+        self.refine = nn.Sequential(conv_bn_relu(out_channels, out_channels), nn.Conv2d(out_channels, out_channels, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        up = self.up(x)
+        return up + self.refine(up)
+
+
+class ReverseDistillation(TeacherStudent):
+    def __init__(self, teacher: Backbone, cram: bool, cram_centres: int) -> None:
+        super().__init__(teacher)
+        c1, c2, c3 = teacher.channels
+        bottleneck = 2 * c3
+        self.bottleneck = OCBE(teacher.channels, bottleneck)
+        # Deepest first: stride 32 -> 16 -> 8 -> 4.
+        self.decoder = nn.ModuleList([DecoderStage(bottleneck, c3), DecoderStage(c3, c2), DecoderStage(c2, c1)])
+        self.crams = nn.ModuleList(maybe_cram(cram, c, cram_centres) for c in (c3, c2, c1))
+
+    def student_features(self, images: torch.Tensor, teacher_features: Features) -> Features:
+        x = self.bottleneck(teacher_features)
+        decoded = []
+        for stage, cram in zip(self.decoder, self.crams):
+            x = cram(stage(x))
+            decoded.append(x)
+        return decoded[::-1]  # strides 4, 8, 16, like the teacher

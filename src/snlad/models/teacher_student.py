@@ -1,0 +1,43 @@
+"""What every snlad model is: a frozen teacher and a trainable student.
+
+All models share one contract so one training loop, one evaluation loop, one
+loss and one anomaly map serve them all: ``forward(images)`` returns the
+teacher's and the student's features at the same three levels.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from snlad.backbones import Backbone
+
+Features = list[torch.Tensor]
+
+
+class TeacherStudent(nn.Module):
+    """Base class: holds the frozen teacher; subclasses define ``student_features``."""
+
+    def __init__(self, teacher: Backbone) -> None:
+        super().__init__()
+        self.teacher = teacher
+        self.teacher.requires_grad_(False)
+        self.teacher.eval()
+
+    def train(self, mode: bool = True) -> "TeacherStudent":
+        """Train the student only: the teacher's BatchNorm statistics must never move."""
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def student_parameters(self) -> list[nn.Parameter]:
+        return [p for name, p in self.named_parameters() if not name.startswith("teacher.")]
+
+    def student_features(self, images: torch.Tensor, teacher_features: Features) -> Features:
+        raise NotImplementedError
+
+    def forward(self, images: torch.Tensor) -> tuple[Features, Features]:
+        """images: B x 3 x S x S in [0, 1] -> (teacher, student) features at strides 4, 8, 16."""
+        with torch.no_grad():
+            teacher_features = [f.detach() for f in self.teacher(images)]
+        return teacher_features, self.student_features(images, teacher_features)
