@@ -1,0 +1,52 @@
+"""Presets, YAML files and overrides: unknown keys and wrong types are named."""
+
+import pytest
+
+from snlad.config import load_config, preset, write_yaml
+from snlad.errors import SnladError
+
+
+def test_presets_switch_snl_parts():
+    assert preset("fd").loss.intra == 0 and not preset("fd").model.cram
+    snl = preset("snl-rd")
+    assert snl.model.cram and snl.loss.intra > 0 and snl.map.beta > 0
+    assert preset("rd").loss.whole_map == 1.0 and preset("rd").loss.channel == 0.0
+
+
+def test_file_and_overrides_apply_in_order(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  epochs: 3\n  lr: 1\nloss:\n  intra: 0.5\n")
+    config = load_config("snl-fd", path, ["train.epochs=7", "model.cram=false"])
+    assert config.train.epochs == 7 and config.train.lr == 1.0 and config.loss.intra == 0.5 and not config.model.cram
+
+
+def test_resolved_config_round_trips(tmp_path):
+    config = load_config("snl-fd", None, ["train.betas=[0.8, 0.9]"])
+    write_yaml(config, tmp_path / "config.yaml")
+    assert load_config(None, tmp_path / "config.yaml") == config
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ("train:\n  epoch: 3\n", "train.epoch"),
+        ("trian:\n  epochs: 3\n", "trian"),
+        ("train:\n  epochs: three\n", "train.epochs"),
+        ("train:\n  betas: [0.5]\n", "train.betas"),
+        ("loss:\n  intra: -1\n", "loss.intra"),
+        ("- just a list\n", "mapping"),
+        ("train: [\n", "YAML"),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path, text, names):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(SnladError, match=names.replace(".", r"\.")):
+        load_config("fd", path)
+
+
+def test_bad_override_and_model():
+    with pytest.raises(SnladError, match="section.key=value"):
+        load_config("fd", None, ["epochs=3"])
+    with pytest.raises(SnladError, match="unknown model"):
+        load_config("xx")
