@@ -55,6 +55,14 @@ def _add_predict(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
 
 
+def _add_experiment(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("experiment", help="train and test a list of configurations; write comparison tables", description="Run an experiment file (configs/experiments/*.yaml): every configuration x seed x mode is trained and tested into OUT/<mode>/<name>/seed<k>; finished runs are skipped, interrupted ones resumed. Writes OUT/results-<mode>.md and .csv.")
+    parser.add_argument("--experiment", required=True, help="experiment YAML, e.g. configs/experiments/cpu.yaml")
+    parser.add_argument("--data", required=True, help="data root")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--only", help="comma-separated configuration names to run (default: all)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="snlad", description="Multi-class anomaly detection with structural teacher-student normality learning.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -63,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(commands)
     _add_test(commands)
     _add_predict(commands)
+    _add_experiment(commands)
     return parser
 
 
@@ -77,6 +86,12 @@ def _run(args: argparse.Namespace) -> None:
         from snlad.engine.evaluate import metrics_markdown
 
         print(metrics_markdown(per_category), end="")
+    elif args.command == "experiment":
+        from snlad.experiments import load_experiment, run_experiment
+
+        tables = run_experiment(load_experiment(args.experiment), args.data, args.out, _categories(args.only), progress)
+        for mode, path in tables.items():
+            print(f"{mode}: {path}")
     else:
         rows, failed = api.predict(args.run, args.inputs, args.out, args.category, args.batch_size, progress)
         print(f"scored {len(rows)} images -> {args.out}/scores.csv")

@@ -19,7 +19,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from snlad.data import AnomalyDataset, Sample, load_image
-from snlad.data.layouts import IMAGE_SUFFIXES
+from snlad.data import IMAGE_EXTENSIONS
 from snlad.engine.checkpoint import atomic_write_bytes, atomic_write_text
 from snlad.engine.inference import infer
 from snlad.engine.trained import TrainedModel
@@ -31,9 +31,9 @@ def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
     images: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            found = sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
             if not found:
-                raise SnladError(f"folder {item} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+                raise SnladError(f"folder {item} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
             images += found
         elif item.is_file():
             images.append(item)

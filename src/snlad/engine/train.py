@@ -9,10 +9,11 @@ on held-back normal training images and written to ``RUN_DIR/model.pt``.
 
 from __future__ import annotations
 
-import csv
-import io
+import contextlib
+import signal
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -74,8 +75,14 @@ def _loader(samples: Sequence[Sample], config: Config, sampler: ResumableSampler
         batch_size=config.train.batch_size,
         sampler=sampler,
         num_workers=config.data.num_workers,
-        persistent_workers=False,
+        worker_init_fn=_ignore_interrupts,
     )
+
+
+def _ignore_interrupts(worker_id: int) -> None:
+    """Ctrl-C reaches the whole process group: workers leave it to the main process,
+    which finishes the step, saves and exits cleanly."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _training_state(model: TeacherStudent, optimizer: torch.optim.Optimizer, config: Config, epoch: int, position: int) -> dict:
@@ -107,7 +114,7 @@ def fit(model: TeacherStudent, samples: Sequence[Sample], config: Config, out_di
         sampler.set_epoch(epoch, position)
         started, total, seen = time.perf_counter(), 0.0, 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.train.epochs}", disable=not progress, leave=False)
-        try:
+        with deferred_interrupts() as interrupted:
             for batch in bar:
                 teacher_features, student_features = model(batch["image"])
                 loss, _ = distillation_loss(teacher_features, student_features, config.loss)
@@ -117,17 +124,39 @@ def fit(model: TeacherStudent, samples: Sequence[Sample], config: Config, out_di
                 batch_size = batch["image"].shape[0]
                 position += batch_size
                 seen += batch_size
-                total += float(loss) * batch_size
-                bar.set_postfix(loss=f"{float(loss):.4f}")
-        except KeyboardInterrupt:
-            save_checkpoint(out_dir / CHECKPOINT, _training_state(model, optimizer, config, epoch, position))
-            raise TrainingInterrupted(
-                f"interrupted in epoch {epoch + 1} after {position}/{len(samples)} images; state saved to "
-                f"{out_dir / CHECKPOINT}: continue with the same command plus --resume"
-            ) from None
+                total += loss.item() * batch_size
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+                if interrupted():
+                    save_checkpoint(out_dir / CHECKPOINT, _training_state(model, optimizer, config, epoch, position))
+                    raise TrainingInterrupted(
+                        f"interrupted in epoch {epoch + 1} after {position}/{len(samples)} images; state saved to "
+                        f"{out_dir / CHECKPOINT}: continue with the same command plus --resume"
+                    )
         epoch, position = epoch + 1, 0
         save_checkpoint(out_dir / CHECKPOINT, _training_state(model, optimizer, config, epoch, position))
         _append_log(log_path, epoch, total / max(seen, 1), time.perf_counter() - started)
+
+
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[Callable[[], bool]]:
+    """Turn SIGINT/SIGTERM into a flag checked between optimiser steps.
+
+    A step is then never cut in half (BatchNorm statistics moved, weights not),
+    so the saved state is exactly the state after the last whole step. Outside
+    the main thread signals cannot be caught and behave as before.
+    """
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, lambda signum, frame: received.append(signum))
+    try:
+        yield lambda: bool(received)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _append_log(path: Path, epoch: int, loss: float, seconds: float) -> None:

@@ -1,0 +1,124 @@
+"""Experiment runner: train and test a list of configurations, seeds and modes; tabulate.
+
+An experiment file (``configs/experiments/*.yaml``) names shared settings,
+seeds, modes and configurations (a model name plus overrides). Each
+(mode, configuration, seed) is one run directory ``OUT/<mode>/<name>/seed<k>``;
+a run whose ``metrics.json`` exists is not trained again, and a run with a
+checkpoint resumes, so the whole experiment can be stopped and restarted.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from snlad import api
+from snlad.config import read_yaml
+from snlad.data import list_categories
+from snlad.engine.checkpoint import atomic_write_text
+from snlad.errors import SnladError
+
+MODES = ("multi-class", "one-class")
+TABLE_METRICS = (("image_auroc", "I-AUROC"), ("pixel_auroc", "P-AUROC"), ("aupro", "AUPRO"))
+
+
+@dataclass
+class Experiment:
+    name: str
+    settings: list[str]
+    seeds: list[int]
+    modes: list[str]
+    configurations: dict[str, dict[str, Any]]
+    categories: list[str] | None
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    values = read_yaml(path)
+    known = {"name", "settings", "seeds", "modes", "configurations", "categories"}
+    unknown = set(values) - known
+    if unknown:
+        raise SnladError(f"{path}: unknown experiment key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
+    settings = [f"{key}={json.dumps(value)}" for key, value in (values.get("settings") or {}).items()]
+    modes = list(values.get("modes", MODES))
+    bad = [m for m in modes if m not in MODES]
+    if bad:
+        raise SnladError(f"{path}: unknown mode(s) {', '.join(bad)} (known: {', '.join(MODES)})")
+    configurations = values.get("configurations") or {}
+    if not configurations:
+        raise SnladError(f"{path}: 'configurations' must list at least one configuration")
+    for name, spec in configurations.items():
+        if not isinstance(spec, dict) or "model" not in spec:
+            raise SnladError(f"{path}: configuration '{name}' needs a 'model' (and optional 'set' overrides)")
+    return Experiment(values.get("name", Path(path).stem), settings, list(values.get("seeds", [0])), modes, configurations, values.get("categories"))
+
+
+def run_experiment(experiment: Experiment, data_root: str | Path, out_dir: str | Path, only: list[str] | None = None, progress: bool = True) -> dict[str, Path]:
+    """Train and test every (mode, configuration, seed) not yet done; write one table per mode."""
+    out_dir = Path(out_dir)
+    categories = experiment.categories or list_categories(data_root)
+    names = [n for n in experiment.configurations if only is None or n in only]
+    tables = {}
+    for mode in experiment.modes:
+        for name in names:
+            spec = experiment.configurations[name]
+            for seed in experiment.seeds:
+                run_dir = out_dir / mode / name / f"seed{seed}"
+                if (run_dir / "metrics.json").exists():
+                    continue
+                overrides = experiment.settings + list(spec.get("set", [])) + [f"train.seed={seed}"]
+                config = api.resolve_config(spec["model"], None, overrides, categories=categories)
+                resume = (run_dir / "checkpoint.pt").exists() or any(run_dir.glob("*/checkpoint.pt"))
+                print(f"[{experiment.name}] {mode} {name} seed {seed}", flush=True)
+                api.train(config, data_root, run_dir, one_class=mode == "one-class", resume=resume, overwrite=not resume, progress=progress)
+                api.test(run_dir, data_root, categories, progress=progress)
+        tables[mode] = write_tables(out_dir, mode, names, experiment.seeds, categories)
+    return tables
+
+
+def collect(out_dir: Path, mode: str, name: str, seeds: list[int]) -> dict[int, dict[str, dict[str, float]]]:
+    """Metrics of each finished seed of one configuration."""
+    results = {}
+    for seed in seeds:
+        path = out_dir / mode / name / f"seed{seed}" / "metrics.json"
+        if path.exists():
+            results[seed] = json.loads(path.read_text())
+    return results
+
+
+def _cell(values: list[float]) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "n/a"
+    mean = 100 * float(np.mean(values))
+    return f"{mean:.1f}" if len(values) == 1 else f"{mean:.1f} ± {100 * float(np.std(values)):.1f}"
+
+
+def write_tables(out_dir: Path, mode: str, names: list[str], seeds: list[int], categories: list[str]) -> Path:
+    """results-<mode>.md (mean ± std over seeds) and results-<mode>.csv (one row per run)."""
+    columns = [*categories, "mean"]
+    lines = [f"## {mode}", ""]
+    rows_csv = io.StringIO()
+    writer = csv.writer(rows_csv)
+    writer.writerow(["configuration", "seed", "category", *(key for key, _ in TABLE_METRICS)])
+    for key, label in TABLE_METRICS:
+        lines += [f"### {label} (%, mean ± std over seeds)", "", "| configuration | seeds | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 2)]
+        for name in names:
+            results = collect(out_dir, mode, name, seeds).values()
+            cells = [_cell([r[c][key] for r in results if c in r]) for c in columns]
+            lines.append(f"| {name} | {len(results)} | " + " | ".join(cells) + " |")
+        lines.append("")
+    for name in names:
+        for seed, result in collect(out_dir, mode, name, seeds).items():
+            for category in columns:
+                if category in result:
+                    writer.writerow([name, seed, category, *(result[category][key] for key, _ in TABLE_METRICS)])
+    path = out_dir / f"results-{mode}.md"
+    atomic_write_text(path, "\n".join(lines))
+    atomic_write_text(out_dir / f"results-{mode}.csv", rows_csv.getvalue())
+    return path

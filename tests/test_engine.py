@@ -1,0 +1,99 @@
+"""End to end on real images: train a few steps, test, predict, resume, refuse to clobber."""
+
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from snlad import api
+from snlad.cli import main
+from snlad.data import index_dataset
+from snlad.engine.trained import load_run
+
+DEMO = Path(__file__).parents[1] / "data" / "demo"
+FAST = ["data.image_size=64", "train.batch_size=4", "data.num_workers=0", "loss.affinity_size=8"]
+
+
+def train_fast(model: str, out: Path, categories=("bottle", "kolektor_sdd"), epochs: int = 2, extra=(), **kwargs):
+    config = api.resolve_config(model, None, [*FAST, f"train.epochs={epochs}", *extra], categories=list(categories))
+    return api.train(config, DEMO, out, progress=False, **kwargs)
+
+
+@pytest.mark.parametrize("model", ["fd", "rd", "snl-fd", "snl-rd"])
+def test_every_model_trains_tests_and_predicts(tmp_path, model):
+    train_fast(model, tmp_path / "run", epochs=1)
+    metrics = api.test(tmp_path / "run", DEMO, progress=False)
+    assert set(metrics) == {"bottle", "kolektor_sdd", "mean"}
+    for name in ("metrics.csv", "metrics.json", "metrics.md", "test_scores.csv", "model.pt", "config.yaml"):
+        assert (tmp_path / "run" / name).is_file()
+    image = sorted((DEMO / "bottle" / "test" / "broken_large").iterdir())[0]
+    rows, failed = api.predict(tmp_path / "run", [image], tmp_path / "pred", category="bottle", progress=False)
+    assert not failed and len(rows) == 1
+    anomaly_map = np.load(tmp_path / "pred" / "maps" / f"{image.stem}.npy")
+    from PIL import Image
+
+    assert anomaly_map.dtype == np.float32 and anomaly_map.shape == Image.open(image).size[::-1]
+    assert (tmp_path / "pred" / "overlays" / f"{image.stem}.png").is_file()
+
+
+def test_snl_fd_learns_to_rank_real_defects_above_good_images(tmp_path):
+    torch.manual_seed(0)
+    config = api.resolve_config("snl-fd", None, ["data.image_size=128", "train.batch_size=4", "data.num_workers=0", "train.epochs=8", "data.holdout_fraction=0"], categories=["bottle"])
+    api.train(config, DEMO, tmp_path / "run", progress=False)
+    metrics = api.test(tmp_path / "run", DEMO, progress=False)
+    assert metrics["bottle"]["image_auroc"] >= 0.9
+    assert metrics["bottle"]["pixel_auroc"] >= 0.8
+
+
+def test_resume_after_interrupt_gives_the_same_weights(tmp_path, monkeypatch):
+    from snlad.engine import train as train_module
+
+    train_fast("snl-fd", tmp_path / "straight", categories=("bottle",), epochs=2)
+    calls = {"n": 0}
+    original = train_module.distillation_loss
+
+    def interrupting_loss(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:  # Ctrl-C arrives during the third step (the second epoch's first)
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "distillation_loss", interrupting_loss)
+    with pytest.raises(train_module.TrainingInterrupted, match="--resume"):
+        train_fast("snl-fd", tmp_path / "resumed", categories=("bottle",), epochs=2)
+    monkeypatch.setattr(train_module, "distillation_loss", original)
+    train_fast("snl-fd", tmp_path / "resumed", categories=("bottle",), epochs=2, resume=True)
+    straight = load_run(tmp_path / "straight")["bottle"].model.state_dict()
+    resumed = load_run(tmp_path / "resumed")["bottle"].model.state_dict()
+    for key in straight:
+        assert torch.allclose(straight[key].float(), resumed[key].float(), atol=1e-6), key
+
+
+def test_one_class_mode_trains_one_model_per_category(tmp_path):
+    config = api.resolve_config("fd", None, [*FAST, "train.epochs=1"], categories=["bottle", "capsule"])
+    api.train(config, DEMO, tmp_path / "run", one_class=True, progress=False)
+    models = load_run(tmp_path / "run")
+    assert models["bottle"] is not models["capsule"] and models["capsule"].categories == ["capsule"]
+    assert set(api.test(tmp_path / "run", DEMO, progress=False)) == {"bottle", "capsule", "mean"}
+
+
+def test_cli_refuses_to_overwrite_and_to_resume_another_config(tmp_path, capsys):
+    args = ["--quiet", "train", "--data", str(DEMO), "--categories", "capsule", "--model", "fd", "--out", str(tmp_path / "run")]
+    fast = [x for item in FAST + ["train.epochs=1"] for x in ("--set", item)]
+    assert main(args + fast) == 0
+    before = (tmp_path / "run" / "model.pt").read_bytes()
+    assert main(args + fast) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert main(args + fast + ["--resume", "--set", "train.lr=0.1"]) == 2
+    assert "train.lr" in capsys.readouterr().err
+    assert (tmp_path / "run" / "model.pt").read_bytes() == before
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["test", "--run", str(tmp_path / "nope"), "--data", str(DEMO)]) == 2
+    assert main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("snlad: error:") for line in err)
