@@ -69,6 +69,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.5, 0.999)
     weight_decay: float = 0.0
     seed: int = 0
+    device: str = "auto"  # "auto" = cuda when available, else cpu; never part of a run's identity
 
 
 @dataclass
@@ -186,6 +187,7 @@ def _validate(config: Config, source: str) -> None:
         (config.map.image_score in ("max", "topk"), "map.image_score must be 'max' or 'topk'"),
         (0.0 < config.map.topk_fraction <= 1.0, "map.topk_fraction must be in (0, 1]"),
         (config.map.sigma >= 0, "map.sigma must be >= 0"),
+        (config.train.device in ("auto", "cpu") or config.train.device.startswith("cuda"), "train.device must be auto, cpu or cuda[:N]"),
     ]
     weights = dataclasses.asdict(config.loss)
     checks += [(weights[k] >= 0, f"loss.{k} must be >= 0") for k in ("channel", "whole_map", "spatial", "intra", "inter")]

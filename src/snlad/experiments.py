@@ -77,7 +77,7 @@ def run_experiment(experiment: Experiment, data_root: str | Path, out_dir: str |
                 print(f"[{experiment.name}] {mode} {name} seed {seed}", flush=True)
                 api.train(config, data_root, run_dir, one_class=mode == "one-class", resume=resume, overwrite=not resume, progress=progress)
                 api.test(run_dir, data_root, categories, progress=progress)
-        tables[mode] = write_tables(out_dir, mode, names, experiment.seeds, categories)
+        tables[mode] = write_tables(out_dir, mode, list(experiment.configurations), experiment.seeds, categories)
     return tables
 
 

@@ -23,11 +23,12 @@ def infer(trained: "TrainedModel", loader: DataLoader, progress: bool = True, de
     A batch with no images (every file in it unreadable) yields empty tensors.
     """
     trained.eval()
+    device = trained.device
     with torch.inference_mode():
         for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
             if batch["image"].numel() == 0:
                 yield batch, torch.empty(0), torch.empty(0)
                 continue
-            teacher_features, student_features = trained.model(batch["image"])
+            teacher_features, student_features = trained.model(batch["image"].to(device))
             maps, scores = trained.scorer(teacher_features, student_features)
-            yield batch, maps, scores
+            yield batch, maps.cpu(), scores.cpu()

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from snlad.config import Config, from_dict, write_yaml
 from snlad.data import AnomalyDataset, Sample, holdout_split
+from snlad.engine.device import resolve_device
 from snlad.engine.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from snlad.engine.inference import infer
 from snlad.engine.sampler import ResumableSampler
@@ -42,6 +43,7 @@ def _comparable(config: Config) -> dict:
     """The config minus what may change on resume (the epoch budget)."""
     data = config.to_dict()
     data["train"].pop("epochs")
+    data["train"].pop("device")
     return data
 
 
@@ -75,6 +77,7 @@ def _loader(samples: Sequence[Sample], config: Config, sampler: ResumableSampler
         batch_size=config.train.batch_size,
         sampler=sampler,
         num_workers=config.data.num_workers,
+        pin_memory=torch.cuda.is_available(),
         worker_init_fn=_ignore_interrupts,
     )
 
@@ -106,6 +109,7 @@ def fit(model: TeacherStudent, samples: Sequence[Sample], config: Config, out_di
         model.load_state_dict(resume_state["model"])
         optimizer.load_state_dict(resume_state["optimizer"])
         epoch, position = int(resume_state["epoch"]), int(resume_state["position"])
+    device = resolve_device(config.train.device)
     sampler = ResumableSampler(len(samples), config.train.seed)
     loader = _loader(samples, config, sampler)
     log_path = out_dir / "train_log.csv"
@@ -116,7 +120,7 @@ def fit(model: TeacherStudent, samples: Sequence[Sample], config: Config, out_di
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.train.epochs}", disable=not progress, leave=False)
         with deferred_interrupts() as interrupted:
             for batch in bar:
-                teacher_features, student_features = model(batch["image"])
+                teacher_features, student_features = model(batch["image"].to(device, non_blocking=True))
                 loss, _ = distillation_loss(teacher_features, student_features, config.loss)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -188,11 +192,11 @@ def train_run(config: Config, samples: Sequence[Sample], out_dir: Path, resume: 
             (out_dir / name).unlink(missing_ok=True)
     train_samples, held_out = holdout_split(samples, config.data.holdout_fraction, config.train.seed)
     torch.manual_seed(config.train.seed)
-    model = build_model(config.model)
+    model = build_model(config.model).to(resolve_device(config.train.device))
     write_yaml(config, out_dir / "config.yaml")
     fit(model, train_samples, config, out_dir, resume_state, progress)
     categories = sorted({sample.category for sample in samples})
-    trained = TrainedModel(config, model, build_scorer(config), categories).eval()
+    trained = TrainedModel(config, model, build_scorer(config).to(resolve_device(config.train.device)), categories).eval()
     trained.calibration = calibrate(trained, held_out, config)
     save_trained(out_dir / MODEL, trained)
     return trained

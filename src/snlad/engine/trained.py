@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from snlad.config import Config, from_dict
+from snlad.engine.device import resolve_device
 from snlad.engine.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from snlad.errors import SnladError
 from snlad.models import TeacherStudent, build_model
@@ -29,6 +30,10 @@ class TrainedModel:
     scorer: AnomalyScorer
     categories: list[str]
     calibration: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
 
     def eval(self) -> "TrainedModel":
         self.model.eval()
@@ -76,7 +81,8 @@ def load_trained(path: Path) -> TrainedModel:
     except RuntimeError as error:  # shape mismatches
         first = str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else str(error)
         raise SnladError(f"checkpoint {path} does not match its own config ({first})") from None
-    trained = TrainedModel(config, model, build_scorer(config), list(payload["categories"]), payload.get("calibration", {}))
+    device = resolve_device(config.train.device)
+    trained = TrainedModel(config, model.to(device), build_scorer(config).to(device), list(payload["categories"]), payload.get("calibration", {}))
     return trained.eval()
 
 
