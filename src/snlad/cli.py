@@ -61,6 +61,9 @@ def _add_experiment(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", required=True, help="data root")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--only", help="comma-separated configuration names to run (default: all)")
+    parser.add_argument("--seeds", help="comma-separated seeds to run (default: the file's)")
+    parser.add_argument("--modes", help="comma-separated modes to run: multi-class, one-class (default: the file's)")
+    parser.add_argument("--tables-only", action="store_true", help="train nothing; rewrite the tables from finished runs")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,7 +92,8 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "experiment":
         from snlad.experiments import load_experiment, run_experiment
 
-        tables = run_experiment(load_experiment(args.experiment), args.data, args.out, _categories(args.only), progress)
+        seeds = [int(s) for s in _categories(args.seeds)] if args.seeds else None
+        tables = run_experiment(load_experiment(args.experiment), args.data, args.out, _categories(args.only), seeds, _categories(args.modes), args.tables_only, progress)
         for mode, path in tables.items():
             print(f"{mode}: {path}")
     else:

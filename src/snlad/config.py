@@ -203,7 +203,12 @@ def parse_override(text: str) -> dict[str, Any]:
         raise SnladError(f"override '{text}' must look like section.key=value, e.g. loss.intra=0")
     key, raw = text.split("=", 1)
     section, name = key.split(".", 1)
-    return {section: {name: yaml.safe_load(raw)}}
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as error:
+        first = " ".join(str(error).split())[:120]
+        raise SnladError(f"override '{text}': the value is not valid YAML ({first}); quote strings, e.g. {key}='...'") from None
+    return {section: {name: value}}
 
 
 def load_config(model_name: str | None, config_file: str | Path | None = None, overrides: list[str] = ()) -> Config:
@@ -214,7 +219,8 @@ def load_config(model_name: str | None, config_file: str | Path | None = None, o
     file_values: dict[str, Any] = {}
     if config_file is not None:
         file_values = read_yaml(config_file)
-    name = model_name or file_values.get("model", {}).get("name") or Config().model.name
+    file_model = file_values.get("model")
+    name = model_name or (file_model.get("name") if isinstance(file_model, dict) else None) or Config().model.name
     config = preset(name)
     if file_values:
         config = merge(config, file_values, source=str(config_file))

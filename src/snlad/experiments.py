@@ -58,16 +58,23 @@ def load_experiment(path: str | Path) -> Experiment:
     return Experiment(values.get("name", Path(path).stem), settings, list(values.get("seeds", [0])), modes, configurations, values.get("categories"))
 
 
-def run_experiment(experiment: Experiment, data_root: str | Path, out_dir: str | Path, only: list[str] | None = None, progress: bool = True) -> dict[str, Path]:
-    """Train and test every (mode, configuration, seed) not yet done; write one table per mode."""
+def run_experiment(experiment: Experiment, data_root: str | Path, out_dir: str | Path, only: list[str] | None = None, seeds: list[int] | None = None, modes: list[str] | None = None, tables_only: bool = False, progress: bool = True) -> dict[str, Path]:
+    """Train and test every (mode, configuration, seed) not yet done; write one table per mode.
+
+    ``only``/``seeds``/``modes`` restrict what is trained (several processes can
+    share one experiment that way); ``tables_only`` trains nothing.
+    """
     out_dir = Path(out_dir)
     categories = experiment.categories or list_categories(data_root)
+    unknown = [n for n in only or [] if n not in experiment.configurations]
+    if unknown:
+        raise SnladError(f"unknown configuration(s) {', '.join(unknown)} (the experiment has {', '.join(experiment.configurations)})")
     names = [n for n in experiment.configurations if only is None or n in only]
     tables = {}
     for mode in experiment.modes:
-        for name in names:
+        for name in names if not tables_only and (modes is None or mode in modes) else []:
             spec = experiment.configurations[name]
-            for seed in experiment.seeds:
+            for seed in [s for s in experiment.seeds if seeds is None or s in seeds]:
                 run_dir = out_dir / mode / name / f"seed{seed}"
                 if (run_dir / "metrics.json").exists():
                     continue
