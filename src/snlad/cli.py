@@ -2,7 +2,9 @@
 
 A user-fixable problem prints one line, ``snlad: error: ...``, and exits 2;
 Ctrl-C during training saves a resumable state and exits 130. ``--debug``
-shows the full traceback instead.
+shows the full traceback instead. ``snlad predict`` exits 3 (partial failure)
+when it skipped unreadable files but scored the others; each skipped file is
+listed on stderr. Exit codes: 0 ok, 2 error, 3 partial, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from snlad.backbones import BACKBONE_NAMES
 from snlad.config import MODEL_NAMES
 from snlad.engine.train import TrainingInterrupted
 from snlad.errors import SnladError
+
+PARTIAL_FAILURE = 3  # predict skipped unreadable files and scored the rest
 
 
 def _categories(text: str | None) -> list[str] | None:
@@ -78,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(args: argparse.Namespace) -> None:
+def _run(args: argparse.Namespace) -> int | None:
     progress = not args.quiet
     if args.command == "train":
         config = api.resolve_config(args.model, args.config, args.set, args.teacher, args.teacher_weights, _categories(args.categories))
@@ -98,11 +102,15 @@ def _run(args: argparse.Namespace) -> None:
             print(f"{mode}: {path}")
     else:
         rows, failed = api.predict(args.run, args.inputs, args.out, args.category, args.batch_size, progress)
-        print(f"scored {len(rows)} images -> {args.out}/scores.csv")
         for path, error in failed:
             print(f"skipped {path}: {error}", file=sys.stderr)
+        if failed and not rows:
+            raise SnladError(f"none of the {len(failed)} input files could be read (each is listed above)")
+        print(f"scored {len(rows)} images -> {args.out}/scores.csv")
         if failed:
-            print(f"{len(failed)} files could not be read", file=sys.stderr)
+            print(f"snlad: {len(failed)} of {len(rows) + len(failed)} files could not be read and were skipped (listed above)", file=sys.stderr)
+            return PARTIAL_FAILURE
+    return None
 
 
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
@@ -113,19 +121,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # a scheduler's stop saves state like Ctrl-C
     try:
-        _run(args)
+        status = _run(args)
     except TrainingInterrupted as error:
         print(f"snlad: {error}", file=sys.stderr)
         return 130
     except SnladError as error:
         if args.debug:
             raise
-        print(f"snlad: error: {error}", file=sys.stderr)
+        print(f"snlad: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("snlad: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return status or 0
+
+
+def _one_line(error: SnladError) -> str:
+    """The error's own message; a DataLoader worker re-raises it wrapped in its traceback, whose last line it is."""
+    text = str(error)
+    if text.startswith("Caught ") and "\n" in text:
+        text = text.rstrip().splitlines()[-1].split(": ", 1)[-1]
+    return text
 
 
 if __name__ == "__main__":
