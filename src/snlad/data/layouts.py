@@ -155,14 +155,22 @@ def _subdirs(folder: Path) -> list[Path]:
     """Visible sub-folders of ``folder``, sorted by name; none if it is not a folder."""
     if not folder.is_dir():
         return []
-    return sorted(path for path in folder.iterdir() if path.is_dir() and not path.name.startswith("."))
+    return sorted(path for path in _entries(folder) if path.is_dir() and not path.name.startswith("."))
 
 
 def _images_in(folder: Path) -> list[Path]:
     """Image files directly inside ``folder``, sorted by name; none if it is not a folder."""
     if not folder.is_dir():
         return []
-    return sorted(path for path in folder.iterdir() if is_image_file(path))
+    return sorted(path for path in _entries(folder) if is_image_file(path))
+
+
+def _entries(folder: Path) -> list[Path]:
+    """The entries of a folder; a folder that cannot be listed (permissions, I/O) is a SnladError naming it."""
+    try:
+        return list(folder.iterdir())
+    except OSError as error:
+        raise SnladError(f"cannot list folder {folder}: {error.strerror}; check that it is readable") from None
 
 
 def _mask_index(folder: Path) -> dict[str, Path]:
