@@ -30,6 +30,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except (FileExistsError, NotADirectoryError):
+        raise SnladError(f"cannot write {path}: {path.parent} or a folder above it is a file, not a folder; choose another output folder") from None
     except OSError as error:
         raise SnladError(f"cannot write {path}: {error.strerror} (check the folder exists and is writable)") from None
     try:
@@ -38,9 +40,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
-    except OSError as error:
+    except BaseException as error:  # also Ctrl-C mid-write: never leave the temporary file behind
         Path(temporary).unlink(missing_ok=True)
-        raise SnladError(f"cannot write {path}: {error.strerror}; earlier files there are unchanged") from None
+        if isinstance(error, OSError):
+            raise SnladError(f"cannot write {path}: {error.strerror}; earlier files there are unchanged") from None
+        raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:
