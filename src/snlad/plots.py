@@ -1,0 +1,149 @@
+"""Figures for the interference probes and the report, drawn with Matplotlib's Agg canvas.
+
+Figures are built from ``matplotlib.figure.Figure`` directly, never through
+pyplot, so nothing here touches global backend or figure state, and each is
+written atomically as a PNG.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from PIL import Image
+from sklearn.metrics import roc_curve
+
+from snlad.engine.checkpoint import atomic_write_bytes
+from snlad.engine.predict import overlay_png
+
+_PANEL = (4.2, 3.2)  # inches per subplot: readable at 90 dpi in a 1400 px page
+
+
+def save(figure: Figure, path: Path) -> Path:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    atomic_write_bytes(Path(path), buffer.getvalue())
+    return Path(path)
+
+
+def _panels(count: int, title: str) -> tuple[Figure, list]:
+    figure = Figure(figsize=(_PANEL[0] * count, _PANEL[1] + 0.4), layout="constrained")
+    axes = figure.subplots(1, count, squeeze=False)[0]
+    figure.suptitle(title)
+    return figure, list(axes)
+
+
+def curves(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: Path, title: str, xlabel: str, ylabel: str, chance: float | None = 0.5) -> Path:
+    """One line with markers per series (e.g. AUROC against the mixup ratio, one per run)."""
+    figure = Figure(figsize=(6.0, 4.0))
+    axis = figure.subplots()
+    for label, (xs, ys) in series.items():
+        axis.plot(xs, ys, marker="o", label=label)
+    if chance is not None:
+        axis.axhline(chance, color="grey", linestyle="--", linewidth=1, label="chance")
+    axis.set(title=title, xlabel=xlabel, ylabel=ylabel, ylim=(-0.02, 1.02))
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    return save(figure, path)
+
+
+def distributions(per_run: Mapping[str, Mapping[str, np.ndarray]], path: Path, title: str) -> Path:
+    """Per run, a box plot with its points for each named group of scores (normals, each lambda)."""
+    figure, axes = _panels(len(per_run), title)
+    for axis, (label, groups) in zip(axes, per_run.items()):
+        values = [np.asarray(v, dtype=float) for v in groups.values()]
+        axis.boxplot(values, showfliers=False)
+        for position, points in enumerate(values, start=1):
+            offsets = np.linspace(-0.15, 0.15, len(points)) if len(points) > 1 else np.zeros(1)
+            axis.scatter(position + offsets, points, s=6, alpha=0.6, color="black")
+        axis.set_xticks(range(1, len(values) + 1), list(groups), rotation=45, fontsize=7)
+        axis.set(title=label, ylabel="image score")
+    return save(figure, path)
+
+
+def histograms(per_run: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str) -> Path:
+    """Per run, overlaid histograms of the good and the defective images' scores."""
+    figure, axes = _panels(len(per_run), title)
+    for axis, (label, (good, defective)) in zip(axes, per_run.items()):
+        both = np.concatenate([good, defective])
+        bins = np.linspace(both.min(), both.max() + 1e-9, 16) if both.size else 10
+        axis.hist(good, bins=bins, alpha=0.6, label=f"good ({len(good)})", color="tab:green")
+        axis.hist(defective, bins=bins, alpha=0.6, label=f"defective ({len(defective)})", color="tab:red")
+        axis.set(title=label, xlabel="image score", ylabel="images")
+        axis.legend(fontsize=8)
+    return save(figure, path)
+
+
+def roc_curves(per_run: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str) -> Path:
+    """Image-level ROC curve of every run, from (labels, scores); runs lacking a class are left out."""
+    figure = Figure(figsize=(4.5, 4.2))
+    axis = figure.subplots()
+    for label, (labels, scores) in per_run.items():
+        if 0 < np.sum(labels) < len(labels):
+            fpr, tpr, _ = roc_curve(labels, scores)
+            axis.plot(fpr, tpr, label=label)
+    axis.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
+    axis.set(title=title, xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01))
+    axis.legend(fontsize=8, loc="lower right")
+    return save(figure, path)
+
+
+Series = Mapping[str, tuple[Sequence[float], Sequence[float] | None]]  # label -> (bar heights, error bars)
+
+
+def bar_panels(panels: Mapping[str, tuple[Sequence[str], Series]], path: Path, title: str, ylabel: str, top: float = 1.05) -> Path:
+    """One panel per entry, each with grouped bars: a group per name, a bar per series."""
+    figure, axes = _panels(len(panels), title)
+    for axis, (panel_title, (groups, series)) in zip(axes, panels.items()):
+        _bars(axis, groups, series)
+        axis.set(title=panel_title, ylabel=ylabel, ylim=(0, top))
+    return save(figure, path)
+
+
+def _bars(axis, groups: Sequence[str], series: Series) -> None:
+    width = 0.8 / max(len(series), 1)
+    positions = np.arange(len(groups))
+    for offset, (label, (heights, errors)) in enumerate(series.items()):
+        axis.bar(positions + (offset - (len(series) - 1) / 2) * width, heights, width, yerr=errors, capsize=3, label=label)
+    axis.set_xticks(positions, list(groups), rotation=20, fontsize=8)
+    axis.grid(axis="y", alpha=0.3)
+    axis.legend(fontsize=8)
+
+
+def image_grid(cells: Sequence[Sequence[np.ndarray]], row_titles: Sequence[str], column_titles: Sequence[str], path: Path, title: str) -> Path:
+    """A table of uint8 H x W x 3 images; row and column titles say what each shows."""
+    rows, columns = len(cells), len(column_titles)
+    figure = Figure(figsize=(1.9 * columns, 1.9 * rows + 0.5), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False)
+    figure.suptitle(title)
+    for r, row in enumerate(cells):
+        for c, image in enumerate(row):
+            axis = axes[r][c]
+            axis.imshow(image)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if r == 0:
+                axis.set_title(column_titles[c], fontsize=8)
+            if c == 0:
+                axis.set_ylabel(row_titles[r], fontsize=8)
+    return save(figure, path)
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """3 x S x S in [0, 1] -> S x S x 3 uint8, for display."""
+    return (image.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+def mask_to_uint8(mask: torch.Tensor | np.ndarray) -> np.ndarray:
+    """S x S bool -> white-on-black S x S x 3 uint8."""
+    return np.repeat(np.asarray(mask, dtype=np.uint8)[..., None] * 255, 3, axis=2)
+
+
+def overlay(image: np.ndarray, anomaly_map: np.ndarray, low: float, high: float) -> np.ndarray:
+    """The jet overlay of ``snlad predict`` with ``low`` at the bottom and ``high`` at the top of the colours."""
+    png = overlay_png(image, np.asarray(anomaly_map) - low, high - low)
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
