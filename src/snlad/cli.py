@@ -14,7 +14,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from snlad import api
+from snlad import api, cli_report
 from snlad.backbones import BACKBONE_NAMES
 from snlad.config import MODEL_NAMES
 from snlad.engine.train import TrainingInterrupted
@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_test(commands)
     _add_predict(commands)
     _add_experiment(commands)
+    cli_report.add_commands(commands)  # probe, report, figure
     return parser
 
 
@@ -100,6 +101,8 @@ def _run(args: argparse.Namespace) -> int | None:
         tables = run_experiment(load_experiment(args.experiment), args.data, args.out, _categories(args.only), seeds, _categories(args.modes), args.tables_only, progress)
         for mode, path in tables.items():
             print(f"{mode}: {path}")
+    elif args.command in cli_report.COMMANDS:
+        cli_report.run(args)
     else:
         rows, failed = api.predict(args.run, args.inputs, args.out, args.category, args.batch_size, progress)
         for path, error in failed:

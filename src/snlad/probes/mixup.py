@@ -24,10 +24,9 @@ from snlad.engine.tensors import score_tensors
 from snlad.errors import SnladError
 from snlad.metrics import image_metrics
 from snlad.probes.common import ImageCache, good_test_samples, write_json, write_rows
-from snlad.probes.synthesis import mix, pair_plan
+from snlad.probes.synthesis import DEFAULT_LAMBDAS, mix, pair_plan
 from snlad.runset import LabelledRun, load_runs
 
-DEFAULT_LAMBDAS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # the sweep the issue asks for
 EXAMPLE_LAMBDAS = 5  # columns of the example figure, spread over the sweep
 
 

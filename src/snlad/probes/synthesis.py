@@ -15,6 +15,8 @@ import torch
 
 from snlad.errors import SnladError
 
+DEFAULT_LAMBDAS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # mixup sweep: weak to strong blends
+
 # Where a patch is cut: its centre lies in the central half of the source image.
 # Object categories (bottle, metal_nut, capsule) sit centred on a plain
 # background; a patch of empty background carries nothing of the other class.

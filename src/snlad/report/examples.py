@@ -1,0 +1,72 @@
+"""Paper Fig. 5 for every category: test images, ground truth and each run's anomaly map side by side.
+
+Only the shown images are scored. Each run's maps use one colour scale per
+category, from the lowest value among the shown maps to the highest image
+score of that category's test set (test_scores.csv), so a good image that
+stays blue next to a red defect means the run separates them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch.nn.functional as F
+
+from snlad import plots
+from snlad.data import Sample
+from snlad.engine.tensors import load_samples, score_tensors
+from snlad.report.html import esc, image
+from snlad.report.runs import ReportRun
+
+DISPLAY = 176  # px per grid cell, as in the page's stylesheet
+
+
+def pick_examples(samples: Sequence[Sample], count: int) -> list[Sample]:
+    """Up to ``count`` defective images, taking the defect types in turn, then the first good image."""
+    ordered = sorted(samples, key=lambda s: s.image.as_posix())
+    queues = {}
+    for sample in ordered:
+        if sample.label:
+            queues.setdefault(sample.defect, []).append(sample)
+    chosen: list[Sample] = []
+    while len(chosen) < count and any(queues.values()):
+        for defect in sorted(queues):
+            if queues[defect] and len(chosen) < count:
+                chosen.append(queues[defect].pop(0))
+    return chosen + [s for s in ordered if not s.label][:1]
+
+
+def _run_cells(report_run: ReportRun, category: str, shown: Sequence[Sample], pictures: np.ndarray, folder: Path, prefix: str) -> list[str]:
+    """One cell per shown image: the run's overlay and its image score."""
+    if category not in report_run.run.models:
+        return [f'<span class="note">not trained on {esc(category)}</span>'] * len(shown)
+    trained = report_run.run.models[category]
+    maps, scores = score_tensors(trained, load_samples(shown, trained.config.data.image_size)[0])
+    maps = F.interpolate(maps[:, None], size=(DISPLAY, DISPLAY), mode="bilinear", align_corners=False)[:, 0].numpy()
+    tested = report_run.scores.get(category, np.empty(0))
+    low, high = float(maps.min()), float(max(tested.max(initial=-np.inf), maps.max()))
+    cells = []
+    for index, (picture, anomaly_map, score) in enumerate(zip(pictures, maps, scores)):
+        name = f"{prefix}-{index}.png"
+        plots.write_png(plots.overlay(picture, anomaly_map, low, high), folder / name)
+        cells.append(image(f"{folder.name}/{name}", f"{report_run.label} map") + f"score {float(score):.3f}")
+    return cells
+
+
+def category_grid(runs: Sequence[ReportRun], category: str, samples: Sequence[Sample], count: int, folder: Path) -> str:
+    """The HTML table of one category; its PNGs are written into ``folder``."""
+    shown = pick_examples(samples, count)
+    pictures, masks = load_samples(shown, DISPLAY)
+    pictures = np.stack([plots.to_uint8(p) for p in pictures])
+    columns = [[], []]
+    for index, (picture, mask) in enumerate(zip(pictures, masks)):
+        plots.write_png(picture, folder / f"{category}-image-{index}.png")
+        plots.write_png(plots.mask_to_uint8(mask), folder / f"{category}-mask-{index}.png")
+        columns[0].append(image(f"{folder.name}/{category}-image-{index}.png", shown[index].image.name) + f"{esc(shown[index].defect)}: {esc(shown[index].image.name)}")
+        columns[1].append(image(f"{folder.name}/{category}-mask-{index}.png", "ground truth"))
+    columns += [_run_cells(run, category, shown, pictures, folder, f"{category}-run{r}") for r, run in enumerate(runs)]
+    header = "".join(f'<th data-run="{esc(run.label)}">{esc(run.label)}</th>' for run in runs)
+    rows = "".join("<tr>" + "".join(f"<td>{column[i]}</td>" for column in columns) + "</tr>" for i in range(len(shown)))
+    return f'<table class="grid"><tr><th>image</th><th>ground truth</th>{header}</tr>{rows}</table>'

@@ -1,0 +1,124 @@
+"""``snlad report``: one self-contained HTML page comparing runs.
+
+DIR/index.html with its images in DIR/images/: the runs, their metrics, per
+category the paper's Fig. 5 grid (test images, ground truth, each run's map),
+score histograms and ROC curves, then any interference probes and the
+one-class vs multi-class figure.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from snlad import plots
+from snlad.data import index_dataset, list_categories
+from snlad.engine.checkpoint import atomic_write_text
+from snlad.engine.evaluate import TABLE_COLUMNS
+from snlad.errors import SnladError
+from snlad.report.examples import category_grid
+from snlad.report.html import esc, image, page, percent, table
+from snlad.report.onevsmulti import METRICS, onevsmulti_figure, summarise
+from snlad.report.runs import ReportRun, load_report_runs
+
+IMAGES = "images"
+
+
+def _runs_section(runs: Sequence[ReportRun]) -> str:
+    rows = []
+    for run in runs:
+        config = run.run.first.config
+        mode = "one-class" if len({id(m) for m in run.run.models.values()}) > 1 else "multi-class"
+        rows.append([run.label, config.model.name, config.model.teacher, config.data.image_size, mode, ", ".join(run.run.models), run.run.path])
+    return "<h2 id='runs'>Runs</h2>" + table(["run", "model", "teacher", "image size", "mode", "categories", "path"], rows)
+
+
+def _metrics_section(runs: Sequence[ReportRun]) -> str:
+    summary = [[run.label, *(percent(run.metrics.get("mean", {}).get(name)) for name in TABLE_COLUMNS)] for run in runs]
+    parts = ["<h2 id='metrics'>Metrics (%)</h2><h3>Mean over categories</h3>", table(["run", *TABLE_COLUMNS], summary)]
+    for run in runs:
+        rows = [[category, *(percent(values.get(name)) for name in TABLE_COLUMNS)] for category, values in run.metrics.items()]
+        parts += [f"<h3>{esc(run.label)}</h3>", table(["category", *TABLE_COLUMNS], rows, f'data-run="{esc(run.label)}"')]
+    return "".join(parts)
+
+
+def _category_section(runs: Sequence[ReportRun], category: str, data_root: Path, examples: int, folder: Path) -> str:
+    parts = [f'<section class="category" data-category="{esc(category)}"><h3 id="cat-{esc(category)}">{esc(category)}</h3>']
+    if category not in list_categories(data_root):
+        return parts[0] + f'<p class="note">{esc(category)} is not in {esc(data_root)}</p></section>'
+    parts.append(category_grid(runs, category, index_dataset(data_root, "test", [category]), examples, folder))
+    tested = {run.label: run for run in runs if category in run.scores}
+    if tested:
+        split = {label: (run.scores[category][run.labels[category] == 0], run.scores[category][run.labels[category] == 1]) for label, run in tested.items()}
+        plots.histograms(split, folder / f"{category}-histograms.png", f"{category}: image scores, good vs defective")
+        plots.roc_curves({label: (run.labels[category], run.scores[category]) for label, run in tested.items()}, folder / f"{category}-roc.png", f"{category}: ROC")
+        parts.append(image(f"{IMAGES}/{category}-histograms.png", f"{category} histograms", "plot") + image(f"{IMAGES}/{category}-roc.png", f"{category} ROC", "plot"))
+    else:
+        parts.append(f'<p class="note">no run has test scores for {esc(category)}</p>')
+    return "".join(parts) + "</section>"
+
+
+def _csv_table(path: Path) -> str:
+    """A probe's CSV as a table, numbers rounded to 4 decimals."""
+    with path.open(newline="") as file:
+        rows = list(csv.reader(file))
+    if not rows:
+        return ""
+    return f"<h4>{esc(path.name)}</h4>" + table(rows[0], [[_rounded(cell) for cell in row] for row in rows[1:]])
+
+
+def _rounded(cell: str) -> str:
+    try:
+        return cell if float(cell).is_integer() else f"{float(cell):.4f}"
+    except ValueError:
+        return cell
+
+
+def _probes_section(probe_dirs: Sequence[Path], folder: Path) -> str:
+    parts = ["<h2 id='probes'>Cross-class interference probes</h2>"]
+    for index, probe_dir in enumerate(probe_dirs):
+        if not probe_dir.is_dir():
+            raise SnladError(f"probe directory {probe_dir} does not exist (write it with `snlad probe mixup|cutpaste --out`)")
+        parts.append(f'<section class="probe" data-probe="{esc(probe_dir)}"><h3>{esc(probe_dir.name)}</h3>')
+        parts += [_csv_table(path) for path in sorted(probe_dir.glob("*.csv"))]
+        for picture in sorted(probe_dir.glob("*.png")):
+            name = f"probe{index}-{picture.name}"
+            shutil.copyfile(picture, folder / name)
+            parts.append(image(f"{IMAGES}/{name}", picture.stem, "plot"))
+        parts.append("</section>")
+    return "".join(parts)
+
+
+def _experiment_section(experiment_dir: Path, folder: Path) -> str:
+    onevsmulti_figure(experiment_dir, folder / "onevsmulti.png")
+    rows = [
+        [mode, configuration, *(f"{percent(values[m][0])} ± {percent(values[m][1])} ({values[m][2]} seeds)" for m, _ in METRICS)]
+        for mode, configurations in summarise(experiment_dir).items()
+        for configuration, values in configurations.items()
+    ]
+    return (
+        "<h2 id='onevsmulti'>One-class vs multi-class</h2>"
+        + image(f"{IMAGES}/onevsmulti.png", "one-class vs multi-class", "plot")
+        + table(["mode", "configuration", *(label for _, label in METRICS)], rows)
+    )
+
+
+def build_report(run_dirs: Sequence[str | Path], data_root: str | Path, out_dir: str | Path, probe_dirs: Sequence[str | Path] = (), experiment_dir: str | Path | None = None, examples: int = 3) -> Path:
+    """Write OUT/index.html and OUT/images/*; return the page's path."""
+    runs = load_report_runs(run_dirs)
+    out_dir, data_root = Path(out_dir), Path(data_root)
+    folder = out_dir / IMAGES
+    folder.mkdir(parents=True, exist_ok=True)
+    categories = sorted({c for run in runs for c in run.run.models})
+    nav = "<nav>" + "".join(f'<a href="#cat-{esc(c)}">{esc(c)}</a>' for c in categories) + "</nav>"
+    parts = [f"<h1>snlad report</h1><p class='note'>data: {esc(data_root)}</p>", nav, _runs_section(runs), _metrics_section(runs), "<h2 id='categories'>Per category</h2>"]
+    parts += [_category_section(runs, category, data_root, examples, folder) for category in categories]
+    if probe_dirs:
+        parts.append(_probes_section([Path(p) for p in probe_dirs], folder))
+    if experiment_dir is not None:
+        parts.append(_experiment_section(Path(experiment_dir), folder))
+    path = out_dir / "index.html"
+    atomic_write_text(path, page("snlad report", parts))
+    return path
