@@ -102,7 +102,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """
     path = Path(path)
     if not path.is_file():
-        raise SnladError(f"teacher weights {path} do not exist")
+        raise SnladError(f"teacher weights {path} do not exist; check the path given to --teacher-weights")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:

@@ -66,12 +66,17 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        reason = str(error).splitlines()[0][:200]
-        raise SnladError(f"checkpoint {path} refused: it is not a plain tensor file ({reason})") from None
+        boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
+        lines = [line.strip().rstrip(".") for line in str(error).splitlines() if line.strip() and not line.startswith(boilerplate)]
+        reason = lines[0][:200] if lines else "it holds objects other than tensors"
+        raise SnladError(
+            f"checkpoint {path} refused: loading it would run code or build objects other than tensors ({reason}); "
+            "snlad never does that: use a checkpoint written by `snlad train`"
+        ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
         raise SnladError(f"checkpoint {path} is truncated or corrupt ({type(error).__name__}); retrain or restore it") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise SnladError(f"checkpoint {path} is not an snlad checkpoint")
+        raise SnladError(f"checkpoint {path} is not an snlad checkpoint; use a run written by `snlad train`")
     if payload.get("version") != CHECKPOINT_VERSION:
         raise SnladError(f"checkpoint {path} has format version {payload.get('version')}, this snlad reads {CHECKPOINT_VERSION}")
     return payload

@@ -38,7 +38,7 @@ def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
         elif item.is_file():
             images.append(item)
         else:
-            raise SnladError(f"{item} does not exist")
+            raise SnladError(f"input {item} does not exist; pass image files or folders of images")
     return images
 
 
