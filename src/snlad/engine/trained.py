@@ -66,7 +66,7 @@ def model_from_state(config: Config, state: dict[str, torch.Tensor], source: Pat
     if problems:
         raise SnladError(
             f"checkpoint {source} does not match model={config.model.name} teacher={config.model.teacher} "
-            f"({len(problems)} mismatched tensors, e.g. {problems[0]})"
+            f"({len(problems)} mismatched tensors, e.g. {problems[0]}); it was altered or written by another snlad version: retrain the run"
         )
     return model
 
@@ -80,7 +80,7 @@ def load_trained(path: Path) -> TrainedModel:
         model = model_from_state(config, payload["model"], path)
     except RuntimeError as error:  # shape mismatches
         first = str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else str(error)
-        raise SnladError(f"checkpoint {path} does not match its own config ({first})") from None
+        raise SnladError(f"checkpoint {path} does not match its own config ({first}); it was altered or written by another snlad version: retrain the run") from None
     device = resolve_device(config.train.device)
     trained = TrainedModel(config, model.to(device), build_scorer(config).to(device), list(payload["categories"]), payload.get("calibration", {}))
     return trained.eval()
