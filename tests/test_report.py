@@ -1,0 +1,122 @@
+"""The HTML report, its error messages, the one-class vs multi-class figure and the screenshot script."""
+
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from snlad import api
+from snlad.cli import main
+from snlad.errors import SnladError
+from snlad.report import build_report, onevsmulti_figure
+from snlad.report.onevsmulti import summarise
+
+ROOT = Path(__file__).parents[1]
+DEMO = ROOT / "data" / "demo"
+TINY = ["data.image_size=64", "train.batch_size=4", "data.num_workers=0", "loss.affinity_size=8", "train.epochs=1"]
+CATEGORIES = ["bottle", "kolektor_sdd"]
+
+
+def train_tiny(model: str, out: Path, test: bool = True) -> Path:
+    api.train(api.resolve_config(model, None, TINY, categories=CATEGORIES), DEMO, out, progress=False)
+    if test:
+        api.test(out, DEMO, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> list[Path]:
+    root = tmp_path_factory.mktemp("report-runs")
+    return [train_tiny("fd", root / "fd"), train_tiny("snl-fd", root / "snl-fd")]
+
+
+class PageParser(HTMLParser):
+    """Collects what the tests look for: categories, run columns, image sources."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.categories, self.runs, self.images = [], set(), []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "section" and "data-category" in attrs:
+            self.categories.append(attrs["data-category"])
+        if tag == "th" and "data-run" in attrs:
+            self.runs.add(attrs["data-run"])
+        if tag == "img":
+            self.images.append(attrs["src"])
+
+
+def write_results(folder: Path, mode: str, rows: list[tuple]) -> None:
+    lines = ["configuration,seed,category,image_auroc,pixel_auroc,aupro"] + [",".join(map(str, row)) for row in rows]
+    (folder / f"results-{mode}.csv").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def experiment_dir(tmp_path) -> Path:
+    write_results(tmp_path, "one-class", [("fd", 0, "a", 0.9, 0.8, 0.7), ("fd", 0, "b", 1.0, 1.0, 0.7), ("fd", 0, "mean", 0.1, 0.1, 0.1), ("fd", 1, "a", 0.8, 0.9, 0.7), ("fd", 1, "b", 0.8, "", 0.7)])
+    write_results(tmp_path, "multi-class", [("fd", 0, "a", 0.6, 0.7, 0.5), ("fd", 0, "b", 0.8, 0.7, 0.5), ("snl-fd", 0, "a", 0.7, 0.8, 0.5)])
+    return tmp_path
+
+
+def test_report_shows_every_category_and_every_run(runs, tmp_path, experiment_dir):
+    probes = tmp_path / "probe"
+    probes.mkdir()
+    (probes / "mixup.csv").write_text("run,lambda,image_auroc\nfd,0.5,0.123456\n")
+    Image.new("RGB", (8, 8)).save(probes / "mixup_auroc.png")
+    page = build_report(runs, DEMO, tmp_path / "report", [probes], experiment_dir, examples=2)
+    parser = PageParser()
+    parser.feed(page.read_text())
+    assert parser.categories == CATEGORIES
+    assert parser.runs == {"fd", "snl-fd"}
+    assert all((page.parent / source).is_file() for source in parser.images)
+    assert not any(source.startswith(("http:", "https:", "/")) for source in parser.images)
+    text = page.read_text()
+    assert "0.1235" in text and "images/probe0-mixup_auroc.png" in text and "images/onevsmulti.png" in text
+    assert "<script" not in text
+
+
+def test_same_model_twice_gets_labels_from_the_paths(runs, tmp_path):
+    twin = tmp_path / "again" / "fd"
+    shutil.copytree(runs[0], twin)
+    parser = PageParser()
+    parser.feed(build_report([runs[0], twin], DEMO, tmp_path / "report", examples=1).read_text())
+    assert len(parser.runs) == 2 and all(label.startswith("fd (") for label in parser.runs)
+
+
+def test_broken_run_directories_give_one_line_errors(runs, tmp_path, capsys):
+    untested = train_tiny("fd", tmp_path / "untested", test=False)
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(runs[0], corrupt)
+    (corrupt / "model.pt").write_bytes(b"not a checkpoint")
+    cases = {tmp_path / "missing": "does not exist", tmp_path: "no metrics.json", untested: "snlad test --run", corrupt: "corrupt"}
+    for run_dir, message in cases.items():
+        with pytest.raises(SnladError, match=message):
+            build_report([runs[0], run_dir], DEMO, tmp_path / "out")
+    assert main(["report", "--run", str(tmp_path / "missing"), "--data", str(DEMO), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_onevsmulti_figure_from_small_csvs(experiment_dir, tmp_path, capsys):
+    summary = summarise(experiment_dir)
+    mean, std, seeds = summary["one-class"]["fd"]["image_auroc"]
+    assert seeds == 2 and mean == pytest.approx(0.875) and std == pytest.approx(0.075)  # seeds 0.95 and 0.8
+    assert summary["one-class"]["fd"]["pixel_auroc"][0] == pytest.approx((0.9 + 0.9) / 2)  # the blank cell is skipped
+    assert summary["multi-class"]["snl-fd"]["image_auroc"] == (pytest.approx(0.7), 0.0, 1)
+    assert main(["figure", "onevsmulti", "--experiment-dir", str(experiment_dir), "--out", str(tmp_path / "fig.png")]) == 0
+    assert Image.open(tmp_path / "fig.png").size[0] > 400
+    with pytest.raises(SnladError, match="results-one-class.csv"):
+        onevsmulti_figure(tmp_path / "nowhere", tmp_path / "x.png")
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed (apt-get install -y chromium)")
+def test_screenshot_script_renders_the_page(tmp_path):
+    page = tmp_path / "index.html"
+    page.write_text("<!DOCTYPE html><html><body style='background:#f00'><h1>snlad</h1></body></html>")
+    subprocess.run([str(ROOT / "scripts" / "screenshot_report.sh"), str(page), str(tmp_path / "shot.png"), "400", "300"], check=True, timeout=60, capture_output=True)
+    pixels = np.asarray(Image.open(tmp_path / "shot.png").convert("RGB"))
+    assert pixels.shape == (300, 400, 3) and tuple(pixels[-1, -1]) == (255, 0, 0)
