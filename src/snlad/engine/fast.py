@@ -1,0 +1,167 @@
+"""An inference-only rewrite of a trained model: the same maps (to float rounding), in less time.
+
+``optimise_for_inference`` returns a new :class:`TrainedModel`; the original is
+left untouched. What it changes, each measured in bench/bench_speed.py:
+
+- BatchNorm is folded into the conv before it everywhere (teacher, student,
+  RD's bottleneck and decoder, CRAM's projection): one op instead of two.
+- Weights are stored channels-last (NHWC). oneDNN's depthwise and 1x1 convs,
+  most of EfficientNet-Lite, run several times faster in NHWC, and the
+  per-position cosine over channels then reads contiguous memory. The first
+  conv turns the plain NCHW input into NHWC, so callers change nothing.
+- The scorer's per-level bilinear upsampling and the Gaussian blur are linear
+  maps along each image axis, so ``blur(sum_l up(D_l))`` equals
+  ``sum_l K_l D_l K_l^T`` with ``K_l = G U_l`` precomputed (``FastScorer``): a
+  few small matmuls instead of full-resolution interpolations and a 33-tap
+  convolution over every map.
+- Gradients are off for every parameter; ``infer`` runs under inference mode.
+
+Parity with the unoptimised model is tested (tests/test_fast.py: max abs map
+difference < 1e-4).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from snlad.backbones import fold_batchnorm
+from snlad.engine.trained import TrainedModel
+from snlad.losses.affinity import affinity, pooled_positions
+from snlad.models.teacher_student import Features
+from snlad.scoring import AnomalyScorer
+
+
+def fold_sequential_batchnorm(module: nn.Module) -> nn.Module:
+    """Fold every ``Conv2d``/``ConvTranspose2d`` directly followed by a ``BatchNorm2d`` inside an
+    ``nn.Sequential`` (RD's bottleneck and decoder, CRAM's projection), in place; eval-mode statistics."""
+    with torch.no_grad():
+        for sequential in [m for m in module.modules() if isinstance(m, nn.Sequential)]:
+            names = list(sequential._modules)
+            for first, second in zip(names, names[1:]):
+                conv, bn = sequential._modules[first], sequential._modules[second]
+                if isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d)) and isinstance(bn, nn.BatchNorm2d):
+                    _fold(conv, bn)
+                    sequential._modules[second] = nn.Identity()
+    return module
+
+
+def _fold(conv: nn.Conv2d | nn.ConvTranspose2d, bn: nn.BatchNorm2d) -> None:
+    """Make ``conv`` compute ``bn(conv(x))``; float64 keeps the result within float32 rounding."""
+    scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+    bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(scale)
+    # Output channels are dim 0 of a Conv2d weight, dim 1 of a ConvTranspose2d weight (groups = 1 here).
+    shape = (1, -1, 1, 1) if isinstance(conv, nn.ConvTranspose2d) else (-1, 1, 1, 1)
+    conv.weight.copy_((conv.weight.double() * scale.view(shape)).to(conv.weight.dtype))
+    conv.bias = nn.Parameter(((bias - bn.running_mean.double()) * scale + bn.bias.double()).to(conv.weight.dtype))
+
+
+def fold_model(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of a TeacherStudent with every BatchNorm folded away."""
+    return fold_sequential_batchnorm(fold_batchnorm(model))  # ConvBN units (backbones), then the rest
+
+
+def bilinear_matrix(source: int, target: int) -> torch.Tensor:
+    """target x source matrix U with ``U @ x`` = 1-D ``F.interpolate(x, target, 'linear', align_corners=False)``."""
+    identity = torch.eye(source, dtype=torch.float64).view(source, 1, source, 1)
+    return F.interpolate(identity, size=(target, 1), mode="bilinear", align_corners=False)[:, 0, :, 0].T
+
+
+def blur_matrix(blur: nn.Module, size: int) -> torch.Tensor:
+    """size x size matrix G with ``G @ x`` = the scorer's 1-D Gaussian blur of x (reflect padding)."""
+    identity = torch.eye(size, dtype=torch.float64).view(size, 1, 1, size)
+    if blur.sigma == 0:
+        return identity.view(size, size)
+    radius = blur.kernel.numel() // 2
+    padded = F.pad(identity, (radius, radius, 0, 0), mode="reflect")
+    columns = F.conv2d(padded, blur.kernel.double().view(1, 1, 1, -1))  # row j = G @ e_j
+    return columns.view(size, size).T
+
+
+def fixed_pooled_positions(features: torch.Tensor, size: int) -> torch.Tensor:
+    """``pooled_positions`` with a fixed-window average pool where the grid divides the map.
+
+    Equal to adaptive pooling then (the same windows); the fixed window exports to ONNX with
+    a dynamic batch size, which adaptive pooling does not.
+    """
+    side = features.shape[-1]
+    if side > size and side % size == 0 and features.shape[-2] == side:
+        features = F.avg_pool2d(features, side // size)
+    return pooled_positions(features, size)
+
+
+class FastScorer(nn.Module):
+    """Same maps and scores as an :class:`AnomalyScorer`, with upsampling and blur as matmuls.
+
+    Level distance maps D (B x h x h) become ``K_h D K_h^T`` (B x S x S) with
+    ``K_h = G U_h`` (S x h), G the blur and U_h the bilinear upsampling; one K
+    per map size is precomputed from the image size and the affinity grid.
+    Square images only (snlad always resizes to S x S).
+    """
+
+    def __init__(self, scorer: AnomalyScorer) -> None:
+        super().__init__()
+        self.beta = scorer.beta
+        self.image_size = scorer.image_size
+        self.affinity_size = scorer.affinity_size
+        self.topk = scorer.topk
+        size = self.image_size
+        blur = blur_matrix(scorer.blur, size)
+        sides = {size // stride for stride in (4, 8, 16)}
+        sides |= {min(side, self.affinity_size) for side in sides}
+        for side in sorted(sides):
+            self.register_buffer(f"k{side}", (blur @ bilinear_matrix(side, size)).float(), persistent=False)
+
+    def _project(self, maps: torch.Tensor) -> torch.Tensor:
+        """B x h x h -> B x S x S: bilinear upsampling then blur, as K D K^T."""
+        side = maps.shape[-1]
+        if not hasattr(self, f"k{side}"):
+            raise ValueError(f"FastScorer for {self.image_size} px has no {side} x {side} level (image size changed?)")
+        k = getattr(self, f"k{side}")
+        return k @ maps @ k.T
+
+    def level_map(self, teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
+        level = self._project(1 - F.cosine_similarity(teacher, student, dim=1))
+        if self.beta > 0:
+            t, s = fixed_pooled_positions(teacher, self.affinity_size), fixed_pooled_positions(student, self.affinity_size)
+            side = min(teacher.shape[-1], self.affinity_size)
+            structural = (affinity(t, t) - affinity(s, s)).abs().mean(dim=2)  # B x N
+            level = level + self.beta * self._project(structural.view(-1, side, side))
+        return level
+
+    def forward(self, teacher: Features, student: Features) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features at strides 4, 8, 16 -> (maps B x S x S, scores B)."""
+        maps = self.level_map(teacher[0], student[0])
+        for t, s in zip(teacher[1:], student[1:]):
+            maps = maps + self.level_map(t, s)
+        flat = maps.flatten(1)
+        scores = flat.max(dim=1).values if self.topk == 1 else flat.topk(self.topk, dim=1).values.mean(dim=1)
+        return maps, scores
+
+
+def optimise_for_inference(trained: TrainedModel, channels_last: bool = True) -> TrainedModel:
+    """A new TrainedModel for scoring only: BatchNorm folded, NHWC weights, matmul scorer, no grads."""
+    model = fold_model(trained.model).requires_grad_(False)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    scorer = FastScorer(trained.scorer).to(trained.device)
+    return TrainedModel(trained.config, model, scorer, list(trained.categories), trained.calibration).eval()
+
+
+def optimise_run(models: dict[str, TrainedModel]) -> dict[str, TrainedModel]:
+    """``optimise_for_inference`` for every distinct model of a run (a multi-class model once)."""
+    done: dict[int, TrainedModel] = {}
+    for trained in models.values():
+        if id(trained) not in done:
+            done[id(trained)] = optimise_for_inference(trained)
+    return {category: done[id(trained)] for category, trained in models.items()}
+
+
+def use_all_cores() -> int:
+    """Intra-op threads = the cores this process may run on (a container's CPU affinity, not the host's)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(cores)
+    return cores

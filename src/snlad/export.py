@@ -1,0 +1,134 @@
+"""Export a trained model as one graph: images in, anomaly maps and scores out.
+
+The graph takes ``images`` (float32, B x 3 x S x S, RGB in [0, 1], S the
+model's image size, any B) and returns ``maps`` (B x S x S) and ``scores``
+(B): teacher, student, per-level distances, upsampling and Gaussian smoothing
+are all inside, so a deployment needs no snlad code. It is built from the
+inference-optimised model (``snlad.engine.fast``: BatchNorm folded, matmul
+scorer), whose maps equal the PyTorch model's to float rounding; the export
+test checks both files against it on real images.
+
+Formats: ONNX (opset 17, dynamic batch axis, via torch's TorchScript-based
+exporter because the dynamo exporter needs the optional ``onnxscript``
+package) and TorchScript (``torch.jit.trace``; load with ``torch.jit.load``).
+Image size is fixed in both: TensorFlow "same" padding and the scorer's
+matrices are computed for S. The model's calibration (thresholds) and its
+image size travel in the file as metadata (ONNX ``metadata_props``,
+TorchScript extra file ``snlad.json``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from snlad.engine.checkpoint import atomic_write_bytes
+from snlad.engine.fast import optimise_for_inference
+from snlad.engine.trained import TrainedModel
+from snlad.errors import SnladError
+
+FORMATS = ("onnx", "torchscript")
+ONNX_OPSET = 17  # Gather/Pad/ReduceMax forms that onnxruntime >= 1.13 runs; nothing newer is needed
+
+
+class AnomalyGraph(nn.Module):
+    """images B x 3 x S x S in [0, 1] -> (maps B x S x S, scores B), in one module."""
+
+    def __init__(self, trained: TrainedModel) -> None:
+        super().__init__()
+        self.model = trained.model
+        self.scorer = trained.scorer
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        teacher, student = self.model(images)
+        return self.scorer(teacher, student)
+
+
+def anomaly_graph(trained: TrainedModel, channels_last: bool = False) -> AnomalyGraph:
+    """The exportable module of ``trained`` (on CPU, eval mode, BatchNorm folded)."""
+    fast = optimise_for_inference(trained, channels_last=channels_last)
+    return AnomalyGraph(fast).cpu().eval()
+
+
+def export_metadata(trained: TrainedModel, category: str | None) -> dict[str, Any]:
+    """What a deployment needs besides the graph: input contract and the decision thresholds."""
+    config = trained.config
+    calibration = trained.calibration.get(category, {}) if category else {}
+    return {
+        "format": "snlad-export-1",
+        "model": config.model.name,
+        "teacher": config.model.teacher,
+        "image_size": config.data.image_size,
+        "input": "images: float32 B x 3 x S x S, RGB in [0, 1], resized (not cropped) to S x S",
+        "outputs": "maps: B x S x S; scores: B",
+        "categories": list(trained.categories),
+        "category": category,
+        "threshold": calibration.get("threshold"),
+        "pixel_threshold": calibration.get("pixel_threshold"),
+    }
+
+
+def export(trained: TrainedModel, fmt: str, out: Path, category: str | None = None) -> Path:
+    """Write ``trained`` as one ONNX or TorchScript graph to ``out`` (atomically)."""
+    if fmt not in FORMATS:
+        raise SnladError(f"unknown export format '{fmt}': choose one of {', '.join(FORMATS)}")
+    out = Path(out)
+    size = trained.config.data.image_size
+    example = torch.rand(2, 3, size, size)
+    metadata = export_metadata(trained, category)
+    with torch.no_grad(), warnings.catch_warnings():
+        # Tracing warns about every shape read turned into a constant: by design, S is fixed.
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*[Cc]onstant folding.*")
+        if fmt == "onnx":
+            data = _onnx_bytes(anomaly_graph(trained), example, metadata)
+        else:
+            data = _torchscript_bytes(anomaly_graph(trained, channels_last=True), example, metadata)
+    atomic_write_bytes(out, data)
+    return out
+
+
+def _onnx_bytes(graph: AnomalyGraph, example: torch.Tensor, metadata: dict[str, Any]) -> bytes:
+    try:
+        import onnx
+    except ImportError:
+        raise SnladError("ONNX export needs the onnx package: pip install 'snlad[export]' (or pip install onnx)") from None
+    buffer = io.BytesIO()
+    torch.onnx.export(
+        graph,
+        (example,),
+        buffer,
+        dynamo=False,
+        input_names=["images"],
+        output_names=["maps", "scores"],
+        dynamic_axes={"images": {0: "batch"}, "maps": {0: "batch"}, "scores": {0: "batch"}},
+        opset_version=ONNX_OPSET,
+    )
+    proto = onnx.load_from_string(buffer.getvalue())
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = f"snlad.{key}", json.dumps(value)
+    onnx.checker.check_model(proto)
+    return proto.SerializeToString()
+
+
+def _torchscript_bytes(graph: AnomalyGraph, example: torch.Tensor, metadata: dict[str, Any]) -> bytes:
+    traced = torch.jit.trace(graph, example, check_trace=False)
+    buffer = io.BytesIO()
+    torch.jit.save(traced, buffer, _extra_files={"snlad.json": json.dumps(metadata)})
+    return buffer.getvalue()
+
+
+def read_onnx_metadata(path: Path) -> dict[str, Any]:
+    """The ``snlad.*`` metadata of an exported ONNX file."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return {p.key.removeprefix("snlad."): json.loads(p.value) for p in proto.metadata_props if p.key.startswith("snlad.")}
