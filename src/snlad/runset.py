@@ -7,6 +7,7 @@ the shortest tail of its path that differs when two runs share a model.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ class LabelledRun:
     label: str
     path: Path
     models: dict[str, TrainedModel]
+    mode: str  # "multi-class" or "one-class", from run.json
 
     @property
     def first(self) -> TrainedModel:
@@ -60,4 +62,5 @@ def load_runs(paths: Sequence[str | Path]) -> list[LabelledRun]:
         raise SnladError(f"run {empty[0]} lists no categories in its run.json; retrain it")
     names = [next(iter(models.values())).config.model.name for models in loaded]
     labels = run_labels([Path(p) for p in paths], names)
-    return [LabelledRun(label, Path(path), models) for label, path, models in zip(labels, paths, loaded)]
+    modes = [json.loads((Path(path) / "run.json").read_text())["mode"] for path in paths]  # validated by load_run
+    return [LabelledRun(*fields) for fields in zip(labels, map(Path, paths), loaded, modes)]

@@ -30,8 +30,7 @@ def _runs_section(runs: Sequence[ReportRun]) -> str:
     rows = []
     for run in runs:
         config = run.run.first.config
-        mode = "one-class" if len({id(m) for m in run.run.models.values()}) > 1 else "multi-class"
-        rows.append([run.label, config.model.name, config.model.teacher, config.data.image_size, mode, ", ".join(run.run.models), run.run.path])
+        rows.append([run.label, config.model.name, config.model.teacher, config.data.image_size, run.run.mode, ", ".join(run.run.models), run.run.path])
     return "<h2 id='runs'>Runs</h2>" + table(["run", "model", "teacher", "image size", "mode", "categories", "path"], rows)
 
 
@@ -44,9 +43,9 @@ def _metrics_section(runs: Sequence[ReportRun]) -> str:
     return "".join(parts)
 
 
-def _category_section(runs: Sequence[ReportRun], category: str, data_root: Path, examples: int, folder: Path) -> str:
+def _category_section(runs: Sequence[ReportRun], category: str, data_root: Path, available: set[str], examples: int, folder: Path) -> str:
     parts = [f'<section class="category" data-category="{esc(category)}"><h3 id="cat-{esc(category)}">{esc(category)}</h3>']
-    if category not in list_categories(data_root):
+    if category not in available:
         return parts[0] + f'<p class="note">{esc(category)} is not in {esc(data_root)}</p></section>'
     parts.append(category_grid(runs, category, index_dataset(data_root, "test", [category]), examples, folder))
     tested = {run.label: run for run in runs if category in run.scores}
@@ -114,7 +113,8 @@ def build_report(run_dirs: Sequence[str | Path], data_root: str | Path, out_dir:
     categories = sorted({c for run in runs for c in run.run.models})
     nav = "<nav>" + "".join(f'<a href="#cat-{esc(c)}">{esc(c)}</a>' for c in categories) + "</nav>"
     parts = [f"<h1>snlad report</h1><p class='note'>data: {esc(data_root)}</p>", nav, _runs_section(runs), _metrics_section(runs), "<h2 id='categories'>Per category</h2>"]
-    parts += [_category_section(runs, category, data_root, examples, folder) for category in categories]
+    available = set(list_categories(data_root))
+    parts += [_category_section(runs, category, data_root, available, examples, folder) for category in categories]
     if probe_dirs:
         parts.append(_probes_section([Path(p) for p in probe_dirs], folder))
     if experiment_dir is not None:
