@@ -95,12 +95,12 @@ def roc_curves(per_run: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path,
 Series = Mapping[str, tuple[Sequence[float], Sequence[float] | None]]  # label -> (bar heights, error bars)
 
 
-def bar_panels(panels: Mapping[str, tuple[Sequence[str], Series]], path: Path, title: str, ylabel: str, top: float = 1.05) -> Path:
+def bar_panels(panels: Mapping[str, tuple[Sequence[str], Series]], path: Path, title: str, ylabel: str, limits: tuple[float, float] = (0.0, 1.05)) -> Path:
     """One panel per entry, each with grouped bars: a group per name, a bar per series."""
     figure, axes = _panels(len(panels), title)
     for axis, (panel_title, (groups, series)) in zip(axes, panels.items()):
         _bars(axis, groups, series)
-        axis.set(title=panel_title, ylabel=ylabel, ylim=(0, top))
+        axis.set(title=panel_title, ylabel=ylabel, ylim=limits)
     return save(figure, path)
 
 
@@ -141,6 +141,13 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
 def mask_to_uint8(mask: torch.Tensor | np.ndarray) -> np.ndarray:
     """S x S bool -> white-on-black S x S x 3 uint8."""
     return np.repeat(np.asarray(mask, dtype=np.uint8)[..., None] * 255, 3, axis=2)
+
+
+def write_png(image: np.ndarray, path: Path) -> Path:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    atomic_write_bytes(Path(path), buffer.getvalue())
+    return Path(path)
 
 
 def overlay(image: np.ndarray, anomaly_map: np.ndarray, low: float, high: float) -> np.ndarray:
