@@ -1,0 +1,91 @@
+"""The bad-input matrix (tests/bad_inputs.py) through the CLI: one clear line, the right exit code, no traceback.
+
+Every case runs in-process through ``snlad.cli.main``; three also run as a
+real ``python -m snlad.cli`` subprocess to prove what a user's terminal shows.
+The table in docs/bad-input.md is generated from the same cases and must be
+up to date.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bad_inputs import CASES, FAST_ARGS, Case, build_shared, prepare, render, run_case
+from snlad.cli import main
+from snlad.data import load_mask
+from snlad.errors import SnladError
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "bad-input.md"
+BY_NAME = {case.name: case for case in CASES}
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_shared(tmp_path_factory.mktemp("shared"))
+
+
+@pytest.fixture(scope="module")
+def outcomes() -> dict:
+    """What each case printed, kept for the docs check so no case runs twice."""
+    return {}
+
+
+def _shared_if_needed(case: Case, request: pytest.FixtureRequest) -> Path | None:
+    return request.getfixturevalue("shared") if case.needs_run else None
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_bad_input(case: Case, tmp_path: Path, request: pytest.FixtureRequest, outcomes: dict) -> None:
+    argv, outcome = run_case(case, tmp_path, _shared_if_needed(case, request))
+    outcomes[case.name] = (case, argv, outcome)
+    printed = outcome.stdout + outcome.stderr
+    assert outcome.code == case.code, printed
+    for fragment in case.expect:
+        assert fragment in printed, f"{fragment!r} missing from: {printed}"
+    assert "Traceback" not in printed
+    lines = outcome.stderr.strip().splitlines()
+    if case.code == 2:
+        assert lines[-1].startswith("snlad: error: "), lines
+        assert all(line.startswith("skipped ") for line in lines[:-1]), lines  # only predict lists files first
+    if case.check is not None:
+        case.check(tmp_path)
+
+
+def test_docs_table_is_up_to_date(tmp_path: Path, request: pytest.FixtureRequest, outcomes: dict) -> None:
+    rows = []
+    for case in CASES:
+        if case.name not in outcomes:  # run alone (-k): compute the missing ones here
+            outcomes[case.name] = (case, *run_case(case, tmp_path / case.name, _shared_if_needed(case, request)))
+        rows.append(outcomes[case.name])
+    assert DOCS.read_text() == render(rows), "docs/bad-input.md is stale: run python scripts/bad_input_table.py"
+
+
+@pytest.mark.parametrize("name", ["root_missing", "image_truncated_in_worker", "model_code_pickle"])
+def test_real_process_prints_one_line_and_no_traceback(name: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    case = BY_NAME[name]
+    argv = prepare(case, tmp_path, _shared_if_needed(case, request))
+    result = subprocess.run([sys.executable, "-m", "snlad.cli", *argv], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("snlad: error: ") and "Traceback" not in result.stderr, result.stderr
+    assert all(fragment in lines[0] for fragment in case.expect)
+    if case.check is not None:
+        case.check(tmp_path)
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    with pytest.raises(SnladError, match="does not exist"):
+        main(["--debug", "--quiet", "train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "out"), *FAST_ARGS])
+
+
+def test_non_binary_mask_values_count_as_defect(tmp_path: Path) -> None:
+    """The documented decision: any nonzero mask value is a defect pixel (not an error)."""
+    values = np.array([[0, 1, 127, 128, 254, 255]], np.uint8)
+    Image.fromarray(values).save(tmp_path / "m.png")
+    assert load_mask(tmp_path / "m.png", (1, 6)).tolist() == [[False, True, True, True, True, True]]
