@@ -1,0 +1,73 @@
+"""Export: one graph from images to maps and scores, equal to the PyTorch model on real images."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from snlad import api
+from snlad.cli import main
+from snlad.data import AnomalyDataset, index_dataset
+from snlad.engine.trained import load_run
+from snlad.export import read_onnx_metadata
+
+DEMO = Path(__file__).parents[1] / "data" / "demo"
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "run"
+    overrides = [f"data.image_size={SIZE}", "train.batch_size=4", "data.num_workers=0", "loss.affinity_size=8", "train.epochs=1"]
+    api.train(api.resolve_config("snl-fd", None, overrides, categories=["bottle", "metal_nut"]), DEMO, out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(run):
+    """Real demo test images and the unoptimised PyTorch model's maps and scores for them."""
+    dataset = AnomalyDataset(index_dataset(DEMO, "test", ["bottle", "metal_nut"]), SIZE)
+    images = torch.stack([dataset[i]["image"] for i in range(len(dataset))])
+    trained = load_run(run)["bottle"]
+    with torch.inference_mode():
+        maps, scores = trained.scorer(*trained.model(images))
+    return images, maps.numpy(), scores.numpy()
+
+
+def test_onnx_export_runs_in_onnxruntime_and_matches_pytorch(run, reference, tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    out = tmp_path / "model.onnx"
+    assert main(["export", "--run", str(run), "--format", "onnx", "--out", str(out), "--category", "bottle"]) == 0
+    images, maps, scores = reference
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    onnx_maps, onnx_scores = session.run(["maps", "scores"], {"images": images.numpy()})
+    assert onnx_maps.shape == (len(images), SIZE, SIZE) and onnx_scores.shape == (len(images),)
+    assert np.abs(onnx_maps - maps).max() < 1e-4
+    assert np.abs(onnx_scores - scores).max() < 1e-4
+    one_maps, _ = session.run(["maps", "scores"], {"images": images[:1].numpy()})  # batch axis is dynamic
+    assert np.abs(one_maps - maps[:1]).max() < 1e-4
+    metadata = read_onnx_metadata(out)
+    assert metadata["image_size"] == SIZE and metadata["category"] == "bottle"
+    assert metadata["threshold"] == load_run(run)["bottle"].calibration["bottle"]["threshold"]
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
+def test_torchscript_export_matches_pytorch(run, reference, tmp_path):
+    out = api.export(run, "torchscript", tmp_path / "model.pt")
+    images, maps, scores = reference
+    extra = {"snlad.json": ""}
+    graph = torch.jit.load(str(out), _extra_files=extra)
+    with torch.inference_mode():
+        ts_maps, ts_scores = graph(images)
+    assert np.abs(ts_maps.numpy() - maps).max() < 1e-4
+    assert np.abs(ts_scores.numpy() - scores).max() < 1e-4
+    assert json.loads(extra["snlad.json"])["image_size"] == SIZE
+
+
+def test_export_errors_are_one_line(run, tmp_path, capsys):
+    assert main(["export", "--run", str(tmp_path / "missing"), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 2
+    assert main(["export", "--run", str(run), "--format", "onnx", "--out", str(tmp_path / "m.onnx"), "--category", "zebra"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("snlad: error:") for line in err)

@@ -1,0 +1,84 @@
+"""Inference optimisation: same maps and scores as the plain model, on real images."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from snlad.config import preset
+from snlad.data import AnomalyDataset, index_dataset
+from snlad.engine.fast import FastScorer, bilinear_matrix, blur_matrix, optimise_for_inference
+from snlad.engine.trained import TrainedModel, build_scorer
+from snlad.models import build_model
+from snlad.scoring import GaussianBlur
+
+DEMO = Path(__file__).parents[1] / "data" / "demo"
+
+
+def demo_images(size: int, count: int = 6) -> torch.Tensor:
+    samples = index_dataset(DEMO, "test")[::7][:count]
+    dataset = AnomalyDataset(samples, size)
+    return torch.stack([dataset[i]["image"] for i in range(len(dataset))])
+
+
+def trained_with_moved_statistics(name: str, size: int, extra: dict | None = None) -> TrainedModel:
+    """A model whose student BatchNorms hold non-trivial statistics, so folding is really tested."""
+    config = preset(name)
+    config.data.image_size = size
+    config.loss.affinity_size = 8
+    for key, value in (extra or {}).items():
+        setattr(config.map, key, value)
+    torch.manual_seed(0)
+    model = build_model(config.model)
+    for name_, module in model.named_modules():
+        if isinstance(module, torch.nn.BatchNorm2d) and not name_.startswith("teacher."):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.1, 0.1)
+    return TrainedModel(config, model, build_scorer(config), ["demo"]).eval()
+
+
+@pytest.mark.parametrize("name", ["fd", "rd", "snl-fd", "snl-rd"])
+def test_optimised_model_gives_the_same_maps_on_real_images(name):
+    trained = trained_with_moved_statistics(name, 64)
+    fast = optimise_for_inference(trained)
+    images = demo_images(64)
+    with torch.inference_mode():
+        maps, scores = trained.scorer(*trained.model(images))
+        fast_maps, fast_scores = fast.scorer(*fast.model(images))
+    assert fast_maps.shape == maps.shape == (len(images), 64, 64)
+    assert (fast_maps - maps).abs().max() < 1e-4
+    assert (fast_scores - scores).abs().max() < 1e-4
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.model.modules())
+    assert trained.model.training is False and any(isinstance(m, torch.nn.BatchNorm2d) for m in trained.model.modules())
+
+
+def test_topk_score_and_no_blur_match_too():
+    trained = trained_with_moved_statistics("snl-fd", 64, {"image_score": "topk", "sigma": 0.0})
+    fast = optimise_for_inference(trained, channels_last=False)
+    images = demo_images(64, 3)
+    with torch.inference_mode():
+        maps, scores = trained.scorer(*trained.model(images))
+        fast_maps, fast_scores = fast.scorer(*fast.model(images))
+    assert (fast_maps - maps).abs().max() < 1e-4 and (fast_scores - scores).abs().max() < 1e-4
+
+
+def test_matrices_reproduce_interpolation_and_blur():
+    x = torch.rand(3, 1, 16, 16, dtype=torch.float64)
+    up = bilinear_matrix(16, 64)
+    reference = torch.nn.functional.interpolate(x, size=(64, 64), mode="bilinear", align_corners=False)[:, 0]
+    assert torch.allclose(up @ x[:, 0] @ up.T, reference, atol=1e-12)
+    blur = GaussianBlur(4.0).double()
+    y = torch.rand(2, 1, 64, 64, dtype=torch.float64)
+    g = blur_matrix(blur, 64)
+    assert torch.allclose(g @ y[:, 0] @ g.T, blur(y)[:, 0], atol=1e-12)
+
+
+def test_fast_scorer_refuses_another_image_size():
+    config = preset("fd")
+    config.data.image_size = 64
+    scorer = FastScorer(build_scorer(config))
+    features = [torch.rand(1, 8, 40, 40)] * 3
+    with pytest.raises(ValueError, match="image size"):
+        scorer(features, features)
