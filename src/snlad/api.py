@@ -10,6 +10,7 @@ from pathlib import Path
 from snlad.config import Config, load_config
 from snlad.data import index_dataset
 from snlad.engine.evaluate import evaluate, write_metrics
+from snlad.engine.fast import optimise_for_inference, optimise_run
 from snlad.engine.predict import predict as predict_images
 from snlad.engine.trained import TrainedModel, load_run, write_run_index
 from snlad.engine.train import MODEL, train_run
@@ -55,7 +56,7 @@ def train(config: Config, data_root: str | Path, out_dir: str | Path, one_class:
 
 def test(run_dir: str | Path, data_root: str | Path, categories: Sequence[str] | None = None, batch_size: int = 8, progress: bool = True) -> dict[str, dict[str, float]]:
     """Evaluate a run on the test split of ``data_root``; write metrics files into the run."""
-    models = load_run(Path(run_dir))
+    models = optimise_run(load_run(Path(run_dir)))
     wanted = list(categories) if categories is not None else list(models)
     unknown = [c for c in wanted if c not in models]
     if unknown:
@@ -69,11 +70,23 @@ def test(run_dir: str | Path, data_root: str | Path, categories: Sequence[str] |
 
 def predict(run_dir: str | Path, inputs: Iterable[str | Path], out_dir: str | Path, category: str | None = None, batch_size: int = 8, progress: bool = True) -> tuple[list[dict], list[tuple[str, str]]]:
     """Score images with a trained run; see :func:`snlad.engine.predict.predict`."""
+    trained = optimise_for_inference(run_model(run_dir, category))
+    return predict_images(trained, inputs, Path(out_dir), category, batch_size, progress)
+
+
+def run_model(run_dir: str | Path, category: str | None = None) -> TrainedModel:
+    """The model of a run that serves ``category`` (required for a one-class run)."""
     models = load_run(Path(run_dir))
     if category is not None and category not in models:
         raise SnladError(f"unknown category '{category}': the run knows {', '.join(models)}")
     distinct = {id(m) for m in models.values()}
     if category is None and len(distinct) > 1:
         raise SnladError(f"{run_dir} is a one-class run: say which model to use with --category ({', '.join(models)})")
-    trained = models[category] if category is not None else next(iter(models.values()))
-    return predict_images(trained, inputs, Path(out_dir), category, batch_size, progress)
+    return models[category] if category is not None else next(iter(models.values()))
+
+
+def export(run_dir: str | Path, fmt: str, out: str | Path, category: str | None = None) -> Path:
+    """Write the run's model as one ONNX or TorchScript graph; see :mod:`snlad.export`."""
+    from snlad.export import export as export_graph
+
+    return export_graph(run_model(run_dir, category), fmt, Path(out), category)

@@ -59,6 +59,14 @@ def _add_predict(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
 
 
+def _add_export(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("export", help="export a run's model as one ONNX or TorchScript graph", description="Write one graph from images (float32 B x 3 x S x S, RGB in [0, 1]) to anomaly maps (B x S x S) and scores (B): teacher, student, map and smoothing included; thresholds travel as metadata.")
+    parser.add_argument("--run", required=True, help="run directory written by `snlad train`")
+    parser.add_argument("--format", required=True, choices=("onnx", "torchscript"))
+    parser.add_argument("--out", required=True, help="file to write, e.g. model.onnx")
+    parser.add_argument("--category", help="category whose model (one-class run) and thresholds to export")
+
+
 def _add_experiment(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("experiment", help="train and test a list of configurations; write comparison tables", description="Run an experiment file (configs/experiments/*.yaml): every configuration x seed x mode is trained and tested into OUT/<mode>/<name>/seed<k>; finished runs are skipped, interrupted ones resumed. Writes OUT/results-<mode>.md and .csv.")
     parser.add_argument("--experiment", required=True, help="experiment YAML, e.g. configs/experiments/cpu.yaml")
@@ -79,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_test(commands)
     _add_predict(commands)
     _add_experiment(commands)
+    _add_export(commands)
     cli_report.add_commands(commands)  # probe, report, figure
     return parser
 
@@ -101,6 +110,8 @@ def _run(args: argparse.Namespace) -> int | None:
         tables = run_experiment(load_experiment(args.experiment), args.data, args.out, _categories(args.only), seeds, _categories(args.modes), args.tables_only, progress)
         for mode, path in tables.items():
             print(f"{mode}: {path}")
+    elif args.command == "export":
+        print(f"exported -> {api.export(args.run, args.format, args.out, args.category)}")
     elif args.command in cli_report.COMMANDS:
         cli_report.run(args)
     else:
