@@ -38,6 +38,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with os.fdopen(handle, "wb") as file:
             file.write(data)
             file.flush()
+            os.fchmod(file.fileno(), _new_file_mode())
             os.fsync(file.fileno())
         os.replace(temporary, path)
     except BaseException as error:  # also Ctrl-C mid-write: never leave the temporary file behind
@@ -45,6 +46,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if isinstance(error, OSError):
             raise SnladError(f"cannot write {path}: {error.strerror}; earlier files there are unchanged") from None
         raise
+
+
+def _new_file_mode() -> int:
+    """The mode ``open()`` gives a new file (0o666 minus the umask); mkstemp's own 0o600 would hide results from the team."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def atomic_write_text(path: Path, text: str) -> None:
