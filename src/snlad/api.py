@@ -85,6 +85,13 @@ def run_model(run_dir: str | Path, category: str | None = None) -> TrainedModel:
     return models[category] if category is not None else next(iter(models.values()))
 
 
+def calibrate(run_dir: str | Path, data_root: str | Path, split: str = "train", rule: str = "max", quantile: float = 1.0, margin: float = 0.0, categories: Sequence[str] | None = None) -> dict[str, dict]:
+    """Recompute a run's decision thresholds and store them in its model files; see docs/thresholds.md."""
+    from snlad.engine.calibration import Rule, recalibrate_run
+
+    return recalibrate_run(Path(run_dir), data_root, split, Rule(rule, quantile, margin), categories)
+
+
 def export(run_dir: str | Path, fmt: str, out: str | Path, category: str | None = None) -> Path:
     """Write the run's model as one ONNX or TorchScript graph; see :mod:`snlad.export`."""
     from snlad.export import export as export_graph

@@ -67,6 +67,17 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--category", help="category whose model (one-class run) and thresholds to export")
 
 
+def _add_calibrate(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("calibrate", help="recompute a run's decision thresholds", description="Recompute the image and pixel thresholds of a run (stored in its model.pt) from held-out normals (--split train), synthetic cut-paste anomalies, or a labelled split. Rules in docs/thresholds.md; never calibrate on the split you report results on.")
+    parser.add_argument("--run", required=True, help="run directory written by `snlad train`")
+    parser.add_argument("--data", required=True, help="data root the run was trained on (or a labelled validation root)")
+    parser.add_argument("--split", default="train", help="train (the held-out normals of training, default) or a labelled split, e.g. val")
+    parser.add_argument("--rule", default="max", choices=("max", "quantile", "synthetic-f1", "f1"), help="max (default), quantile, synthetic-f1 (cut-paste anomalies from held-out normals), f1 (labelled defects)")
+    parser.add_argument("--quantile", type=float, default=1.0, help="rule quantile: quantile of normal scores and pixels")
+    parser.add_argument("--margin", type=float, default=0.0, help="normal-based rules: threshold x (1 + margin)")
+    parser.add_argument("--categories", help="comma-separated subset of the run's categories")
+
+
 def _add_experiment(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("experiment", help="train and test a list of configurations; write comparison tables", description="Run an experiment file (configs/experiments/*.yaml): every configuration x seed x mode is trained and tested into OUT/<mode>/<name>/seed<k>; finished runs are skipped, interrupted ones resumed. Writes OUT/results-<mode>.md and .csv.")
     parser.add_argument("--experiment", required=True, help="experiment YAML, e.g. configs/experiments/cpu.yaml")
@@ -88,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(commands)
     _add_experiment(commands)
     _add_export(commands)
+    _add_calibrate(commands)
     cli_report.add_commands(commands)  # probe, report, figure
     return parser
 
@@ -110,6 +122,10 @@ def _run(args: argparse.Namespace) -> int | None:
         tables = run_experiment(load_experiment(args.experiment), args.data, args.out, _categories(args.only), seeds, _categories(args.modes), args.tables_only, progress)
         for mode, path in tables.items():
             print(f"{mode}: {path}")
+    elif args.command == "calibrate":
+        results = api.calibrate(args.run, args.data, args.split, args.rule, args.quantile, args.margin, _categories(args.categories))
+        for category, result in results.items():
+            print(f"{category}: threshold {result['threshold']:.6g}, pixel threshold {result['pixel_threshold']:.6g} ({result['rule']} on {len(result['normal_scores'])} normal + {result['anomalous_images']} anomalous images)")
     elif args.command == "export":
         print(f"exported -> {api.export(args.run, args.format, args.out, args.category)}")
     elif args.command in cli_report.COMMANDS:

@@ -90,16 +90,28 @@ def overlay_png(image: np.ndarray, anomaly_map: np.ndarray, scale: float) -> byt
     return buffer.getvalue()
 
 
+def mask_png(mask: np.ndarray) -> bytes:
+    """A boolean H x W defect mask as an 8-bit PNG: 255 = defect, 0 = normal."""
+    buffer = io.BytesIO()
+    Image.fromarray(mask.astype(np.uint8) * 255).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def predict(trained: TrainedModel, inputs: Iterable[str | Path], out_dir: Path, category: str | None = None, batch_size: int = 8, progress: bool = True) -> tuple[list[dict], list[tuple[str, str]]]:
     """Write scores.csv, maps/<stem>.npy (float32, original H x W) and overlays/<stem>.png.
+
+    With a calibrated ``category``, scores.csv gets ``is_anomalous`` (score > threshold) and
+    masks/<stem>.png holds the binary defect mask (map > pixel threshold, original H x W);
+    see docs/thresholds.md.
 
     Returns the score rows and the (path, error) of every skipped file.
     """
     out_dir = Path(out_dir)
     paths = collect_images(inputs)
-    threshold = trained.calibration.get(category or "", {}).get("threshold") if category else None
+    calibration = trained.calibration.get(category, {}) if category else {}
+    threshold, pixel_threshold = calibration.get("threshold"), calibration.get("pixel_threshold")
     samples = [Sample(image=p, category=category or "", label=0, defect="unknown", mask=None) for p in paths]
-    loader = DataLoader(SkippingDataset(samples, trained.config.data.image_size), batch_size=batch_size, collate_fn=_collate)
+    loader = DataLoader(SkippingDataset(samples, trained.config.data.image_size), batch_size=batch_size, collate_fn=_collate, num_workers=trained.config.data.num_workers)
     stems = _unique_stems(paths)
     rows: list[dict] = []
     failed: list[tuple[str, str]] = []
@@ -114,6 +126,8 @@ def predict(trained: TrainedModel, inputs: Iterable[str | Path], out_dir: Path, 
             atomic_write_bytes(out_dir / "maps" / f"{stem}.npy", buffer.getvalue())
             scale = 2 * threshold if threshold else float(full.max())
             atomic_write_bytes(out_dir / "overlays" / f"{stem}.png", overlay_png(load_image(path), full, scale))
+            if pixel_threshold is not None:
+                atomic_write_bytes(out_dir / "masks" / f"{stem}.png", mask_png(full > pixel_threshold))
             row = {"image": path, "score": float(score)}
             if threshold is not None:
                 row["is_anomalous"] = int(float(score) > threshold)

@@ -24,7 +24,7 @@ from snlad.config import Config, from_dict, write_yaml
 from snlad.data import AnomalyDataset, Sample, holdout_split
 from snlad.engine.device import resolve_device
 from snlad.engine.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
-from snlad.engine.inference import infer
+from snlad.engine.calibration import calibrate
 from snlad.engine.sampler import ResumableSampler
 from snlad.engine.trained import TrainedModel, build_scorer, save_trained
 from snlad.errors import SnladError
@@ -166,21 +166,6 @@ def deferred_interrupts() -> Iterator[Callable[[], bool]]:
 def _append_log(path: Path, epoch: int, loss: float, seconds: float) -> None:
     rows = path.read_text() if path.exists() else "epoch,loss,seconds\n"
     atomic_write_text(path, rows + f"{epoch},{loss:.6f},{seconds:.2f}\n")
-
-
-def calibrate(trained: TrainedModel, held_out: Sequence[Sample], config: Config) -> dict[str, dict]:
-    """Score held-back normal training images per category (never test images).
-
-    The threshold is the largest held-out normal score; with no held-out image
-    a category gets no threshold and predictions carry only scores.
-    """
-    if not held_out:
-        return {}
-    scores: dict[str, list[float]] = {}
-    for batch, _, batch_scores in infer(trained, _loader(held_out, config, None), progress=False):
-        for category, score in zip(batch["category"], batch_scores.tolist()):
-            scores.setdefault(category, []).append(score)
-    return {category: {"normal_scores": values, "threshold": max(values)} for category, values in scores.items()}
 
 
 def train_run(config: Config, samples: Sequence[Sample], out_dir: Path, resume: bool = False, overwrite: bool = False, progress: bool = True) -> TrainedModel:

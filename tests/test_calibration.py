@@ -1,0 +1,76 @@
+"""Decision thresholds: rules, storage in model.pt, is_anomalous and binary masks from predict."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from snlad import api
+from snlad.cli import main
+from snlad.data import holdout_split, index_dataset
+from snlad.engine.calibration import Rule, Scored, f1_threshold, thresholds
+from snlad.engine.trained import load_run
+from snlad.errors import SnladError
+
+DEMO = Path(__file__).parents[1] / "data" / "demo"
+FAST = ["data.image_size=64", "train.batch_size=4", "data.num_workers=0", "loss.affinity_size=8", "data.holdout_fraction=0.25"]
+
+
+def test_f1_threshold_lies_halfway_between_the_classes():
+    threshold, f1 = f1_threshold(np.array([0.1, 0.2, 0.3, 0.7, 0.9]), np.array([0, 0, 0, 1, 1]))
+    assert threshold == pytest.approx(0.5) and f1 == 1.0
+    threshold, f1 = f1_threshold(np.array([0.1, 0.5, 0.4, 0.9]), np.array([0, 0, 1, 1]))
+    assert f1 == pytest.approx(0.8) and 0.1 < threshold < 0.4  # flag 0.4, 0.5, 0.9: TP 2, FP 1
+    with pytest.raises(SnladError, match="both"):
+        f1_threshold(np.array([0.1, 0.2]), np.array([0, 0]))
+
+
+def test_normal_rules():
+    maps = np.linspace(0, 1, 4 * 9).reshape(4, 3, 3)
+    normals = Scored(maps.reshape(4, -1).max(axis=1), np.zeros(4), maps, np.zeros_like(maps, dtype=bool))
+    assert thresholds(Rule("max"), normals, None) == {"threshold": 1.0, "pixel_threshold": 1.0}
+    margin = thresholds(Rule("max", margin=0.1), normals, None)
+    assert margin["threshold"] == pytest.approx(1.1)
+    quantile = thresholds(Rule("quantile", quantile=0.5), normals, None)
+    assert quantile["pixel_threshold"] == pytest.approx(0.5) and quantile["threshold"] < 1.0
+    with pytest.raises(SnladError, match="rule"):
+        Rule("median")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("calibration") / "run"
+    config = api.resolve_config("snl-fd", None, [*FAST, "train.epochs=2"], categories=["bottle"])
+    api.train(config, DEMO, out, progress=False)
+    return out
+
+
+def test_training_stores_image_and_pixel_thresholds_from_held_out_normals(run, tmp_path):
+    trained = load_run(run)["bottle"]
+    calibration = trained.calibration["bottle"]
+    held_out = holdout_split(index_dataset(DEMO, "train", ["bottle"]), 0.25, trained.config.train.seed)[1]
+    assert calibration["rule"] == "max" and len(calibration["normal_scores"]) == len(held_out) == 2
+    assert calibration["threshold"] == pytest.approx(max(calibration["normal_scores"]))
+    assert calibration["pixel_threshold"] == pytest.approx(calibration["threshold"], rel=1e-5)  # image score = map max
+
+    images = [sample.image for sample in held_out] + sorted((DEMO / "bottle" / "test" / "broken_large").iterdir())[:1]
+    rows, failed = api.predict(run, images, tmp_path / "pred", category="bottle", progress=False)
+    assert not failed and [row["is_anomalous"] for row in rows[:2]] == [0, 0]
+    for row, image in zip(rows, images):
+        mask = np.asarray(Image.open(tmp_path / "pred" / "masks" / f"{Path(image).stem}.png"))
+        assert mask.shape == Image.open(image).size[::-1] and set(np.unique(mask)) <= {0, 255}
+        assert bool(mask.any()) == bool(row["is_anomalous"])  # no held-out normal pixel is marked
+
+
+def test_cli_recalibrates_with_synthetic_and_labelled_anomalies(run, capsys):
+    assert main(["calibrate", "--run", str(run), "--data", str(DEMO), "--rule", "synthetic-f1"]) == 0
+    synthetic = load_run(run)["bottle"].calibration["bottle"]
+    assert synthetic["rule"] == "synthetic-f1" and synthetic["anomalous_images"] == 4 and 0 < synthetic["pixel_f1"] <= 1
+    # A labelled split (here the demo's test split stands in for a validation split).
+    assert main(["calibrate", "--run", str(run), "--data", str(DEMO), "--split", "test", "--rule", "f1"]) == 0
+    labelled = load_run(run)["bottle"].calibration["bottle"]
+    assert labelled["rule"] == "f1" and labelled["anomalous_images"] > 0 and "test split" in labelled["source"]
+    assert "bottle: threshold" in capsys.readouterr().out
+    assert main(["calibrate", "--run", str(run), "--data", str(DEMO), "--rule", "f1"]) == 2  # train split: no defects
+    assert "needs anomalous images" in capsys.readouterr().err
