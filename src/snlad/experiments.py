@@ -117,6 +117,8 @@ def write_tables(out_dir: Path, mode: str, names: list[str], seeds: list[int], c
         lines += [f"### {label} (%, mean ± std over seeds)", "", "| configuration | seeds | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 2)]
         for name in names:
             results = collect(out_dir, mode, name, seeds).values()
+            if not results:
+                continue
             cells = [_cell([r[c][key] for r in results if c in r]) for c in columns]
             lines.append(f"| {name} | {len(results)} | " + " | ".join(cells) + " |")
         lines.append("")
