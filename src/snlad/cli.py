@@ -13,6 +13,7 @@ import argparse
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from snlad import api, cli_report
 from snlad.backbones import BACKBONE_NAMES
@@ -161,9 +162,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"snlad: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("snlad: interrupted", file=sys.stderr)
+        print(f"snlad: interrupted{_resume_hint(args)}", file=sys.stderr)
         return 130
     return status or 0
+
+
+def _resume_hint(args: argparse.Namespace) -> str:
+    """Ctrl-C between two training steps' safe points (epoch end, calibration) still leaves the last checkpoint."""
+    if args.command != "train" or not any(Path(args.out).glob("**/checkpoint.pt")):
+        return ""
+    return f"; the last saved state in {args.out} is kept: continue with the same command plus --resume"
 
 
 def _one_line(error: SnladError) -> str:
