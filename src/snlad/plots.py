@@ -30,8 +30,8 @@ def save(figure: Figure, path: Path) -> Path:
     return Path(path)
 
 
-def _panels(count: int, title: str) -> tuple[Figure, list]:
-    figure = Figure(figsize=(_PANEL[0] * count, _PANEL[1] + 0.4), layout="constrained")
+def _panels(count: int, title: str, width: float = _PANEL[0]) -> tuple[Figure, list]:
+    figure = Figure(figsize=(width * count, _PANEL[1] + 0.4), layout="constrained")
     axes = figure.subplots(1, count, squeeze=False)[0]
     figure.suptitle(title)
     return figure, list(axes)
@@ -97,7 +97,8 @@ Series = Mapping[str, tuple[Sequence[float], Sequence[float] | None]]  # label -
 
 def bar_panels(panels: Mapping[str, tuple[Sequence[str], Series]], path: Path, title: str, ylabel: str, limits: tuple[float, float] = (0.0, 1.05)) -> Path:
     """One panel per entry, each with grouped bars: a group per name, a bar per series."""
-    figure, axes = _panels(len(panels), title)
+    most = max(len(groups) for groups, _ in panels.values())
+    figure, axes = _panels(len(panels), title, max(_PANEL[0], 1.5 + 0.45 * most))
     for axis, (panel_title, (groups, series)) in zip(axes, panels.items()):
         _bars(axis, groups, series)
         axis.set(title=panel_title, ylabel=ylabel, ylim=limits)
@@ -109,7 +110,7 @@ def _bars(axis, groups: Sequence[str], series: Series) -> None:
     positions = np.arange(len(groups))
     for offset, (label, (heights, errors)) in enumerate(series.items()):
         axis.bar(positions + (offset - (len(series) - 1) / 2) * width, heights, width, yerr=errors, capsize=3, label=label)
-    axis.set_xticks(positions, list(groups), rotation=20, fontsize=8)
+    axis.set_xticks(positions, list(groups), rotation=35, ha="right", fontsize=8)
     axis.grid(axis="y", alpha=0.3)
     axis.legend(fontsize=8)
 
