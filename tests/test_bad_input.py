@@ -8,12 +8,15 @@ up to date.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from bad_inputs import CASES, FAST_ARGS, Case, build_shared, prepare, render, run_case
@@ -23,6 +26,15 @@ from snlad.errors import SnladError
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "bad-input.md"
 BY_NAME = {case.name: case for case in CASES}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """A second OpenMP thread on a busy 2-core machine makes training steps many times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +82,7 @@ def test_docs_table_is_up_to_date(tmp_path: Path, request: pytest.FixtureRequest
 def test_real_process_prints_one_line_and_no_traceback(name: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     case = BY_NAME[name]
     argv = prepare(case, tmp_path, _shared_if_needed(case, request))
-    result = subprocess.run([sys.executable, "-m", "snlad.cli", *argv], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "snlad.cli", *argv], cwd=tmp_path, capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("snlad: error: ") and "Traceback" not in result.stderr, result.stderr
