@@ -10,6 +10,7 @@ naming the key, never silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -118,13 +119,13 @@ def merge(config: Config, updates: dict[str, Any], source: str) -> Config:
     data = config.to_dict()
     for section, values in updates.items():
         if section not in data:
-            raise SnladError(f"{source}: unknown config section '{section}' (known: {', '.join(data)})")
+            raise SnladError(f"{source}: unknown config section {str(section)!r} (known: {', '.join(data)})")
         if not isinstance(values, dict):
-            raise SnladError(f"{source}: config section '{section}' must be a mapping of keys to values")
+            raise SnladError(f"{source}: config section {str(section)!r} must be a mapping of keys to values")
         for key, value in values.items():
             if key not in data[section]:
                 known = ", ".join(data[section])
-                raise SnladError(f"{source}: unknown config key '{section}.{key}' (known in {section}: {known})")
+                raise SnladError(f"{source}: unknown config key {f'{section}.{key}'!r} (known in {section}: {known})")
             data[section][key] = value
     return from_dict(data, source)
 
@@ -133,14 +134,18 @@ def from_dict(data: dict[str, Any], source: str) -> Config:
     """Build a Config from a plain nested dict, checking every value's type."""
     sections = {}
     hints = typing.get_type_hints(Config)
+    if not isinstance(data, dict):
+        raise SnladError(f"{source}: the config must be a mapping of sections, got {type(data).__name__}")
     for section_field in dataclasses.fields(Config):
         cls = hints[section_field.name]
         values = data.get(section_field.name, {})
+        if not isinstance(values, dict):
+            raise SnladError(f"{source}: config section {section_field.name!r} must be a mapping of keys to values")
         field_hints = typing.get_type_hints(cls)
         checked = {}
         for key, value in values.items():
             if key not in field_hints:
-                raise SnladError(f"{source}: unknown config key '{section_field.name}.{key}'")
+                raise SnladError(f"{source}: unknown config key {f'{section_field.name}.{key}'!r}")
             checked[key] = _coerce(value, field_hints[key], f"{source}: {section_field.name}.{key}")
         sections[section_field.name] = cls(**checked)
     config = Config(**sections)
@@ -166,7 +171,9 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             raise SnladError(f"{where} must be a list of {len(args)} values, got {value!r}")
         return tuple(_coerce(v, a, where) for v, a in zip(value, args))
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value) if abs(value) < 2**1023 else math.inf
+    if hint is float and isinstance(value, float) and not math.isfinite(value):
+        raise SnladError(f"{where} must be a finite number, got {value!r}")
     if hint in (int, float, str, bool) and (type(value) is not hint):
         raise SnladError(f"{where} must be of type {hint.__name__}, got {value!r}")
     return value
@@ -200,14 +207,14 @@ def _validate(config: Config, source: str) -> None:
 def parse_override(text: str) -> dict[str, Any]:
     """Turn ``section.key=value`` (value in YAML syntax) into a nested dict."""
     if "=" not in text or "." not in text.split("=", 1)[0]:
-        raise SnladError(f"override '{text}' must look like section.key=value, e.g. loss.intra=0")
+        raise SnladError(f"override {text!r} must look like section.key=value, e.g. loss.intra=0")
     key, raw = text.split("=", 1)
     section, name = key.split(".", 1)
     try:
         value = yaml.safe_load(raw)
-    except yaml.YAMLError as error:
+    except (yaml.YAMLError, ValueError) as error:  # ValueError: an integer of over 4300 digits
         first = " ".join(str(error).split())[:120]
-        raise SnladError(f"override '{text}': the value is not valid YAML ({first}); quote strings, e.g. {key}='...'") from None
+        raise SnladError(f"override {text!r}: the value is not valid YAML ({first}); quote strings, e.g. {key}='...'") from None
     return {section: {name: value}}
 
 
@@ -225,7 +232,7 @@ def load_config(model_name: str | None, config_file: str | Path | None = None, o
     if file_values:
         config = merge(config, file_values, source=str(config_file))
     for text in overrides:
-        config = merge(config, parse_override(text), source=f"override '{text}'")
+        config = merge(config, parse_override(text), source=f"override {text!r}")
     if model_name is not None:
         config.model.name = model_name
     return config
@@ -237,7 +244,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         values = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise SnladError(f"config file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError) as error:  # ValueError: an integer of over 4300 digits
         first = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise SnladError(f"config file {path} cannot be read as YAML: {first}") from None
     if values is None:
