@@ -71,6 +71,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     seed: int = 0
     device: str = "auto"  # "auto" = cuda when available, else cpu; never part of a run's identity
+    amp: str = "none"  # "bf16": bfloat16 autocast for forward + loss (GPU; halves activation memory), "none": float32
 
 
 @dataclass
@@ -194,6 +195,7 @@ def _validate(config: Config, source: str) -> None:
         (config.map.image_score in ("max", "topk"), "map.image_score must be 'max' or 'topk'"),
         (0.0 < config.map.topk_fraction <= 1.0, "map.topk_fraction must be in (0, 1]"),
         (config.map.sigma >= 0, "map.sigma must be >= 0"),
+        (config.train.amp in ("none", "bf16"), "train.amp must be 'none' or 'bf16'"),
         (config.train.device in ("auto", "cpu") or config.train.device.startswith("cuda"), "train.device must be auto, cpu or cuda[:N]"),
     ]
     weights = dataclasses.asdict(config.loss)

@@ -19,11 +19,22 @@ def epoch_permutation(size: int, seed: int, epoch: int) -> list[int]:
 
 
 class ResumableSampler(Sampler[int]):
-    """Shuffles per epoch from (seed, epoch); ``start`` skips items already trained on."""
+    """Shuffles per epoch from (seed, epoch); ``start`` skips items already trained on.
 
-    def __init__(self, size: int, seed: int) -> None:
+    Data-parallel training shards the order by rank, interleaved: rank ``r`` of
+    ``w`` takes items ``r, r + w, r + 2w, ...`` of the remaining order. With a
+    per-rank batch of ``B / w``, step ``k`` of all ranks together then covers
+    exactly items ``[kB, (k + 1)B)``, the batch one process with batch ``B``
+    would take. The last ``(size - start) % w`` items of an epoch are dropped so
+    every rank runs the same number of steps (none when ``w = 1``).
+    """
+
+    def __init__(self, size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside a world of {world_size}")
         self.size = size
         self.seed = seed
+        self.rank, self.world_size = rank, world_size
         self.epoch = 0
         self.start = 0
 
@@ -31,7 +42,9 @@ class ResumableSampler(Sampler[int]):
         self.epoch, self.start = epoch, start
 
     def __iter__(self) -> Iterator[int]:
-        return iter(epoch_permutation(self.size, self.seed, self.epoch)[self.start :])
+        order = epoch_permutation(self.size, self.seed, self.epoch)[self.start :]
+        usable = len(order) - len(order) % self.world_size
+        return iter(order[self.rank : usable : self.world_size])
 
     def __len__(self) -> int:
-        return self.size - self.start
+        return (self.size - self.start) // self.world_size

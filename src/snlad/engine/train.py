@@ -23,6 +23,7 @@ from tqdm import tqdm
 from snlad.config import Config, from_dict, write_yaml
 from snlad.data import AnomalyDataset, Sample, holdout_split
 from snlad.engine.device import resolve_device
+from snlad.engine.distributed import DistContext, autocast, init_distributed, per_rank_batch, unwrap, wrap_student
 from snlad.engine.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
 from snlad.engine.calibration import calibrate
 from snlad.engine.sampler import ResumableSampler
@@ -71,10 +72,10 @@ def _prepare_out_dir(out_dir: Path, config: Config, resume: bool, overwrite: boo
     return None
 
 
-def _loader(samples: Sequence[Sample], config: Config, sampler: ResumableSampler | None) -> DataLoader:
+def _loader(samples: Sequence[Sample], config: Config, sampler: ResumableSampler | None, batch_size: int | None = None) -> DataLoader:
     return DataLoader(
         AnomalyDataset(samples, config.data.image_size),
-        batch_size=config.train.batch_size,
+        batch_size=batch_size or config.train.batch_size,
         sampler=sampler,
         num_workers=config.data.num_workers,
         pin_memory=torch.cuda.is_available(),
@@ -99,8 +100,8 @@ def _training_state(model: TeacherStudent, optimizer: torch.optim.Optimizer, con
     }
 
 
-def fit(model: TeacherStudent, samples: Sequence[Sample], config: Config, out_dir: Path, resume_state: dict | None, progress: bool = True) -> None:
-    """Train the student; checkpoint every epoch and on interruption."""
+def fit(model: TeacherStudent, samples: Sequence[Sample], config: Config, out_dir: Path, resume_state: dict | None, progress: bool = True, context: DistContext = DistContext()) -> None:
+    """Train the student; checkpoint every epoch and on interruption (rank 0 of a distributed job)."""
     optimizer = torch.optim.Adam(
         model.student_parameters(), lr=config.train.lr, betas=config.train.betas, weight_decay=config.train.weight_decay
     )
@@ -110,8 +111,10 @@ def fit(model: TeacherStudent, samples: Sequence[Sample], config: Config, out_di
         optimizer.load_state_dict(resume_state["optimizer"])
         epoch, position = int(resume_state["epoch"]), int(resume_state["position"])
     device = resolve_device(config.train.device)
-    sampler = ResumableSampler(len(samples), config.train.seed)
-    loader = _loader(samples, config, sampler)
+    sampler = ResumableSampler(len(samples), config.train.seed, context.rank, context.world_size)
+    loader = _loader(samples, config, sampler, per_rank_batch(config.train.batch_size, context))
+    step = wrap_student(model, context, device)  # the model itself in a single process
+    progress = progress and context.is_main
     log_path = out_dir / "train_log.csv"
     model.train()
     while epoch < config.train.epochs:
@@ -120,25 +123,29 @@ def fit(model: TeacherStudent, samples: Sequence[Sample], config: Config, out_di
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.train.epochs}", disable=not progress, leave=False)
         with deferred_interrupts() as interrupted:
             for batch in bar:
-                teacher_features, student_features = model(batch["image"].to(device, non_blocking=True))
-                loss, _ = distillation_loss(teacher_features, student_features, config.loss)
+                with autocast(device, config.train.amp):
+                    teacher_features, student_features = step(batch["image"].to(device, non_blocking=True))
+                    loss, _ = distillation_loss(teacher_features, student_features, config.loss)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 batch_size = batch["image"].shape[0]
-                position += batch_size
+                position += batch_size * context.world_size
                 seen += batch_size
                 total += loss.item() * batch_size
                 bar.set_postfix(loss=f"{loss.item():.4f}")
-                if interrupted():
-                    save_checkpoint(out_dir / CHECKPOINT, _training_state(model, optimizer, config, epoch, position))
+                if context.any(interrupted(), device):
+                    if context.is_main:
+                        save_checkpoint(out_dir / CHECKPOINT, _training_state(model, optimizer, config, epoch, position))
                     raise TrainingInterrupted(
                         f"interrupted in epoch {epoch + 1} after {position}/{len(samples)} images; state saved to "
                         f"{out_dir / CHECKPOINT}: continue with the same command plus --resume"
                     )
         epoch, position = epoch + 1, 0
-        save_checkpoint(out_dir / CHECKPOINT, _training_state(model, optimizer, config, epoch, position))
-        _append_log(log_path, epoch, total / max(seen, 1), time.perf_counter() - started)
+        total, seen = context.sum([total, seen], device)
+        if context.is_main:
+            save_checkpoint(out_dir / CHECKPOINT, _training_state(model, optimizer, config, epoch, position))
+            _append_log(log_path, epoch, total / max(seen, 1), time.perf_counter() - started)
 
 
 @contextlib.contextmanager
@@ -171,17 +178,23 @@ def _append_log(path: Path, epoch: int, loss: float, seconds: float) -> None:
 def train_run(config: Config, samples: Sequence[Sample], out_dir: Path, resume: bool = False, overwrite: bool = False, progress: bool = True) -> TrainedModel:
     """Train one model on ``samples`` (one category or many) into ``out_dir``."""
     out_dir = Path(out_dir)
+    context = init_distributed(resolve_device(config.train.device))  # torchrun: one rank of many
     resume_state = _prepare_out_dir(out_dir, config, resume, overwrite)
-    if overwrite and not resume:
+    if overwrite and not resume and context.is_main:
         for name in (CHECKPOINT, MODEL, "train_log.csv"):
             (out_dir / name).unlink(missing_ok=True)
+    context.barrier()
     train_samples, held_out = holdout_split(samples, config.data.holdout_fraction, config.train.seed)
     torch.manual_seed(config.train.seed)
     model = build_model(config.model).to(resolve_device(config.train.device))
-    write_yaml(config, out_dir / "config.yaml")
-    fit(model, train_samples, config, out_dir, resume_state, progress)
+    if context.is_main:
+        write_yaml(config, out_dir / "config.yaml")
+    fit(model, train_samples, config, out_dir, resume_state, progress, context)
+    unwrap(model)
     categories = sorted({sample.category for sample in samples})
     trained = TrainedModel(config, model, build_scorer(config).to(resolve_device(config.train.device)), categories).eval()
-    trained.calibration = calibrate(trained, held_out, config)
-    save_trained(out_dir / MODEL, trained)
+    if context.is_main:
+        trained.calibration = calibrate(trained, held_out, config)
+        save_trained(out_dir / MODEL, trained)
+    context.barrier()
     return trained
