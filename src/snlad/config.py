@@ -216,7 +216,7 @@ def parse_override(text: str) -> dict[str, Any]:
         value = yaml.safe_load(raw)
     except (yaml.YAMLError, ValueError) as error:  # ValueError: an integer of over 4300 digits
         first = " ".join(str(error).split())[:120]
-        raise SnladError(f"override {text!r}: the value is not valid YAML ({first}); quote strings, e.g. {key}='...'") from None
+        raise SnladError(f"override {text!r}: the value is not valid YAML ({first}); quote text values, e.g. model.teacher_weights='my [1].pth'") from None
     return {section: {name: value}}
 
 
