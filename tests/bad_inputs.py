@@ -517,7 +517,7 @@ def _(d: Path) -> list[str]:
     return train("data", "--set", "train.epochs")
 
 
-@case("override_bad_yaml", "config", "`--set` whose value is not valid YAML", 2, "train.betas=[0.9", "not valid YAML", "quote strings")
+@case("override_bad_yaml", "config", "`--set` whose value is not valid YAML", 2, "train.betas=[0.9", "not valid YAML", "quote text values")
 def _(d: Path) -> list[str]:
     make_dataset(d / "data")
     return train("data", "--set", "train.betas=[0.9")
