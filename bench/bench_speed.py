@@ -1,0 +1,272 @@
+"""Inference and training speed of every model on this machine, before and after optimisation.
+
+For each teacher x model, in a fresh child process (so peak RSS is that model's):
+FLOPs per image (torch.utils.flop_counter), inference latency at batch 1 and
+throughput at batch 16 (median of several runs after warm-up) for the plain
+PyTorch model ("before"), the inference-optimised one (snlad.engine.fast,
+"after") and the exported ONNX graph in onnxruntime; training images/s (the
+engine's loss and Adam step) and peak RSS. The machine's float32 matmul peak
+(a large sgemm) turns FLOPs into a FLOP-bound limit, so every speed is also
+a fraction of it. Writes docs/results/bench-speed.md and .json.
+
+    python bench/bench_speed.py            # full run (~15 min on 2 cores)
+    python bench/bench_speed.py --quick    # smoke run: 64 px, one teacher, two models, to a temp folder
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ("fd", "snl-fd", "rd", "snl-rd")
+TEACHERS = ("efficientnet_lite0", "wide_resnet50_2")
+PRETRAINED = {"efficientnet_lite0": True, "wide_resnet50_2": False}  # WRN: cost only, random weights
+
+
+def machine() -> dict:
+    """CPU model, cores this process may use, torch build and the load when measured."""
+    model = platform.processor() or "unknown"
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return {
+        "cpu": model,
+        "cores": len(os.sched_getaffinity(0)),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "load_average": os.getloadavg(),
+    }
+
+
+def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
+    """Best float32 GFLOP/s of ``size``-square matmuls: the FLOP-bound ceiling of this machine."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best = 0.0
+    for _ in range(repeats):
+        started = time.perf_counter()
+        a @ b
+        best = max(best, 2 * size**3 / (time.perf_counter() - started) / 1e9)
+    return best
+
+
+def median_seconds(fn, runs: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def demo_batch(size: int, count: int) -> torch.Tensor:
+    """Real demo test images at ``size`` px, repeated to ``count``."""
+    from snlad.data import AnomalyDataset, index_dataset
+
+    dataset = AnomalyDataset(index_dataset(ROOT / "data" / "demo", "test"), size)
+    images = [dataset[i % len(dataset)]["image"] for i in range(count)]
+    return torch.stack(images)
+
+
+def flops_per_image(fn, image: torch.Tensor) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        fn(image)
+    return counter.get_total_flops() / image.shape[0]
+
+
+def measure(model_name: str, teacher: str, size: int, runs: int, with_ort: bool) -> dict:
+    """Every number of one model (runs in a child process)."""
+    from snlad.config import preset
+    from snlad.engine.fast import optimise_for_inference, use_all_cores
+    from snlad.engine.trained import TrainedModel, build_scorer
+    from snlad.export import anomaly_graph
+    from snlad.losses import distillation_loss
+    from snlad.models import build_model
+
+    use_all_cores()
+    config = preset(model_name)
+    config.model.teacher, config.data.image_size = teacher, size
+    torch.manual_seed(0)
+    trained = TrainedModel(config, build_model(config.model, pretrained_teacher=PRETRAINED[teacher]), build_scorer(config), ["bench"]).eval()
+    fast = optimise_for_inference(trained)
+    plain = lambda x: trained.scorer(*trained.model(x))  # noqa: E731
+    optimised = lambda x: fast.scorer(*fast.model(x))  # noqa: E731
+    batch16, batch1 = demo_batch(size, 16), demo_batch(size, 1)
+    result = {"model": model_name, "teacher": teacher, "size": size, "runs": runs}
+    result["gflop_per_image"] = flops_per_image(plain, batch1) / 1e9
+    result["gflop_per_image_optimised"] = flops_per_image(optimised, batch1) / 1e9
+    with torch.inference_mode():
+        for name, fn in (("before", plain), ("after", optimised)):
+            result[f"{name}_latency_ms"] = 1e3 * median_seconds(lambda: fn(batch1), runs)
+            result[f"{name}_images_per_s"] = 16 / median_seconds(lambda: fn(batch16), runs)
+        result["parity_max_abs_map_diff"] = float((plain(batch16)[0] - optimised(batch16)[0]).abs().max())
+    result["rss_inference_mb"] = peak_rss_mb()
+    if with_ort:
+        result.update(measure_onnxruntime(trained, batch1, batch16, runs, plain))
+    result["train_images_per_s"] = measure_training(config, runs, distillation_loss, build_model)
+    result["rss_peak_mb"] = peak_rss_mb()
+    return result
+
+
+def measure_onnxruntime(trained, batch1: torch.Tensor, batch16: torch.Tensor, runs: int, plain) -> dict:
+    import onnxruntime
+
+    from snlad.export import export
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = export(trained, "onnx", Path(folder) / "model.onnx")
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    run = lambda x: session.run(None, {"images": x})  # noqa: E731
+    x1, x16 = batch1.numpy(), batch16.numpy()
+    with torch.inference_mode():
+        reference = plain(batch16)[0].numpy()
+    return {
+        "ort_latency_ms": 1e3 * median_seconds(lambda: run(x1), runs),
+        "ort_images_per_s": 16 / median_seconds(lambda: run(x16), runs),
+        "ort_parity_max_abs_map_diff": float(abs(run(x16)[0] - reference).max()),
+    }
+
+
+def measure_training(config, runs: int, distillation_loss, build_model) -> float:
+    """Images/s of the engine's training step (forward, loss, backward, Adam) at the config's batch size."""
+    torch.manual_seed(0)
+    model = build_model(config.model, pretrained_teacher=False).train()
+    optimizer = torch.optim.Adam(model.student_parameters(), lr=config.train.lr, betas=config.train.betas)
+    images = demo_batch(config.data.image_size, config.train.batch_size)
+
+    def step() -> None:
+        teacher, student = model(images)
+        loss, _ = distillation_loss(teacher, student, config.loss)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return config.train.batch_size / median_seconds(step, max(2, runs // 2), warmup=1)
+
+
+def run_child(model_name: str, teacher: str, args: argparse.Namespace) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        command = [sys.executable, __file__, "--child", model_name, teacher, "--size", str(args.size), "--runs", str(args.runs), "--json", out.name]
+        command += [] if args.ort else ["--no-ort"]
+        subprocess.run(command, check=True)
+        return json.loads(Path(out.name).read_text())
+
+
+def add_ratios(rows: list[dict], peak: float) -> None:
+    by_key = {(r["teacher"], r["model"]): r for r in rows}
+    for row in rows:
+        limit = peak / row["gflop_per_image"]  # images/s if every FLOP ran at the matmul peak
+        row["flop_bound_images_per_s"] = limit
+        for name in ("before", "after", "ort"):
+            if f"{name}_images_per_s" in row:
+                row[f"{name}_flop_fraction"] = row[f"{name}_images_per_s"] / limit
+        row["speedup_b16"] = row["after_images_per_s"] / row["before_images_per_s"]
+        row["speedup_b1"] = row["before_latency_ms"] / row["after_latency_ms"]
+        base = by_key.get((row["teacher"], row["model"].removeprefix("snl-")))
+        if row["model"].startswith("snl-") and base is not None:
+            for name in ("before", "after"):
+                row[f"snl_time_ratio_{name}"] = base[f"{name}_images_per_s"] / row[f"{name}_images_per_s"]
+            row["snl_train_time_ratio"] = base["train_images_per_s"] / row["train_images_per_s"]
+
+
+def markdown(info: dict, peak: float, rows: list[dict], load_after: tuple) -> str:
+    lines = [
+        "# Inference and training speed",
+        "",
+        f"Machine: {info['cpu']}, {info['cores']} cores available, torch {info['torch']} ({info['threads']} threads). "
+        f"Measured float32 matmul peak (2048^3 sgemm, best of 10): **{peak:.0f} GFLOP/s**. "
+        f"Load average before / after: {', '.join(f'{v:.1f}' for v in info['load_average'])} / {', '.join(f'{v:.1f}' for v in load_after)} "
+        "(a load above the core count means other jobs shared the CPUs, which slows and scatters every number).",
+        "",
+        f"{rows[0]['size']} px; medians of {rows[0]['runs']} runs after 2 warm-ups; all ratios from this one run. "
+        "*before* = the plain PyTorch model as trained; *after* = `snlad.engine.fast.optimise_for_inference` "
+        "(BatchNorm folded, channels-last, upsampling + blur as matmuls); *ORT* = the exported ONNX graph in onnxruntime. "
+        "FLOP fraction = measured images/s divided by (matmul peak / FLOPs per image). "
+        "wide_resnet50_2 uses random weights (cost only).",
+        "",
+        "| teacher | model | GFLOP/img | latency b1 before → after (ms) | b16 img/s before → after | speed-up b16 | FLOP fraction b16 before → after | ORT b16 img/s (ratio to after) | train img/s (b8) | peak RSS MB (infer / all) | parity |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        ort = f"{r['ort_images_per_s']:.1f} ({r['ort_images_per_s'] / r['after_images_per_s']:.2f}x)" if "ort_images_per_s" in r else "n/a"
+        lines.append(
+            f"| {r['teacher']} | {r['model']} | {r['gflop_per_image']:.2f} | {r['before_latency_ms']:.0f} → {r['after_latency_ms']:.0f} | "
+            f"{r['before_images_per_s']:.1f} → {r['after_images_per_s']:.1f} | {r['speedup_b16']:.2f}x | "
+            f"{100 * r['before_flop_fraction']:.1f}% → {100 * r['after_flop_fraction']:.1f}% | {ort} | {r['train_images_per_s']:.1f} | "
+            f"{r['rss_inference_mb']:.0f} / {r['rss_peak_mb']:.0f} | {r['parity_max_abs_map_diff']:.1e} |"
+        )
+    ratios = [r for r in rows if "snl_time_ratio_after" in r]
+    if ratios:
+        lines += ["", "SNL time / its baseline's time (batch 16 inference; training step):", "",
+                  "| teacher | model | inference before | inference after | training |", "|---|---|---|---|---|"]
+        lines += [f"| {r['teacher']} | {r['model']} | {r['snl_time_ratio_before']:.2f} | {r['snl_time_ratio_after']:.2f} | {r['snl_train_time_ratio']:.2f} |" for r in ratios]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: 64 px, 2 runs, efficientnet_lite0, fd + snl-fd, to a temp folder")
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--teachers", default=",".join(TEACHERS))
+    parser.add_argument("--no-ort", dest="ort", action="store_false", help="skip onnxruntime")
+    parser.add_argument("--out", help="output folder (default docs/results; --quick: a temp folder)")
+    parser.add_argument("--child", nargs=2, metavar=("MODEL", "TEACHER"), help=argparse.SUPPRESS)
+    parser.add_argument("--json", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT / "src"))
+    warnings.filterwarnings("ignore")
+    if args.child:
+        Path(args.json).write_text(json.dumps(measure(*args.child, args.size, args.runs, args.ort)))
+        return
+    if args.quick:
+        args.size, args.runs, args.models, args.teachers = 64, 2, "fd,snl-fd", "efficientnet_lite0"
+    out = Path(args.out or (tempfile.mkdtemp(prefix="bench-speed-") if args.quick else ROOT / "docs" / "results"))
+    from snlad.engine.fast import use_all_cores
+
+    use_all_cores()
+    info = machine()
+    peak = matmul_peak_gflops()
+    rows = []
+    for teacher in args.teachers.split(","):
+        for model_name in args.models.split(","):
+            rows.append(run_child(model_name, teacher, args))
+            print(f"{teacher} {model_name}: before {rows[-1]['before_images_per_s']:.1f} img/s, after {rows[-1]['after_images_per_s']:.1f} img/s", flush=True)
+    add_ratios(rows, peak)
+    text = markdown(info, peak, rows, os.getloadavg())
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench-speed.md").write_text(text)
+    (out / "bench-speed.json").write_text(json.dumps({"machine": info, "matmul_peak_gflops": peak, "rows": rows}, indent=2))
+    print(text)
+    print(f"wrote {out / 'bench-speed.md'} and .json")
+
+
+if __name__ == "__main__":
+    main()
