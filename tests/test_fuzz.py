@@ -19,13 +19,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from snlad.backbones import read_state_dict
 from snlad.config import Config, from_dict, load_config, merge, parse_override
 from snlad.data import load_image, load_mask
+from snlad.engine.checkpoint import load_checkpoint
 from snlad.errors import SnladError
 
 EXAMPLES = int(os.environ.get("SNLAD_FUZZ_EXAMPLES", "80"))
@@ -62,9 +65,9 @@ SEEDS = {
 
 
 @st.composite
-def mutated(draw: st.DrawFn) -> bytes:
+def mutated(draw: st.DrawFn, seeds: dict[str, bytes] = SEEDS) -> bytes:
     """A valid seed file with a few bytes flipped, overwritten, inserted or cut off."""
-    data = bytearray(SEEDS[draw(st.sampled_from(sorted(SEEDS)))])
+    data = bytearray(seeds[draw(st.sampled_from(sorted(seeds)))])
     for _ in range(draw(st.integers(1, 4))):
         kind = draw(st.sampled_from(["flip", "set", "insert", "delete", "truncate"]))
         position = draw(st.integers(0, max(len(data) - 1, 0)))
@@ -127,6 +130,26 @@ def test_mask_bytes_load_or_raise_snlad_error(target: Path, data: bytes) -> None
         _one_line_naming(error, target)
     else:
         assert mask.dtype == bool and mask.shape == (SIDE, SIDE)
+
+
+def _checkpoint_bytes() -> bytes:
+    buffer = io.BytesIO()
+    torch.save({"format": "snlad-checkpoint", "version": 1, "kind": "model", "model": {"w": torch.ones(4, 4), "b": torch.zeros(3)}}, buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@FUZZ
+@given(data=mutated({"checkpoint": _checkpoint_bytes()}))
+def test_checkpoint_bytes_load_or_raise_snlad_error(target: Path, data: bytes) -> None:
+    """Run checkpoints (model.pt, checkpoint.pt) and teacher weights: mutated files load or are refused in one line."""
+    path = target.with_suffix(".pt")
+    path.write_bytes(data)
+    for load in (load_checkpoint, read_state_dict):
+        try:
+            load(path)
+        except SnladError as error:
+            _one_line_naming(error, path)
 
 
 # ---------------------------------------------------------------- config
