@@ -132,3 +132,28 @@ def test_torchrun_recipe_with_batchnorm_is_close_to_one_process(tmp_path):
     assert len(losses(tmp_path / "ddp")) == 2  # rank 0 alone wrote the log
     metrics = api.test(tmp_path / "ddp", DEMO, categories=["bottle"], progress=False)
     assert 0.0 <= metrics["bottle"]["image_auroc"] <= 1.0
+
+
+def test_sync_batchnorm_turns_back_into_plain_batchnorm_with_its_state():
+    from snlad.engine.distributed import unwrap
+
+    config = api.resolve_config("snl-rd", None, ["data.image_size=32"])
+    model = train_module.build_model(config.model, pretrained_teacher=False)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for name, child in list(model.named_children()):  # what wrap_student does on GPUs
+        if name != "teacher":
+            setattr(model, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
+    assert any(isinstance(m, nn.SyncBatchNorm) for m in model.modules())
+    unwrap(model)
+    assert not any(isinstance(m, nn.SyncBatchNorm) for m in model.modules())
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_bf16_autocast_trains(tmp_path):
+    config = api.resolve_config("snl-fd", None, [*OVERRIDES, "train.epochs=1", "train.amp=bf16"], categories=["bottle"])
+    api.train(config, DEMO, tmp_path / "run", progress=False)
+    assert all(0 < loss < 100 for loss in losses(tmp_path / "run"))
