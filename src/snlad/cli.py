@@ -72,7 +72,7 @@ def _add_calibrate(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("calibrate", help="recompute a run's decision thresholds", description="Recompute the image and pixel thresholds of a run (stored in its model.pt) from held-out normals (--split train), synthetic cut-paste anomalies, or a labelled split. Rules in docs/thresholds.md; never calibrate on the split you report results on.")
     parser.add_argument("--run", required=True, help="run directory written by `snlad train`")
     parser.add_argument("--data", required=True, help="data root the run was trained on (or a labelled validation root)")
-    parser.add_argument("--split", default="train", help="train (the held-out normals of training, default) or a labelled split, e.g. val")
+    parser.add_argument("--split", default="train", choices=("train", "test"), help="train: the held-out normals of training (default); test: every image of --data's test split -- give a labelled validation root, not the one you report on")
     parser.add_argument("--rule", default="max", choices=("max", "quantile", "synthetic-f1", "f1"), help="max (default), quantile, synthetic-f1 (cut-paste anomalies from held-out normals), f1 (labelled defects)")
     parser.add_argument("--quantile", type=float, default=1.0, help="rule quantile: quantile of normal scores and pixels")
     parser.add_argument("--margin", type=float, default=0.0, help="normal-based rules: threshold x (1 + margin)")
