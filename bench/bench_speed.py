@@ -124,12 +124,55 @@ def measure(model_name: str, teacher: str, size: int, runs: int, with_ort: bool)
             result[f"{name}_latency_ms"] = 1e3 * median_seconds(lambda: fn(batch1), runs)
             result[f"{name}_images_per_s"] = 16 / median_seconds(lambda: fn(batch16), runs)
         result["parity_max_abs_map_diff"] = float((plain(batch16)[0] - optimised(batch16)[0]).abs().max())
+        if model_name == "fd":
+            result["conv_breakdown"] = conv_breakdown(fast.model, batch16, runs)
     result["rss_inference_mb"] = peak_rss_mb()
     if with_ort:
         result.update(measure_onnxruntime(trained, batch1, batch16, runs, plain))
     result["train_images_per_s"] = measure_training(config, runs, distillation_loss, build_model)
     result["rss_peak_mb"] = peak_rss_mb()
     return result
+
+
+def conv_breakdown(model: torch.nn.Module, images: torch.Tensor, runs: int) -> dict:
+    """Time and GFLOP/s per conv kind (depthwise, 1x1, other) of one forward, from hooks around every conv."""
+    kinds = {}
+    spent: dict[str, list[float]] = {}
+
+    def kind(conv: torch.nn.Conv2d) -> str:
+        if conv.groups > 1 and conv.groups == conv.in_channels:
+            return "depthwise"
+        return "1x1" if conv.kernel_size == (1, 1) else "dense kxk"
+
+    def before(module, inputs):
+        module._started = time.perf_counter()
+
+    def after(module, inputs, output):
+        entry = kinds[module]
+        entry["seconds"] += time.perf_counter() - module._started
+        entry["flop"] = 2 * output.numel() * (module.in_channels // module.groups) * module.kernel_size[0] * module.kernel_size[1]
+
+    handles = []
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            kinds[module] = {"kind": kind(module), "seconds": 0.0, "flop": 0}
+            handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
+    model(images)  # warm-up
+    for entry in kinds.values():
+        entry["seconds"] = 0.0
+    started = time.perf_counter()
+    for _ in range(runs):
+        model(images)
+    total = (time.perf_counter() - started) / runs
+    for handle in handles:
+        handle.remove()
+    for entry in kinds.values():
+        row = spent.setdefault(entry["kind"], [0.0, 0.0])
+        row[0] += entry["seconds"] / runs
+        row[1] += entry["flop"]
+    breakdown = {name: {"seconds": sec, "gflop": flop / 1e9, "gflop_per_s": flop / 1e9 / max(sec, 1e-12), "share_of_time": sec / total} for name, (sec, flop) in spent.items()}
+    breakdown["model_forward_seconds"] = total
+    return breakdown
 
 
 def measure_onnxruntime(trained, batch1: torch.Tensor, batch16: torch.Tensor, runs: int, plain) -> dict:
@@ -221,6 +264,14 @@ def markdown(info: dict, peak: float, rows: list[dict], load_after: tuple) -> st
             f"{100 * r['before_flop_fraction']:.1f}% → {100 * r['after_flop_fraction']:.1f}% | {ort} | {r['train_images_per_s']:.1f} | "
             f"{r['rss_inference_mb']:.0f} / {r['rss_peak_mb']:.0f} | {r['parity_max_abs_map_diff']:.1e} |"
         )
+    for r in rows:
+        if "conv_breakdown" in r:
+            b = r["conv_breakdown"]
+            lines += ["", f"Where the optimised {r['teacher']} fd forward (teacher + student, batch 16) spends its time "
+                      f"({b['model_forward_seconds']:.3f} s per batch; per-conv hooks):", "",
+                      "| conv kind | share of forward time | GFLOP per batch | achieved GFLOP/s | of matmul peak |", "|---|---|---|---|---|"]
+            lines += [f"| {k} | {100 * v['share_of_time']:.0f}% | {v['gflop']:.1f} | {v['gflop_per_s']:.0f} | {100 * v['gflop_per_s'] / peak:.0f}% |"
+                      for k, v in b.items() if isinstance(v, dict)]
     ratios = [r for r in rows if "snl_time_ratio_after" in r]
     if ratios:
         lines += ["", "SNL time / its baseline's time (batch 16 inference; training step):", "",
