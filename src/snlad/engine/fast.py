@@ -77,7 +77,8 @@ def blur_matrix(blur: nn.Module, size: int) -> torch.Tensor:
         return identity.view(size, size)
     radius = blur.kernel.numel() // 2
     padded = F.pad(identity, (radius, radius, 0, 0), mode="reflect")
-    columns = F.conv2d(padded, blur.kernel.double().view(1, 1, 1, -1))  # row j = G @ e_j
+    kernel = blur.kernel.detach().to("cpu", torch.float64)  # the scorer may already sit on a GPU
+    columns = F.conv2d(padded, kernel.view(1, 1, 1, -1))  # row j = G @ e_j
     return columns.view(size, size).T
 
 
