@@ -115,23 +115,27 @@ def predict(trained: TrainedModel, inputs: Iterable[str | Path], out_dir: Path, 
     stems = _unique_stems(paths)
     rows: list[dict] = []
     failed: list[tuple[str, str]] = []
-    for batch, maps, scores in infer(trained, loader, progress, desc="predicting"):
-        failed += batch["failed"]
-        for path, size, anomaly_map, score in zip(batch.get("path", []), batch.get("orig_hw", []), maps, scores):
-            height, width = (int(v) for v in size)
-            full = F.interpolate(anomaly_map[None, None], size=(height, width), mode="bilinear", align_corners=False)[0, 0].numpy()
-            stem = stems[path]
-            buffer = io.BytesIO()
-            np.save(buffer, full.astype(np.float32))
-            atomic_write_bytes(out_dir / "maps" / f"{stem}.npy", buffer.getvalue())
-            scale = 2 * threshold if threshold else float(full.max())
-            atomic_write_bytes(out_dir / "overlays" / f"{stem}.png", overlay_png(load_image(path), full, scale))
-            if pixel_threshold is not None:
-                atomic_write_bytes(out_dir / "masks" / f"{stem}.png", mask_png(full > pixel_threshold))
-            row = {"image": path, "score": float(score)}
-            if threshold is not None:
-                row["is_anomalous"] = int(float(score) > threshold)
-            rows.append(row)
+    try:
+        for batch, maps, scores in infer(trained, loader, progress, desc="predicting"):
+            failed += batch["failed"]
+            for path, size, anomaly_map, score in zip(batch.get("path", []), batch.get("orig_hw", []), maps, scores):
+                height, width = (int(v) for v in size)
+                full = F.interpolate(anomaly_map[None, None], size=(height, width), mode="bilinear", align_corners=False)[0, 0].numpy()
+                stem = stems[path]
+                buffer = io.BytesIO()
+                np.save(buffer, full.astype(np.float32))
+                atomic_write_bytes(out_dir / "maps" / f"{stem}.npy", buffer.getvalue())
+                scale = 2 * threshold if threshold else float(full.max())
+                atomic_write_bytes(out_dir / "overlays" / f"{stem}.png", overlay_png(load_image(path), full, scale))
+                if pixel_threshold is not None:
+                    atomic_write_bytes(out_dir / "masks" / f"{stem}.png", mask_png(full > pixel_threshold))
+                row = {"image": path, "score": float(score)}
+                if threshold is not None:
+                    row["is_anomalous"] = int(float(score) > threshold)
+                rows.append(row)
+    except KeyboardInterrupt:  # Ctrl-C keeps the scores of the images already done
+        _write_scores(out_dir / "scores.csv", rows)
+        raise
     _write_scores(out_dir / "scores.csv", rows)
     return rows, failed
 
