@@ -168,7 +168,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _resume_hint(args: argparse.Namespace) -> str:
-    """Ctrl-C between two training steps' safe points (epoch end, calibration) still leaves the last checkpoint."""
+    """What Ctrl-C kept: training's last checkpoint (also outside a step), predict's scores so far."""
+    if args.command == "predict" and (Path(args.out) / "scores.csv").is_file():
+        return f"; scores of the images done so far are in {Path(args.out) / 'scores.csv'}"
     if args.command != "train" or not any(Path(args.out).glob("**/checkpoint.pt")):
         return ""
     return f"; the last saved state in {args.out} is kept: continue with the same command plus --resume"
