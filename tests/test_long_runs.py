@@ -52,8 +52,12 @@ def make_folder(folder: Path) -> list[str]:
     return sorted(broken)
 
 
-def test_long_predict_skips_and_reports_corrupt_files_and_keeps_no_maps(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
-    run = build_shared(tmp_path_factory.mktemp("shared")) / "run"
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_shared(tmp_path_factory.mktemp("shared")) / "run"
+
+
+def test_long_predict_skips_and_reports_corrupt_files_and_keeps_no_maps(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     broken = make_folder(tmp_path / "in")
     traced: list[tuple[int, float]] = []
     original = predict_module.infer
@@ -83,3 +87,23 @@ def test_long_predict_skips_and_reports_corrupt_files_and_keeps_no_maps(tmp_path
     # loading all its plugins at the first unidentified file do not count) stays far below one kept map.
     per_image = sorted((b[1] - a[1]) / (b[0] - a[0]) for a, b in zip(traced, traced[1:]))
     assert per_image[len(per_image) // 2] < SIDE * SIDE * 4 / 4, per_image
+
+
+def test_ctrl_c_during_predict_keeps_the_scores_so_far(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    for index in range(40):
+        save(tmp_path / "in" / f"img_{index:03d}.png", texture(index % 7))
+    original = predict_module.infer
+
+    def interrupted_infer(*args: object, **kwargs: object) -> Iterator:
+        for number, item in enumerate(original(*args, **kwargs)):
+            if number == 2:
+                raise KeyboardInterrupt  # Ctrl-C while the third batch is scored
+            yield item
+
+    monkeypatch.setattr(predict_module, "infer", interrupted_infer)
+    out = tmp_path / "out"
+    assert main(["--quiet", "predict", str(tmp_path / "in"), "--run", str(run), "--out", str(out), "--batch-size", "8"]) == 130
+    assert capsys.readouterr().err == f"snlad: interrupted; scores of the images done so far are in {out / 'scores.csv'}\n"
+    with (out / "scores.csv").open() as handle:
+        scored = [Path(row["image"]).stem for row in csv.DictReader(handle)]
+    assert len(scored) == 16 and sorted(scored) == sorted(path.stem for path in (out / "maps").iterdir())
