@@ -12,6 +12,7 @@ from snlad import api
 from snlad.cli import main
 from snlad.data import index_dataset
 from snlad.engine.trained import load_run
+from snlad.errors import SnladError
 
 DEMO = Path(__file__).parents[1] / "data" / "demo"
 FAST = ["data.image_size=64", "train.batch_size=4", "data.num_workers=0", "loss.affinity_size=8"]
@@ -97,3 +98,14 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("snlad: error:") for line in err)
+
+
+def test_rescoring_with_other_map_settings_keeps_the_run_files(tmp_path):
+    train_fast("snl-fd", tmp_path / "run", categories=("bottle",), epochs=1)
+    api.test(tmp_path / "run", DEMO, progress=False)
+    before = (tmp_path / "run" / "metrics.json").read_text()
+    api.test(tmp_path / "run", DEMO, progress=False, map_overrides=["map.image_score=topk", "map.beta=0"], out_dir=tmp_path / "topk")
+    assert (tmp_path / "run" / "metrics.json").read_text() == before
+    assert (tmp_path / "topk" / "metrics.json").is_file()
+    with pytest.raises(SnladError, match="only map"):
+        api.test(tmp_path / "run", DEMO, progress=False, map_overrides=["train.lr=1"], out_dir=tmp_path / "x")

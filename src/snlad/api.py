@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import copy
-
+import dataclasses
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from snlad.config import Config, load_config
+from snlad.config import Config, load_config, merge, parse_override
 from snlad.data import index_dataset
 from snlad.engine.evaluate import evaluate, write_metrics
 from snlad.engine.fast import optimise_for_inference, optimise_run
 from snlad.engine.predict import predict as predict_images
-from snlad.engine.trained import TrainedModel, load_run, write_run_index
+from snlad.engine.trained import TrainedModel, build_scorer, load_run, write_run_index
 from snlad.engine.train import MODEL, train_run
 from snlad.errors import SnladError
 
@@ -54,9 +54,29 @@ def train(config: Config, data_root: str | Path, out_dir: str | Path, one_class:
     return models
 
 
-def test(run_dir: str | Path, data_root: str | Path, categories: Sequence[str] | None = None, batch_size: int = 8, progress: bool = True) -> dict[str, dict[str, float]]:
-    """Evaluate a run on the test split of ``data_root``; write metrics files into the run."""
-    models = optimise_run(load_run(Path(run_dir)))
+def with_map_settings(models: dict[str, TrainedModel], overrides: Sequence[str]) -> dict[str, TrainedModel]:
+    """The same trained networks scored with other anomaly-map settings (``map.*`` only)."""
+    if not overrides:
+        return models
+    parsed = [parse_override(text) for text in overrides]
+    if any(set(update) != {"map"} for update in parsed):
+        raise SnladError("only map.* settings (beta, sigma, image_score, topk_fraction) can change after training")
+    rescored: dict[int, TrainedModel] = {}
+    for trained in models.values():
+        if id(trained) not in rescored:
+            config = trained.config
+            for text, update in zip(overrides, parsed):
+                config = merge(config, update, source=f"override '{text}'")
+            rescored[id(trained)] = dataclasses.replace(trained, config=config, scorer=build_scorer(config).to(trained.device))
+    return {category: rescored[id(trained)] for category, trained in models.items()}
+
+
+def test(run_dir: str | Path, data_root: str | Path, categories: Sequence[str] | None = None, batch_size: int = 8, progress: bool = True, map_overrides: Sequence[str] = (), out_dir: str | Path | None = None) -> dict[str, dict[str, float]]:
+    """Evaluate a run on the test split of ``data_root``; write metrics files into ``out_dir`` (default: the run).
+
+    ``map_overrides`` (e.g. ``["map.beta=2"]``) score the same networks with another anomaly map.
+    """
+    models = optimise_run(with_map_settings(load_run(Path(run_dir)), map_overrides))
     wanted = list(categories) if categories is not None else list(models)
     unknown = [c for c in wanted if c not in models]
     if unknown:
@@ -64,7 +84,7 @@ def test(run_dir: str | Path, data_root: str | Path, categories: Sequence[str] |
     samples = index_dataset(data_root, "test", wanted)
     per_category, rows = evaluate(models, samples, batch_size, progress)
     first = next(iter(models.values())).config
-    write_metrics(Path(run_dir), per_category, rows, title=f"{first.model.name} ({first.model.teacher}, {first.data.image_size} px)")
+    write_metrics(Path(out_dir or run_dir), per_category, rows, title=f"{first.model.name} ({first.model.teacher}, {first.data.image_size} px)")
     return per_category
 
 

@@ -49,6 +49,8 @@ def _add_test(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", required=True, help="data root with test images and masks")
     parser.add_argument("--categories", help="comma-separated subset of the run's categories")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--set", action="append", default=[], metavar="map.KEY=VALUE", help="score with another anomaly map, e.g. --set map.image_score=topk (repeatable; map.* only)")
+    parser.add_argument("--out", help="write the metrics files here instead of into the run")
 
 
 def _add_predict(commands: argparse._SubParsersAction) -> None:
@@ -112,7 +114,7 @@ def _run(args: argparse.Namespace) -> int | None:
         api.train(config, args.data, args.out, one_class=args.one_class, resume=args.resume, overwrite=args.overwrite, progress=progress)
         print(f"trained {config.model.name} on {', '.join(config.data.categories)} -> {args.out}")
     elif args.command == "test":
-        per_category = api.test(args.run, args.data, _categories(args.categories), args.batch_size, progress)
+        per_category = api.test(args.run, args.data, _categories(args.categories), args.batch_size, progress, args.set, args.out)
         from snlad.engine.evaluate import metrics_markdown
 
         print(metrics_markdown(per_category), end="")
