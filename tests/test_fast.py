@@ -1,5 +1,6 @@
 """Inference optimisation: same maps and scores as the plain model, on real images."""
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,17 @@ def test_fast_scorer_refuses_another_image_size():
     features = [torch.rand(1, 8, 40, 40)] * 3
     with pytest.raises(ValueError, match="image size"):
         scorer(features, features)
+
+
+@pytest.mark.parametrize("kernel,stride", [(3, 2), (5, 2), (3, 1)])
+@pytest.mark.parametrize("size", [15, 16, 33, 64])
+def test_cropped_same_conv_equals_padded_same_conv(kernel, stride, size):
+    from snlad.backbones.efficientnet_lite import SameConv2d
+    from snlad.engine.fast import crop_instead_of_pad
+
+    torch.manual_seed(0)
+    padded = torch.nn.Sequential(SameConv2d(4, 4, kernel, stride, groups=4, bias=True))
+    cropped = crop_instead_of_pad(copy.deepcopy(padded))
+    assert type(cropped[0]).__name__ == "CroppedSameConv2d"
+    x = torch.randn(2, 4, size, size)
+    assert torch.allclose(cropped(x), padded(x), atol=1e-6)

@@ -14,6 +14,9 @@ left untouched. What it changes, each measured in bench/bench_speed.py:
   ``sum_l K_l D_l K_l^T`` with ``K_l = G U_l`` precomputed (``FastScorer``): a
   few small matmuls instead of full-resolution interpolations and a 33-tap
   convolution over every map.
+- EfficientNet's stride-2 convs with TensorFlow "same" padding get it from the
+  conv's own symmetric padding and a one-row/column crop instead of a padded
+  copy of their (large) input (``CroppedSameConv2d``).
 - Gradients are off for every parameter; ``infer`` runs under inference mode.
 
 Parity with the unoptimised model is tested (tests/test_fast.py: max abs map
@@ -29,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from snlad.backbones import fold_batchnorm
+from snlad.backbones.efficientnet_lite import SameConv2d, _same_padding
 from snlad.engine.trained import TrainedModel
 from snlad.losses.affinity import affinity, pooled_positions
 from snlad.models.teacher_student import Features
@@ -57,6 +61,43 @@ def _fold(conv: nn.Conv2d | nn.ConvTranspose2d, bn: nn.BatchNorm2d) -> None:
     shape = (1, -1, 1, 1) if isinstance(conv, nn.ConvTranspose2d) else (-1, 1, 1, 1)
     conv.weight.copy_((conv.weight.double() * scale.view(shape)).to(conv.weight.dtype))
     conv.bias = nn.Parameter(((bias - bn.running_mean.double()) * scale + bn.bias.double()).to(conv.weight.dtype))
+
+
+class CroppedSameConv2d(nn.Conv2d):
+    """TensorFlow "same" padding without padding the input: the same windows, no padded copy.
+
+    "Same" pads a stride-2 conv asymmetrically (``l`` before, ``l + 1`` after)
+    and ``SameConv2d`` therefore copies the input into a padded tensor. The
+    conv's own symmetric padding ``l + s`` (``s`` the stride) starts every
+    window ``s`` positions, i.e. one output, earlier, so dropping the first
+    output row and column leaves exactly the windows of the asymmetric
+    padding (the extra zeros only reach the dropped outputs). Symmetric cases
+    use the plain padding; anything else falls back to explicit padding.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads = [_same_padding(n, k, s, d) for n, k, s, d in zip(x.shape[-2:], self.kernel_size, self.stride, self.dilation)]
+        before = [p // 2 for p in pads]
+        after = [p - b for p, b in zip(pads, before)]
+        if all(a == b for a, b in zip(after, before)):
+            return F.conv2d(x, self.weight, self.bias, self.stride, tuple(before), self.dilation, self.groups)
+        if all(a == b + 1 for a, b in zip(after, before)):
+            padding = tuple(b + s for b, s in zip(before, self.stride))
+            return F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)[..., 1:, 1:]
+        x = F.pad(x, (before[1], after[1], before[0], after[0]))
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+def crop_instead_of_pad(model: nn.Module) -> nn.Module:
+    """Replace every ``SameConv2d`` by a :class:`CroppedSameConv2d` with the same parameters, in place."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is SameConv2d:
+                cropped = CroppedSameConv2d(child.in_channels, child.out_channels, child.kernel_size, child.stride,
+                                            groups=child.groups, bias=child.bias is not None, dilation=child.dilation)
+                cropped.weight, cropped.bias = child.weight, child.bias
+                setattr(parent, name, cropped)
+    return model
 
 
 def fold_model(model: nn.Module) -> nn.Module:
@@ -145,7 +186,7 @@ class FastScorer(nn.Module):
 
 def optimise_for_inference(trained: TrainedModel, channels_last: bool = True) -> TrainedModel:
     """A new TrainedModel for scoring only: BatchNorm folded, NHWC weights, matmul scorer, no grads."""
-    model = fold_model(trained.model).requires_grad_(False)
+    model = crop_instead_of_pad(fold_model(trained.model)).requires_grad_(False)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     scorer = FastScorer(trained.scorer).to(trained.device)
