@@ -105,9 +105,13 @@ def test_scorer_matches_scipy_blur_and_scores_the_max():
     # torch 'reflect' excludes the edge pixel, scipy 'mirror' does the same.
     assert abs(blurred - gaussian_filter(maps[0, 0].double().numpy(), 4.0, mode="mirror")).max() < 1e-5
     teacher, student = [torch.randn(2, 4, 16, 16)], [torch.randn(2, 4, 16, 16)]
-    scorer = AnomalyScorer(MapConfig(beta=0.5), image_size=64, affinity_size=8)
+    scorer = AnomalyScorer(MapConfig(beta=0.5, image_score="max"), image_size=64, affinity_size=8)
     anomaly_maps, scores = scorer(teacher, student)
     assert anomaly_maps.shape == (2, 64, 64)
     assert torch.allclose(scores, anomaly_maps.flatten(1).max(dim=1).values)
     same_maps, same_scores = scorer(teacher, teacher)
     assert same_scores.abs().max() < 1e-5
+    topk = AnomalyScorer(MapConfig(beta=0.5, image_score="topk", topk_fraction=0.01), image_size=64, affinity_size=8)
+    _, topk_scores = topk(teacher, student)
+    expected = anomaly_maps.flatten(1).sort(dim=1, descending=True).values[:, :41].mean(dim=1)  # ceil(1 % of 4096)
+    assert torch.allclose(topk_scores, expected, atol=1e-6)
