@@ -41,12 +41,18 @@ def test_every_model_trains_tests_and_predicts(tmp_path, model):
 
 
 def test_snl_fd_learns_to_rank_real_defects_above_good_images(tmp_path):
+    """One SNL-FD model for two real categories (multi-class), a few steps at 128 px.
+
+    metal_nut has 4 training images: only bottle (8) has enough to be held to
+    image-level detection; measured 0.92 image / 0.93 pixel AUROC on bottle.
+    """
     torch.manual_seed(0)
-    config = api.resolve_config("snl-fd", None, ["data.image_size=128", "train.batch_size=4", "data.num_workers=0", "train.epochs=8", "data.holdout_fraction=0"], categories=["bottle"])
+    config = api.resolve_config("snl-fd", None, ["data.image_size=128", "train.batch_size=4", "data.num_workers=0", "train.epochs=8", "data.holdout_fraction=0"], categories=["bottle", "metal_nut"])
     api.train(config, DEMO, tmp_path / "run", progress=False)
     metrics = api.test(tmp_path / "run", DEMO, progress=False)
     assert metrics["bottle"]["image_auroc"] >= 0.9
-    assert metrics["bottle"]["pixel_auroc"] >= 0.8
+    assert metrics["bottle"]["pixel_auroc"] >= 0.85
+    assert metrics["mean"]["pixel_auroc"] >= 0.75
 
 
 def test_resume_after_interrupt_gives_the_same_weights(tmp_path, monkeypatch):
