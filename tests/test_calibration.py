@@ -74,3 +74,16 @@ def test_cli_recalibrates_with_synthetic_and_labelled_anomalies(run, capsys):
     assert "bottle: threshold" in capsys.readouterr().out
     assert main(["calibrate", "--run", str(run), "--data", str(DEMO), "--rule", "f1"]) == 2  # train split: no defects
     assert "needs anomalous images" in capsys.readouterr().err
+
+
+def test_binned_f1_search_on_many_pixels_agrees_with_the_exact_one(monkeypatch):
+    from snlad.engine import calibration
+
+    rng = np.random.default_rng(0)
+    positives = rng.random(200_000) < 0.05
+    values = rng.normal(0, 1, positives.size) + 2.5 * positives
+    exact, exact_f1 = f1_threshold(values, positives)
+    monkeypatch.setattr(calibration, "EXACT_F1_LIMIT", 1000)
+    binned, binned_f1 = f1_threshold(values, positives)
+    assert binned_f1 == pytest.approx(exact_f1, abs=2e-3) and binned == pytest.approx(exact, abs=0.05)
+    assert binned_f1 == pytest.approx(2 * ((values > binned) & positives).sum() / ((values > binned).sum() + positives.sum()))
