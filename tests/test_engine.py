@@ -10,7 +10,6 @@ import torch
 
 from snlad import api
 from snlad.cli import main
-from snlad.data import index_dataset
 from snlad.engine.trained import load_run
 from snlad.errors import SnladError
 

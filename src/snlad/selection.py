@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from snlad.config import Config, MapConfig
+from snlad.config import Config
 from snlad.data import AnomalyDataset, index_dataset, holdout_split
 from snlad.engine.inference import infer
 from snlad.engine.trained import TrainedModel
