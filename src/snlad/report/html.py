@@ -16,10 +16,12 @@ h1 { margin-bottom: 4px; } h2 { border-bottom: 2px solid #ccc; padding-bottom: 4
 table { border-collapse: collapse; margin: 8px 0 16px; font-size: 14px; }
 th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
 th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; }
+table.grid th { text-align: center; }
 table.grid td { text-align: center; vertical-align: top; padding: 4px; font-size: 12px; }
 table.grid img { display: block; width: 176px; height: 176px; }
 img.plot { max-width: 100%; margin: 4px 8px 4px 0; vertical-align: top; }
 .note { color: #666; font-size: 13px; } nav a { margin-right: 12px; }
+.side { display: flex; flex-wrap: wrap; column-gap: 24px; } .side table { font-size: 12px; } .side td, .side th { padding: 2px 5px; }
 """
 
 

@@ -36,11 +36,11 @@ def _runs_section(runs: Sequence[ReportRun]) -> str:
 
 def _metrics_section(runs: Sequence[ReportRun]) -> str:
     summary = [[run.label, *(percent(run.metrics.get("mean", {}).get(name)) for name in TABLE_COLUMNS)] for run in runs]
-    parts = ["<h2 id='metrics'>Metrics (%)</h2><h3>Mean over categories</h3>", table(["run", *TABLE_COLUMNS], summary)]
+    parts = ["<h2 id='metrics'>Metrics (%)</h2><h3>Mean over categories</h3>", table(["run", *TABLE_COLUMNS], summary), "<div class='side'>"]
     for run in runs:
         rows = [[category, *(percent(values.get(name)) for name in TABLE_COLUMNS)] for category, values in run.metrics.items()]
-        parts += [f"<h3>{esc(run.label)}</h3>", table(["category", *TABLE_COLUMNS], rows, f'data-run="{esc(run.label)}"')]
-    return "".join(parts)
+        parts += [f"<div><h3>{esc(run.label)}</h3>", table(["category", *TABLE_COLUMNS], rows, f'data-run="{esc(run.label)}"'), "</div>"]
+    return "".join(parts) + "</div>"
 
 
 def _category_section(runs: Sequence[ReportRun], category: str, data_root: Path, available: set[str], examples: int, folder: Path) -> str:
