@@ -9,7 +9,7 @@ import torch
 from snlad import api
 from snlad.cli import main
 from snlad.errors import SnladError
-from snlad.probes import CutPasteSettings, MixupSettings, run_cutpaste, run_mixup
+from snlad.probes import MixupSettings, run_mixup
 from snlad.probes.synthesis import cut_paste, mix, pair_plan, paste_plan, patch_side
 
 DEMO = Path(__file__).parents[1] / "data" / "demo"
