@@ -54,7 +54,7 @@ def machine() -> dict:
     }
 
 
-def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
+def matmul_peak_gflops(size: int = 2048, repeats: int = 20) -> float:
     """Best float32 GFLOP/s of ``size``-square matmuls: the FLOP-bound ceiling of this machine."""
     a, b = torch.randn(size, size), torch.randn(size, size)
     a @ b
@@ -66,15 +66,7 @@ def matmul_peak_gflops(size: int = 2048, repeats: int = 10) -> float:
     return best
 
 
-def median_seconds(fn, runs: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+WARMUP = 2
 
 
 def peak_rss_mb() -> float:
@@ -98,21 +90,39 @@ def flops_per_image(fn, image: torch.Tensor) -> float:
     return counter.get_total_flops() / image.shape[0]
 
 
-def measure(model_name: str, teacher: str, size: int, runs: int, with_ort: bool) -> dict:
-    """Every number of one model (runs in a child process)."""
+def interleaved_medians(contenders: dict, runs: int, warmup: int = WARMUP) -> dict[str, float]:
+    """Median seconds of each callable, timed round-robin so load changes hit all of them alike."""
+    for _ in range(warmup):
+        for fn in contenders.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(runs):
+        for name, fn in contenders.items():
+            started = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def build(model_name: str, teacher: str, size: int):
     from snlad.config import preset
-    from snlad.engine.fast import optimise_for_inference, use_all_cores
+    from snlad.engine.fast import optimise_for_inference
     from snlad.engine.trained import TrainedModel, build_scorer
-    from snlad.export import anomaly_graph
-    from snlad.losses import distillation_loss
     from snlad.models import build_model
 
-    use_all_cores()
     config = preset(model_name)
     config.model.teacher, config.data.image_size = teacher, size
     torch.manual_seed(0)
     trained = TrainedModel(config, build_model(config.model, pretrained_teacher=PRETRAINED[teacher]), build_scorer(config), ["bench"]).eval()
-    fast = optimise_for_inference(trained)
+    return config, trained, optimise_for_inference(trained)
+
+
+def measure(model_name: str, teacher: str, size: int, runs: int, with_ort: bool, threads: int) -> dict:
+    """Every number of one model (runs in a child process). Compared variants are timed interleaved."""
+    from snlad.engine.fast import use_all_cores
+
+    use_all_cores() if threads == 0 else torch.set_num_threads(threads)
+    config, trained, fast = build(model_name, teacher, size)
     plain = lambda x: trained.scorer(*trained.model(x))  # noqa: E731
     optimised = lambda x: fast.scorer(*fast.model(x))  # noqa: E731
     batch16, batch1 = demo_batch(size, 16), demo_batch(size, 1)
@@ -120,17 +130,30 @@ def measure(model_name: str, teacher: str, size: int, runs: int, with_ort: bool)
     result["gflop_per_image"] = flops_per_image(plain, batch1) / 1e9
     result["gflop_per_image_optimised"] = flops_per_image(optimised, batch1) / 1e9
     with torch.inference_mode():
-        for name, fn in (("before", plain), ("after", optimised)):
-            result[f"{name}_latency_ms"] = 1e3 * median_seconds(lambda: fn(batch1), runs)
-            result[f"{name}_images_per_s"] = 16 / median_seconds(lambda: fn(batch16), runs)
         result["parity_max_abs_map_diff"] = float((plain(batch16)[0] - optimised(batch16)[0]).abs().max())
+    result["rss_inference_mb"] = peak_rss_mb()
+    train_step = training_step(config)
+    train_step()
+    result["rss_training_mb"] = peak_rss_mb()
+    contenders1 = {"before": lambda: plain(batch1), "after": lambda: optimised(batch1)}
+    contenders16 = {"before": lambda: plain(batch16), "after": lambda: optimised(batch16)}
+    training = {"train": train_step}
+    if with_ort:
+        run, result["ort_parity_max_abs_map_diff"] = onnxruntime_runner(trained, batch16, plain)
+        contenders1["ort"], contenders16["ort"] = (lambda: run(batch1)), (lambda: run(batch16))
+    if model_name.startswith("snl-"):  # its baseline, timed alongside for the SNL / baseline ratio
+        base_config, _, base_fast = build(model_name.removeprefix("snl-"), teacher, size)
+        contenders16["baseline_after"] = lambda: base_fast.scorer(*base_fast.model(batch16))
+        training["baseline_train"] = training_step(base_config)
+    with torch.inference_mode():
+        for name, seconds in interleaved_medians(contenders1, runs).items():
+            result[f"{name}_latency_ms"] = 1e3 * seconds
+        for name, seconds in interleaved_medians(contenders16, runs).items():
+            result[f"{name}_images_per_s"] = 16 / seconds
         if model_name == "fd":
             result["conv_breakdown"] = conv_breakdown(fast.model, batch16, runs)
-    result["rss_inference_mb"] = peak_rss_mb()
-    if with_ort:
-        result.update(measure_onnxruntime(trained, batch1, batch16, runs, plain))
-    result["train_images_per_s"] = measure_training(config, runs, distillation_loss, build_model)
-    result["rss_peak_mb"] = peak_rss_mb()
+    for name, seconds in interleaved_medians(training, max(2, runs // 2), warmup=1).items():
+        result[f"{name}_images_per_s"] = config.train.batch_size / seconds
     return result
 
 
@@ -175,7 +198,8 @@ def conv_breakdown(model: torch.nn.Module, images: torch.Tensor, runs: int) -> d
     return breakdown
 
 
-def measure_onnxruntime(trained, batch1: torch.Tensor, batch16: torch.Tensor, runs: int, plain) -> dict:
+def onnxruntime_runner(trained, batch16: torch.Tensor, plain):
+    """A callable running the exported ONNX graph in onnxruntime, and its map difference to PyTorch."""
     import onnxruntime
 
     from snlad.export import export
@@ -185,19 +209,17 @@ def measure_onnxruntime(trained, batch1: torch.Tensor, batch16: torch.Tensor, ru
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    run = lambda x: session.run(None, {"images": x})  # noqa: E731
-    x1, x16 = batch1.numpy(), batch16.numpy()
+    run = lambda x: session.run(None, {"images": x.numpy()})  # noqa: E731
     with torch.inference_mode():
         reference = plain(batch16)[0].numpy()
-    return {
-        "ort_latency_ms": 1e3 * median_seconds(lambda: run(x1), runs),
-        "ort_images_per_s": 16 / median_seconds(lambda: run(x16), runs),
-        "ort_parity_max_abs_map_diff": float(abs(run(x16)[0] - reference).max()),
-    }
+    return run, float(abs(run(batch16)[0] - reference).max())
 
 
-def measure_training(config, runs: int, distillation_loss, build_model) -> float:
-    """Images/s of the engine's training step (forward, loss, backward, Adam) at the config's batch size."""
+def training_step(config):
+    """The engine's training step (forward, loss, backward, Adam) on demo images at the config's batch size."""
+    from snlad.losses import distillation_loss
+    from snlad.models import build_model
+
     torch.manual_seed(0)
     model = build_model(config.model, pretrained_teacher=False).train()
     optimizer = torch.optim.Adam(model.student_parameters(), lr=config.train.lr, betas=config.train.betas)
@@ -210,19 +232,19 @@ def measure_training(config, runs: int, distillation_loss, build_model) -> float
         loss.backward()
         optimizer.step()
 
-    return config.train.batch_size / median_seconds(step, max(2, runs // 2), warmup=1)
+    return step
 
 
 def run_child(model_name: str, teacher: str, args: argparse.Namespace) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
-        command = [sys.executable, __file__, "--child", model_name, teacher, "--size", str(args.size), "--runs", str(args.runs), "--json", out.name]
+        runs = args.runs if teacher.startswith("efficientnet") else min(args.runs, args.runs_large)
+        command = [sys.executable, __file__, "--child", model_name, teacher, "--size", str(args.size), "--runs", str(runs), "--threads", str(args.threads), "--json", out.name]
         command += [] if args.ort else ["--no-ort"]
         subprocess.run(command, check=True)
         return json.loads(Path(out.name).read_text())
 
 
 def add_ratios(rows: list[dict], peak: float) -> None:
-    by_key = {(r["teacher"], r["model"]): r for r in rows}
     for row in rows:
         limit = peak / row["gflop_per_image"]  # images/s if every FLOP ran at the matmul peak
         row["flop_bound_images_per_s"] = limit
@@ -231,11 +253,9 @@ def add_ratios(rows: list[dict], peak: float) -> None:
                 row[f"{name}_flop_fraction"] = row[f"{name}_images_per_s"] / limit
         row["speedup_b16"] = row["after_images_per_s"] / row["before_images_per_s"]
         row["speedup_b1"] = row["before_latency_ms"] / row["after_latency_ms"]
-        base = by_key.get((row["teacher"], row["model"].removeprefix("snl-")))
-        if row["model"].startswith("snl-") and base is not None:
-            for name in ("before", "after"):
-                row[f"snl_time_ratio_{name}"] = base[f"{name}_images_per_s"] / row[f"{name}_images_per_s"]
-            row["snl_train_time_ratio"] = base["train_images_per_s"] / row["train_images_per_s"]
+        if "baseline_after_images_per_s" in row:  # timed interleaved with the SNL model, in its process
+            row["snl_time_ratio_after"] = row["baseline_after_images_per_s"] / row["after_images_per_s"]
+            row["snl_train_time_ratio"] = row["baseline_train_images_per_s"] / row["train_images_per_s"]
 
 
 def markdown(info: dict, peak: float, rows: list[dict], load_after: tuple) -> str:
@@ -243,26 +263,28 @@ def markdown(info: dict, peak: float, rows: list[dict], load_after: tuple) -> st
         "# Inference and training speed",
         "",
         f"Machine: {info['cpu']}, {info['cores']} cores available, torch {info['torch']} ({info['threads']} threads). "
-        f"Measured float32 matmul peak (2048^3 sgemm, best of 10): **{peak:.0f} GFLOP/s**. "
+        f"Measured float32 matmul peak (2048^3 sgemm, best of 20): **{peak:.0f} GFLOP/s**. "
         f"Load average before / after: {', '.join(f'{v:.1f}' for v in info['load_average'])} / {', '.join(f'{v:.1f}' for v in load_after)} "
         "(a load above the core count means other jobs shared the CPUs, which slows and scatters every number).",
         "",
-        f"{rows[0]['size']} px; medians of {rows[0]['runs']} runs after 2 warm-ups; all ratios from this one run. "
+        f"{rows[0]['size']} px; medians of {rows[0]['runs']} runs ({rows[-1]['runs']} for wide_resnet50_2) after {WARMUP} warm-ups, "
+        "the variants compared (before, after, ORT; an SNL model and its baseline) timed round-robin in one process so that "
+        "load changes hit them alike; all ratios from this one run. "
         "*before* = the plain PyTorch model as trained; *after* = `snlad.engine.fast.optimise_for_inference` "
         "(BatchNorm folded, channels-last, upsampling + blur as matmuls); *ORT* = the exported ONNX graph in onnxruntime. "
         "FLOP fraction = measured images/s divided by (matmul peak / FLOPs per image). "
         "wide_resnet50_2 uses random weights (cost only).",
         "",
-        "| teacher | model | GFLOP/img | latency b1 before → after (ms) | b16 img/s before → after | speed-up b16 | FLOP fraction b16 before → after | ORT b16 img/s (ratio to after) | train img/s (b8) | peak RSS MB (infer / all) | parity |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| teacher | model | GFLOP/img | latency b1 before → after (ms) | b16 img/s before → after | speed-up b16 | FLOP fraction b16 before → after | ORT b16 img/s (ratio to after) | ORT latency b1 (ms) | train img/s (b8) | peak RSS MB (inference / + training) | parity |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        ort = f"{r['ort_images_per_s']:.1f} ({r['ort_images_per_s'] / r['after_images_per_s']:.2f}x)" if "ort_images_per_s" in r else "n/a"
+        ort = f"{r['ort_images_per_s']:.1f} ({r['ort_images_per_s'] / r['after_images_per_s']:.2f}x) | {r['ort_latency_ms']:.0f}" if "ort_images_per_s" in r else "n/a | n/a"
         lines.append(
             f"| {r['teacher']} | {r['model']} | {r['gflop_per_image']:.2f} | {r['before_latency_ms']:.0f} → {r['after_latency_ms']:.0f} | "
             f"{r['before_images_per_s']:.1f} → {r['after_images_per_s']:.1f} | {r['speedup_b16']:.2f}x | "
             f"{100 * r['before_flop_fraction']:.1f}% → {100 * r['after_flop_fraction']:.1f}% | {ort} | {r['train_images_per_s']:.1f} | "
-            f"{r['rss_inference_mb']:.0f} / {r['rss_peak_mb']:.0f} | {r['parity_max_abs_map_diff']:.1e} |"
+            f"{r['rss_inference_mb']:.0f} / {r['rss_training_mb']:.0f} | {r['parity_max_abs_map_diff']:.1e} |"
         )
     for r in rows:
         if "conv_breakdown" in r:
@@ -274,9 +296,10 @@ def markdown(info: dict, peak: float, rows: list[dict], load_after: tuple) -> st
                       for k, v in b.items() if isinstance(v, dict)]
     ratios = [r for r in rows if "snl_time_ratio_after" in r]
     if ratios:
-        lines += ["", "SNL time / its baseline's time (batch 16 inference; training step):", "",
-                  "| teacher | model | inference before | inference after | training |", "|---|---|---|---|---|"]
-        lines += [f"| {r['teacher']} | {r['model']} | {r['snl_time_ratio_before']:.2f} | {r['snl_time_ratio_after']:.2f} | {r['snl_train_time_ratio']:.2f} |" for r in ratios]
+        lines += ["", "SNL time / its baseline's time, both timed interleaved in the SNL model's process "
+                  "(batch 16 optimised inference; training step at batch 8):", "",
+                  "| teacher | model | inference | training |", "|---|---|---|---|"]
+        lines += [f"| {r['teacher']} | {r['model']} | {r['snl_time_ratio_after']:.2f} | {r['snl_train_time_ratio']:.2f} |" for r in ratios]
     return "\n".join(lines) + "\n"
 
 
@@ -287,6 +310,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--teachers", default=",".join(TEACHERS))
+    parser.add_argument("--runs-large", type=int, default=3, help="runs for wide_resnet50_2 (each batch takes seconds)")
+    parser.add_argument("--threads", type=int, default=0, help="torch/onnxruntime threads (0 = every core available)")
     parser.add_argument("--no-ort", dest="ort", action="store_false", help="skip onnxruntime")
     parser.add_argument("--out", help="output folder (default docs/results; --quick: a temp folder)")
     parser.add_argument("--child", nargs=2, metavar=("MODEL", "TEACHER"), help=argparse.SUPPRESS)
@@ -295,14 +320,14 @@ def main() -> None:
     sys.path.insert(0, str(ROOT / "src"))
     warnings.filterwarnings("ignore")
     if args.child:
-        Path(args.json).write_text(json.dumps(measure(*args.child, args.size, args.runs, args.ort)))
+        Path(args.json).write_text(json.dumps(measure(*args.child, args.size, args.runs, args.ort, args.threads)))
         return
     if args.quick:
         args.size, args.runs, args.models, args.teachers = 64, 2, "fd,snl-fd", "efficientnet_lite0"
     out = Path(args.out or (tempfile.mkdtemp(prefix="bench-speed-") if args.quick else ROOT / "docs" / "results"))
     from snlad.engine.fast import use_all_cores
 
-    use_all_cores()
+    use_all_cores() if args.threads == 0 else torch.set_num_threads(args.threads)
     info = machine()
     peak = matmul_peak_gflops()
     rows = []
