@@ -13,7 +13,7 @@ from snlad.engine.evaluate import evaluate, write_metrics
 from snlad.engine.fast import optimise_for_inference, optimise_run
 from snlad.engine.predict import predict as predict_images
 from snlad.engine.trained import TrainedModel, build_scorer, load_run, write_run_index
-from snlad.engine.train import MODEL, train_run
+from snlad.engine.train import CHECKPOINT, train_run
 from snlad.errors import SnladError
 
 
@@ -43,12 +43,10 @@ def train(config: Config, data_root: str | Path, out_dir: str | Path, one_class:
     models = {}
     for category in categories:
         sub_dir = out_dir / category
-        if resume and (sub_dir / MODEL).exists() and not (sub_dir / "checkpoint.pt").exists():
-            continue
         category_config = copy.deepcopy(config)
         category_config.data.categories = [category]
         category_samples = [s for s in samples if s.category == category]
-        sub_resume = resume and (sub_dir / "checkpoint.pt").exists()
+        sub_resume = resume and (sub_dir / CHECKPOINT).exists()  # a finished category resumes at its last epoch: nothing to train
         models[category] = train_run(category_config, category_samples, sub_dir, resume=sub_resume, overwrite=overwrite, progress=progress)
     write_run_index(out_dir, "one-class", categories)
     return models
