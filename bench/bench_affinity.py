@@ -35,12 +35,12 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def child(kind: str, size: int, batch: int, runs: int) -> dict:
+def child(kind: str, size: int, batch: int, runs: int, threads: int) -> dict:
     from snlad.engine.fast import use_all_cores
     from snlad.losses import inter_affinity_loss, intra_affinity_loss
     from snlad.scoring import structural_distance
 
-    use_all_cores()
+    use_all_cores() if threads == 0 else torch.set_num_threads(threads)
     torch.manual_seed(0)
     teacher = [torch.randn(batch, c, s, s) for c, s in LEVELS]
     student = [(t + 0.3 * torch.randn_like(t)).requires_grad_(kind == "loss") for t in teacher]
@@ -65,6 +65,7 @@ def child(kind: str, size: int, batch: int, runs: int) -> dict:
         "affinity_size": size,
         "batch": batch,
         "positions": positions,
+        "threads": torch.get_num_threads(),
         "seconds": statistics.median(times[1:]),
         "peak_extra_mb": rss_mb() - before,
         "one_matrix_mb": batch * max(positions) ** 2 * 4 / 2**20,  # the largest N x N float32 affinity, whole batch
@@ -79,7 +80,7 @@ def markdown(rows: list[dict], load: tuple, load_after: tuple, cpu: str) -> str:
         f"Machine: {cpu}, {len(os.sched_getaffinity(0))} cores; torch {torch.__version__}. Load average before / after: "
         f"{', '.join(f'{v:.1f}' for v in load)} / {', '.join(f'{v:.1f}' for v in load_after)} (above the core count = other jobs were running).",
         "",
-        f"Batch {rows[0]['batch']}, EfficientNet-Lite0 feature shapes; median of the timed runs after one warm-up. "
+        f"Batch {rows[0]['batch']}, EfficientNet-Lite0 feature shapes, {rows[0]['threads']} torch thread(s); median of the timed runs after one warm-up. "
         "*loss* = intra + inter affinity losses over the three levels, forward + backward; *map* = the structural anomaly "
         "distance of the three levels (inference). Peak extra RSS = growth of the process's peak resident memory during the runs. "
         "N = positions per level after pooling (stride 4, 8, 16); size 64 is the full stride-4 grid of a 256 px image.",
@@ -105,13 +106,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run: sizes 8 and 16, batch 2, 2 runs, to a temp folder")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = every core available)")
     parser.add_argument("--out", help="output folder (default docs/results; --quick: a temp folder)")
     parser.add_argument("--child", nargs=2, metavar=("KIND", "SIZE"), help=argparse.SUPPRESS)
     parser.add_argument("--json", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
     if args.child:
-        Path(args.json).write_text(json.dumps(child(args.child[0], int(args.child[1]), args.batch, args.runs)))
+        Path(args.json).write_text(json.dumps(child(args.child[0], int(args.child[1]), args.batch, args.runs, args.threads)))
         return
     sizes = (8, 16) if args.quick else SIZES
     if args.quick:
@@ -122,7 +124,7 @@ def main() -> None:
     for size in sizes:
         for kind in ("loss", "map"):
             with tempfile.NamedTemporaryFile(suffix=".json") as result:
-                command = [sys.executable, __file__, "--child", kind, str(size), "--batch", str(args.batch), "--runs", str(args.runs), "--json", result.name]
+                command = [sys.executable, __file__, "--child", kind, str(size), "--batch", str(args.batch), "--runs", str(args.runs), "--threads", str(args.threads), "--json", result.name]
                 subprocess.run(command, check=True)
                 rows.append(json.loads(Path(result.name).read_text()))
             print(f"size {size} {kind}: {rows[-1]['seconds']:.3f} s, +{rows[-1]['peak_extra_mb']:.0f} MB", flush=True)
