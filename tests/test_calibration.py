@@ -41,7 +41,8 @@ def test_normal_rules():
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("calibration") / "run"
-    config = api.resolve_config("snl-fd", None, [*FAST, "train.epochs=2"], categories=["bottle"])
+    # Image score = map max, so image and pixel thresholds can be compared below.
+    config = api.resolve_config("snl-fd", None, [*FAST, "train.epochs=2", "map.image_score=max"], categories=["bottle"])
     api.train(config, DEMO, out, progress=False)
     return out
 
