@@ -116,6 +116,7 @@ def main() -> None:
         f"`snlad test` of one multi-class snl-fd model (efficientnet_lite0, {args.size} px, batch 8) on the demo's test images "
         "(all categories) and on 10 copies of each (new file names, same pixels). Each evaluation runs in a fresh process; "
         f"peak RSS is that process's. Loading the model alone (imports, weights, optimised copy) peaks at {baseline['peak_rss_mb']:.0f} MB. "
+        f"Torch threads: {os.environ.get('OMP_NUM_THREADS', 'default (one per core)')} (OMP_NUM_THREADS); data.num_workers=1. "
         f"Load average before / after: {', '.join(f'{v:.1f}' for v in load)} / {', '.join(f'{v:.1f}' for v in os.getloadavg())}.",
         "",
         "| test images | scale | peak RSS (MB) | above model loading (MB) | time (s) | images/s |",
