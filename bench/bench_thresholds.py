@@ -17,7 +17,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = (("max", 1.0, 0.0), ("max", 1.0, 0.1), ("synthetic-f1", 1.0, 0.0))

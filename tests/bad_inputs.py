@@ -30,7 +30,6 @@ from unittest import mock
 
 import numpy as np
 import torch
-import yaml
 from PIL import Image
 
 FAST = ("data.image_size=64", "train.batch_size=4", "data.num_workers=0", "loss.affinity_size=8", "train.epochs=1")

@@ -11,12 +11,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from bad_inputs import CASES, FAST_ARGS, Case, build_shared, prepare, render, run_case
@@ -28,13 +26,7 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "bad-input.md"
 BY_NAME = {case.name: case for case in CASES}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """A second OpenMP thread on a busy 2-core machine makes training steps many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 import snlad.engine.predict as predict_module
 from bad_inputs import build_shared, save, texture
@@ -22,12 +21,7 @@ from snlad.cli import PARTIAL_FAILURE, main
 GOOD, SIDE = 64, 256
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def rss_bytes() -> float:
