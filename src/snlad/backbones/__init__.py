@@ -108,7 +108,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError as error:
         raise SnladError(
             f"teacher weights {path} were refused by torch.load(weights_only=True), which reads "
-            f"only tensors and plain containers, never code: {_unpickling_detail(error)}"
+            f"only tensors and plain containers, never code: {unpickling_detail(error)}"
         ) from error
     except Exception as error:  # corrupt files surface as many exception types
         raise SnladError(
@@ -191,13 +191,16 @@ def _first_sentence(error: BaseException) -> str:
     return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
-def _unpickling_detail(error: pickle.UnpicklingError) -> str:
-    """The line of torch's weights-only refusal that names the offending object or opcode."""
+def unpickling_detail(error: pickle.UnpicklingError, fallback: str = "refused by torch.load(weights_only=True)") -> str:
+    """The line of torch's weights-only refusal that names the offending object or opcode.
+
+    Shared by every safe loader (teacher weights here, run checkpoints in engine.checkpoint).
+    """
     boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
     for line in str(error).splitlines():
         if line.strip() and not line.startswith(boilerplate):
             return line.strip().rstrip(".")
-    return "refused by torch.load(weights_only=True)"
+    return fallback
 
 
 def _count(n: int, noun: str) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from snlad.backbones import unpickling_detail
 from snlad.errors import SnladError
 
 CHECKPOINT_FORMAT = "snlad-checkpoint"
@@ -73,9 +74,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
-        lines = [line.strip().rstrip(".") for line in str(error).splitlines() if line.strip() and not line.startswith(boilerplate)]
-        reason = lines[0][:200] if lines else "it holds objects other than tensors"
+        reason = unpickling_detail(error, fallback="it holds objects other than tensors")[:200]
         raise SnladError(
             f"checkpoint {path} refused: loading it would run code or build objects other than tensors ({reason}); "
             "snlad never does that: use a checkpoint written by `snlad train`"
