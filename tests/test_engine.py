@@ -114,3 +114,20 @@ def test_rescoring_with_other_map_settings_keeps_the_run_files(tmp_path):
     assert (tmp_path / "topk" / "metrics.json").is_file()
     with pytest.raises(SnladError, match="only map"):
         api.test(tmp_path / "run", DEMO, progress=False, map_overrides=["train.lr=1"], out_dir=tmp_path / "x")
+
+
+def test_micro_batch_option_changes_speed_not_results(tmp_path, capsys):
+    import json
+
+    train_fast("snl-fd", tmp_path / "run", categories=("bottle",), epochs=1)
+    api.test(tmp_path / "run", DEMO, progress=False)
+    assert main(["--quiet", "test", "--run", str(tmp_path / "run"), "--data", str(DEMO), "--micro-batch", "1", "--out", str(tmp_path / "one")]) == 0
+    whole, one = (json.loads((folder / "metrics.json").read_text()) for folder in (tmp_path / "run", tmp_path / "one"))
+    assert whole.keys() == one.keys()
+    for category in whole:
+        for metric, value in whole[category].items():
+            assert one[category][metric] == pytest.approx(value, abs=1e-6), (category, metric)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["test", "--run", str(tmp_path / "run"), "--data", str(DEMO), "--micro-batch", "-1"])
+    assert "must be 0 or more" in capsys.readouterr().err

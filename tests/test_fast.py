@@ -97,3 +97,36 @@ def test_cropped_same_conv_equals_padded_same_conv(kernel, stride, size):
     assert type(cropped[0]).__name__ == "CroppedSameConv2d"
     x = torch.randn(2, 4, size, size)
     assert torch.allclose(cropped(x), padded(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["fd", "snl-rd"])
+def test_micro_batches_give_the_whole_batch_result(name):
+    trained = trained_with_moved_statistics(name, 64)
+    images = demo_images(64, 5)
+    whole = optimise_for_inference(trained, micro_batch=0)
+    split = optimise_for_inference(trained, micro_batch=2)  # 2 + 2 + 1: a remainder too
+    with torch.inference_mode():
+        maps, scores = whole.score(images)
+        split_maps, split_scores = split.score(images)
+    assert split_maps.shape == maps.shape == (5, 64, 64) and split_scores.shape == (5,)
+    assert (split_maps - maps).abs().max() < 1e-5 and (split_scores - scores).abs().max() < 1e-5
+
+
+def test_cpu_micro_batch_keeps_pixels_per_pass_constant():
+    from snlad.engine.fast import cpu_micro_batch
+
+    assert [cpu_micro_batch(size) for size in (64, 128, 256, 512, 1024)] == [64, 16, 4, 1, 1]
+    trained = trained_with_moved_statistics("fd", 128)
+    assert optimise_for_inference(trained).micro_batch == 16  # the CPU default
+    assert optimise_for_inference(trained, micro_batch=3).micro_batch == 3
+
+
+def test_compiled_model_gives_the_same_maps():
+    trained = trained_with_moved_statistics("snl-fd", 64)
+    images = demo_images(64, 4)
+    plain = optimise_for_inference(trained, micro_batch=2)
+    compiled = optimise_for_inference(trained, micro_batch=2, torch_compile=True)
+    with torch.inference_mode():
+        maps, scores = plain.score(images)
+        compiled_maps, compiled_scores = compiled.score(images)
+    assert (compiled_maps - maps).abs().max() < 1e-4 and (compiled_scores - scores).abs().max() < 1e-4

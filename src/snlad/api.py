@@ -69,12 +69,14 @@ def with_map_settings(models: dict[str, TrainedModel], overrides: Sequence[str])
     return {category: rescored[id(trained)] for category, trained in models.items()}
 
 
-def test(run_dir: str | Path, data_root: str | Path, categories: Sequence[str] | None = None, batch_size: int = 8, progress: bool = True, map_overrides: Sequence[str] = (), out_dir: str | Path | None = None) -> dict[str, dict[str, float]]:
+def test(run_dir: str | Path, data_root: str | Path, categories: Sequence[str] | None = None, batch_size: int = 8, progress: bool = True, map_overrides: Sequence[str] = (), out_dir: str | Path | None = None,
+         micro_batch: int | None = None, torch_compile: bool = False) -> dict[str, dict[str, float]]:
     """Evaluate a run on the test split of ``data_root``; write metrics files into ``out_dir`` (default: the run).
 
-    ``map_overrides`` (e.g. ``["map.beta=2"]``) score the same networks with another anomaly map.
+    ``map_overrides`` (e.g. ``["map.beta=2"]``) score the same networks with another anomaly map;
+    ``micro_batch`` and ``torch_compile`` change speed only (:func:`snlad.engine.fast.optimise_for_inference`).
     """
-    models = optimise_run(with_map_settings(load_run(Path(run_dir)), map_overrides))
+    models = optimise_run(with_map_settings(load_run(Path(run_dir)), map_overrides), micro_batch, torch_compile)
     wanted = list(categories) if categories is not None else list(models)
     unknown = [c for c in wanted if c not in models]
     if unknown:
@@ -86,9 +88,10 @@ def test(run_dir: str | Path, data_root: str | Path, categories: Sequence[str] |
     return per_category
 
 
-def predict(run_dir: str | Path, inputs: Iterable[str | Path], out_dir: str | Path, category: str | None = None, batch_size: int = 8, progress: bool = True) -> tuple[list[dict], list[tuple[str, str]]]:
-    """Score images with a trained run; see :func:`snlad.engine.predict.predict`."""
-    trained = optimise_for_inference(run_model(run_dir, category))
+def predict(run_dir: str | Path, inputs: Iterable[str | Path], out_dir: str | Path, category: str | None = None, batch_size: int = 8, progress: bool = True,
+            micro_batch: int | None = None, torch_compile: bool = False) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Score images with a trained run; see :func:`snlad.engine.predict.predict` (speed options as in :func:`test`)."""
+    trained = optimise_for_inference(run_model(run_dir, category), micro_batch=micro_batch, torch_compile=torch_compile)
     return predict_images(trained, inputs, Path(out_dir), category, batch_size, progress)
 
 

@@ -51,6 +51,19 @@ def _add_test(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--set", action="append", default=[], metavar="map.KEY=VALUE", help="score with another anomaly map, e.g. --set map.image_score=topk (repeatable; map.* only)")
     parser.add_argument("--out", help="write the metrics files here instead of into the run")
+    _add_speed_options(parser)
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _add_speed_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--micro-batch", type=_non_negative, metavar="N", help="images per forward pass inside a batch (default: 4 at 256 px on a CPU, the whole batch on a GPU; 0 = whole batch); the results do not change")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the networks first (needs a C++ compiler; ~20 s once, then ~1.1x faster on a CPU)")
 
 
 def _add_predict(commands: argparse._SubParsersAction) -> None:
@@ -60,6 +73,7 @@ def _add_predict(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--category", help="category of the images: picks the model of a one-class run and the decision threshold")
     parser.add_argument("--batch-size", type=int, default=8)
+    _add_speed_options(parser)
 
 
 def _add_export(commands: argparse._SubParsersAction) -> None:
@@ -114,7 +128,7 @@ def _run(args: argparse.Namespace) -> int | None:
         api.train(config, args.data, args.out, one_class=args.one_class, resume=args.resume, overwrite=args.overwrite, progress=progress)
         print(f"trained {config.model.name} on {', '.join(config.data.categories)} -> {args.out}")
     elif args.command == "test":
-        per_category = api.test(args.run, args.data, _categories(args.categories), args.batch_size, progress, args.set, args.out)
+        per_category = api.test(args.run, args.data, _categories(args.categories), args.batch_size, progress, args.set, args.out, args.micro_batch, args.compile)
         from snlad.engine.evaluate import metrics_markdown
 
         print(metrics_markdown(per_category), end="")
@@ -134,7 +148,7 @@ def _run(args: argparse.Namespace) -> int | None:
     elif args.command in cli_report.COMMANDS:
         cli_report.run(args)
     else:
-        rows, failed = api.predict(args.run, args.inputs, args.out, args.category, args.batch_size, progress)
+        rows, failed = api.predict(args.run, args.inputs, args.out, args.category, args.batch_size, progress, args.micro_batch, args.compile)
         for path, error in failed:
             print(f"skipped {path}: {error}", file=sys.stderr)
         if failed and not rows:

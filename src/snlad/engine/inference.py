@@ -29,6 +29,5 @@ def infer(trained: "TrainedModel", loader: DataLoader, progress: bool = True, de
             if batch["image"].numel() == 0:
                 yield batch, torch.empty(0), torch.empty(0)
                 continue
-            teacher_features, student_features = trained.model(batch["image"].to(device))
-            maps, scores = trained.scorer(teacher_features, student_features)
+            maps, scores = trained.score(batch["image"].to(device))
             yield batch, maps.cpu(), scores.cpu()

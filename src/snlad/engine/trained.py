@@ -30,6 +30,7 @@ class TrainedModel:
     scorer: AnomalyScorer
     categories: list[str]
     calibration: dict[str, dict[str, Any]] = field(default_factory=dict)
+    micro_batch: int = 0  # images per forward pass inside a batch; 0 = the whole batch at once
 
     @property
     def device(self) -> torch.device:
@@ -39,6 +40,20 @@ class TrainedModel:
         self.model.eval()
         self.scorer.eval()
         return self
+
+    def score(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Anomaly maps (B x S x S) and image scores (B) of a batch already on the model's device.
+
+        With ``micro_batch`` set, the batch goes through the networks that many
+        images at a time: on a CPU a few images' activations stay in the cores'
+        caches while a whole batch's do not, which is about twice the throughput
+        for EfficientNet-Lite (``snlad.engine.fast.cpu_micro_batch``). Each image's
+        map depends on that image alone, so the result is the same either way.
+        """
+        if self.micro_batch <= 0 or len(images) <= self.micro_batch:
+            return self.scorer(*self.model(images))
+        parts = [self.scorer(*self.model(chunk)) for chunk in images.split(self.micro_batch)]
+        return torch.cat([maps for maps, _ in parts]), torch.cat([scores for _, scores in parts])
 
 
 def build_scorer(config: Config) -> AnomalyScorer:
