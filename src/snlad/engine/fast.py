@@ -220,7 +220,7 @@ def compile_for_inference(trained: TrainedModel) -> TrainedModel:
     try:
         with torch.inference_mode():
             compiled.score(torch.zeros(max(1, compiled.micro_batch), 3, size, size, device=trained.device))
-    except Exception as error:  # inductor raises many types (compiler missing, lowering failures)
+    except Exception as error:  # noqa: BLE001 -- inductor raises many types (compiler missing, lowering failures)
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise SnladError(f"torch.compile failed ({type(error).__name__}: {first[:200]}); run without --compile") from None
     return compiled
