@@ -16,6 +16,7 @@ Writes docs/results/bench-cpu-options.md and .json.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -86,13 +87,13 @@ def ort_spinning(runs: int) -> dict:
             options.intra_op_num_threads = torch.get_num_threads()
             options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
             session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-            feed = {"images": images.numpy()}
+            run_ort = functools.partial(session.run, None, {"images": images.numpy()})
             after_ort, ort = [], []
             with torch.inference_mode():
                 for _ in range(2):
-                    session.run(None, feed), fast.score(images)
+                    run_ort(), fast.score(images)
                 for _ in range(runs):
-                    ort += timed(lambda: session.run(None, feed), 1)
+                    ort += timed(run_ort, 1)
                     after_ort += timed(lambda: fast.score(images), 1)
                 time.sleep(1.0)
                 alone = timed(lambda: fast.score(images), runs)
@@ -102,7 +103,6 @@ def ort_spinning(runs: int) -> dict:
                 "pytorch_right_after_ort_images_per_s": 16 / statistics.median(after_ort),
                 "pytorch_after_pause_images_per_s": 16 / statistics.median(alone),
             }
-            del session
     return result
 
 
