@@ -270,7 +270,7 @@ def onnxruntime_runner(trained, batch16: torch.Tensor, plain):
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         # Idle ORT threads otherwise spin after each run and steal the cores from the PyTorch variant
-        # timed next (measured: -12 % on the EfficientNet FD model), skewing every interleaved ratio.
+        # timed next (measured: -12 to -20 % on the EfficientNet FD model, bench_cpu_options.py), skewing every interleaved ratio.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     run = lambda x: session.run(None, {"images": x.numpy()})  # noqa: E731
