@@ -50,6 +50,7 @@ def test_onnx_export_runs_in_onnxruntime_and_matches_pytorch(run, reference, tmp
     assert np.abs(one_maps - maps[:1]).max() < 1e-4
     metadata = read_onnx_metadata(out)
     assert metadata["image_size"] == SIZE and metadata["category"] == "bottle"
+    assert metadata["cpu_images_per_run"] == round(4 * 256**2 / SIZE**2)
     assert metadata["threshold"] == load_run(run)["bottle"].calibration["bottle"]["threshold"]
 
 

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from snlad.engine.checkpoint import atomic_write_bytes
-from snlad.engine.fast import optimise_for_inference
+from snlad.engine.fast import cpu_micro_batch, optimise_for_inference
 from snlad.engine.trained import TrainedModel
 from snlad.errors import SnladError
 
@@ -67,6 +67,7 @@ def export_metadata(trained: TrainedModel, category: str | None) -> dict[str, An
         "image_size": config.data.image_size,
         "input": "images: float32 B x 3 x S x S, RGB in [0, 1], resized (not cropped) to S x S",
         "outputs": "maps: B x S x S; scores: B",
+        "cpu_images_per_run": cpu_micro_batch(config.data.image_size),  # fastest batch to feed on a CPU (docs/scaling.md)
         "categories": list(trained.categories),
         "category": category,
         "threshold": calibration.get("threshold"),
