@@ -1,6 +1,7 @@
 """Inference optimisation: same maps and scores as the plain model, on real images."""
 
 import copy
+import shutil
 from pathlib import Path
 
 import pytest
@@ -121,6 +122,7 @@ def test_cpu_micro_batch_keeps_pixels_per_pass_constant():
     assert optimise_for_inference(trained, micro_batch=3).micro_batch == 3
 
 
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile on a CPU needs a C++ compiler")
 def test_compiled_model_gives_the_same_maps():
     trained = trained_with_moved_statistics("snl-fd", 64)
     images = demo_images(64, 4)
@@ -130,3 +132,16 @@ def test_compiled_model_gives_the_same_maps():
         maps, scores = plain.score(images)
         compiled_maps, compiled_scores = compiled.score(images)
     assert (compiled_maps - maps).abs().max() < 1e-4 and (compiled_scores - scores).abs().max() < 1e-4
+
+
+def test_a_failing_compile_is_one_clear_error(monkeypatch):
+    from snlad.errors import SnladError
+
+    class Broken(torch.nn.Module):
+        def forward(self, *args):
+            raise RuntimeError("C++ compiler not found\nlong inductor traceback")
+
+    monkeypatch.setattr(torch, "compile", lambda module, **kwargs: Broken())
+    trained = trained_with_moved_statistics("fd", 64)
+    with pytest.raises(SnladError, match=r"torch.compile failed \(RuntimeError: C\+\+ compiler not found\); run without --compile"):
+        optimise_for_inference(trained, torch_compile=True)
