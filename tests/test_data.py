@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import csv
-import struct
-import zlib
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from bad_inputs import png_bomb
 from PIL import Image, ImageFile
 
 from snlad.data import (
@@ -365,17 +364,6 @@ def test_truncation_flag_is_not_enabled() -> None:
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
 
 
-def png_header_bomb(path: Path) -> Path:
-    """A tiny PNG whose header claims 20000 x 20000 pixels (400 Mpixel)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
-    return path
-
-
 @pytest.mark.parametrize("kind", ["missing", "zero", "text", "truncated_png", "truncated_jpg", "bomb"])
 def test_bad_image_files_raise_naming_the_file(tmp_path: Path, kind: str) -> None:
     noise = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
@@ -388,7 +376,7 @@ def test_bad_image_files_raise_naming_the_file(tmp_path: Path, kind: str) -> Non
         path = tmp_path / "text.png"
         path.write_text("this is not an image")
     elif kind == "bomb":
-        path = png_header_bomb(tmp_path / "bomb.png")
+        path = png_bomb(tmp_path / "bomb.png")
     else:
         suffix = kind.split("_")[1]
         full = save(tmp_path / f"full.{suffix}", noise)
