@@ -19,7 +19,6 @@ import argparse
 import functools
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -32,16 +31,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "src"))
 sys.path.insert(0, str(ROOT))
 
-from bench_speed import build, demo_batch, machine  # noqa: E402  (the same models and images as bench_speed)
-
-
-def timed(fn, runs: int) -> list[float]:
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return times
+from bench_speed import build, demo_batch, interleaved_medians, machine  # noqa: E402  (the same models, images and timing as bench_speed)
 
 
 def bf16_autocast(model_name: str, runs: int) -> dict:
@@ -56,16 +46,11 @@ def bf16_autocast(model_name: str, runs: int) -> dict:
     with torch.inference_mode():
         maps32, scores32 = fast.score(images)
         maps16, scores16 = (t.float() for t in bf16())
-        for _ in range(2):
-            fast.score(images), bf16()
-        times: dict[str, list[float]] = {"float32": [], "bfloat16": []}
-        for _ in range(runs):
-            times["float32"] += timed(lambda: fast.score(images), 1)
-            times["bfloat16"] += timed(bf16, 1)
+        seconds = interleaved_medians({"float32": lambda: fast.score(images), "bfloat16": bf16}, runs)
     return {
         "model": model_name,
-        "float32_images_per_s": 16 / statistics.median(times["float32"]),
-        "bfloat16_images_per_s": 16 / statistics.median(times["bfloat16"]),
+        "float32_images_per_s": 16 / seconds["float32"],
+        "bfloat16_images_per_s": 16 / seconds["bfloat16"],
         "map_max_diff_relative_to_range": float((maps32 - maps16).abs().max() / (maps32.max() - maps32.min())),
         "score_correlation": float(torch.corrcoef(torch.stack([scores32, scores16]))[0, 1]),
     }
@@ -88,20 +73,16 @@ def ort_spinning(runs: int) -> dict:
             options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
             session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             run_ort = functools.partial(session.run, None, {"images": images.numpy()})
-            after_ort, ort = [], []
             with torch.inference_mode():
-                for _ in range(2):
-                    run_ort(), fast.score(images)
-                for _ in range(runs):
-                    ort += timed(run_ort, 1)
-                    after_ort += timed(lambda: fast.score(images), 1)
+                # round-robin: each PyTorch run starts right after an ORT run
+                seconds = interleaved_medians({"ort": run_ort, "after_ort": lambda: fast.score(images)}, runs)
                 time.sleep(1.0)
-                alone = timed(lambda: fast.score(images), runs)
+                seconds |= interleaved_medians({"alone": lambda: fast.score(images)}, runs, warmup=0)
             key = "spinning_on" if spinning == "1" else "spinning_off"
             result[key] = {
-                "ort_images_per_s": 16 / statistics.median(ort),
-                "pytorch_right_after_ort_images_per_s": 16 / statistics.median(after_ort),
-                "pytorch_after_pause_images_per_s": 16 / statistics.median(alone),
+                "ort_images_per_s": 16 / seconds["ort"],
+                "pytorch_right_after_ort_images_per_s": 16 / seconds["after_ort"],
+                "pytorch_after_pause_images_per_s": 16 / seconds["alone"],
             }
     return result
 

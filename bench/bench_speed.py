@@ -213,8 +213,13 @@ def conv_isolated(model: torch.nn.Module, images: torch.Tensor, repeats: int = 1
             best = min(best, time.perf_counter() - started)
         entry = kinds.setdefault(conv_kind(conv), {"seconds": 0.0, "gflop": 0.0})
         entry["seconds"] += best
-        entry["gflop"] += 2 * outputs * (conv.in_channels // conv.groups) * conv.kernel_size[0] * conv.kernel_size[1] / 1e9
+        entry["gflop"] += conv_flop(conv, outputs) / 1e9
     return {"images": len(images), "kinds": kinds}
+
+
+def conv_flop(conv: torch.nn.Conv2d, outputs: int) -> int:
+    """FLOPs of one conv call producing ``outputs`` values: a multiply and an add per weight tap."""
+    return 2 * outputs * (conv.in_channels // conv.groups) * conv.kernel_size[0] * conv.kernel_size[1]
 
 
 def conv_kind(conv: torch.nn.Conv2d) -> str:
@@ -234,7 +239,7 @@ def conv_breakdown(model: torch.nn.Module, images: torch.Tensor, runs: int) -> d
     def after(module, inputs, output):
         entry = kinds[module]
         entry["seconds"] += time.perf_counter() - module._started
-        entry["flop"] = 2 * output.numel() * (module.in_channels // module.groups) * module.kernel_size[0] * module.kernel_size[1]
+        entry["flop"] = conv_flop(module, output.numel())
 
     handles = []
     for module in model.modules():
