@@ -194,8 +194,8 @@ class FastScorer(nn.Module):
 
 CPU_MICRO_BATCH_PIXELS = 4 * 256 * 256
 """Pixels per forward pass on a CPU: 4 images at 256 px. bench/bench_speed.py sweeps the micro-batch
-at batch 16 on the project's 2-core machine: 4 at 256 px is the fastest or within noise of it for
-every EfficientNet-Lite0 model (about twice the whole-batch throughput) and for WideResNet50-2."""
+at batch 16 on the project's 2-core machine: 4 at 256 px is the fastest or within 6 % of the fastest
+for every model, EfficientNet-Lite0 (1.2-1.5x the whole-batch throughput) and WideResNet50-2 alike."""
 
 
 def cpu_micro_batch(image_size: int) -> int:
@@ -221,7 +221,7 @@ def compile_for_inference(trained: TrainedModel) -> TrainedModel:
         with torch.inference_mode():
             compiled.score(torch.zeros(max(1, compiled.micro_batch), 3, size, size, device=trained.device))
     except Exception as error:  # noqa: BLE001 -- inductor raises many types (compiler missing, lowering failures)
-        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        first = next(iter(str(error).strip().splitlines()), "")
         raise SnladError(f"torch.compile failed ({type(error).__name__}: {first[:200]}); run without --compile") from None
     return compiled
 

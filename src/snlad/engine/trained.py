@@ -46,8 +46,8 @@ class TrainedModel:
 
         With ``micro_batch`` set, the batch goes through the networks that many
         images at a time: on a CPU a few images' activations stay in the cores'
-        caches while a whole batch's do not, which is about twice the throughput
-        for EfficientNet-Lite (``snlad.engine.fast.cpu_micro_batch``). Each image's
+        caches while a whole batch's do not: 1.2-1.5x the whole-batch throughput
+        for EfficientNet-Lite0 (``snlad.engine.fast.cpu_micro_batch``, docs/results/bench-speed.md). Each image's
         map depends on that image alone, so the result is the same either way.
         """
         if self.micro_batch <= 0 or len(images) <= self.micro_batch:
