@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "src"))
 sys.path.insert(0, str(ROOT))
 
-from bench_speed import build, demo_batch, interleaved_medians, machine  # noqa: E402  (the same models, images and timing as bench_speed)
+from bench_speed import build, demo_batch, interleaved_medians, machine, onnxruntime_session  # noqa: E402  (the same models, images and timing as bench_speed)
 
 
 def bf16_autocast(model_name: str, runs: int) -> dict:
@@ -58,8 +58,6 @@ def bf16_autocast(model_name: str, runs: int) -> dict:
 
 def ort_spinning(runs: int) -> dict:
     """PyTorch FD throughput right after an ORT run (spinning on / off) and after a 1 s pause."""
-    import onnxruntime
-
     from snlad.export import export
 
     _, trained, optimised = build("fd", "efficientnet_lite0", 256)
@@ -67,18 +65,15 @@ def ort_spinning(runs: int) -> dict:
     result = {}
     with tempfile.TemporaryDirectory() as folder:
         path = export(trained, "onnx", Path(folder) / "model.onnx")
-        for spinning in ("1", "0"):
-            options = onnxruntime.SessionOptions()
-            options.intra_op_num_threads = torch.get_num_threads()
-            options.add_session_config_entry("session.intra_op.allow_spinning", spinning)
-            session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        for spinning in (True, False):
+            session = onnxruntime_session(path, spinning)
             run_ort = functools.partial(session.run, None, {"images": images.numpy()})
             with torch.inference_mode():
                 # round-robin: each PyTorch run starts right after an ORT run
                 seconds = interleaved_medians({"ort": run_ort, "after_ort": lambda: fast.score(images)}, runs)
                 time.sleep(1.0)
                 seconds |= interleaved_medians({"alone": lambda: fast.score(images)}, runs, warmup=0)
-            key = "spinning_on" if spinning == "1" else "spinning_off"
+            key = "spinning_on" if spinning else "spinning_off"
             result[key] = {
                 "ort_images_per_s": 16 / seconds["ort"],
                 "pytorch_right_after_ort_images_per_s": 16 / seconds["after_ort"],

@@ -264,20 +264,27 @@ def conv_breakdown(model: torch.nn.Module, images: torch.Tensor, runs: int) -> d
     return breakdown
 
 
-def onnxruntime_runner(trained, batch16: torch.Tensor, plain):
-    """A callable running the exported ONNX graph in onnxruntime, and its map difference to PyTorch."""
+def onnxruntime_session(path: Path, spinning: bool = False):
+    """An onnxruntime CPU session on ``path`` with torch's thread count.
+
+    Spinning off by default: idle ORT threads otherwise busy-wait after each run and steal the cores
+    from the PyTorch variant timed next (measured: -12 to -20 % on the EfficientNet FD model,
+    bench_cpu_options.py), skewing every interleaved ratio.
+    """
     import onnxruntime
 
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnxruntime_runner(trained, batch16: torch.Tensor, plain):
+    """A callable running the exported ONNX graph in onnxruntime, and its map difference to PyTorch."""
     from snlad.export import export
 
     with tempfile.TemporaryDirectory() as folder:
-        path = export(trained, "onnx", Path(folder) / "model.onnx")
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        # Idle ORT threads otherwise spin after each run and steal the cores from the PyTorch variant
-        # timed next (measured: -12 to -20 % on the EfficientNet FD model, bench_cpu_options.py), skewing every interleaved ratio.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = onnxruntime_session(export(trained, "onnx", Path(folder) / "model.onnx"))
     run = lambda x: session.run(None, {"images": x.numpy()})  # noqa: E731
     with torch.inference_mode():
         reference = plain(batch16)[0].numpy()
