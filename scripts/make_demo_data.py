@@ -6,7 +6,9 @@ longer side is 256 px (masks with nearest neighbour, kept binary 0/255), into
 the same MVTec layout, with the licences and attribution of the source data.
 Images are stored as JPEG (quality 95, no chroma subsampling): lossless PNG of
 these noisy industrial textures is three times larger and would push the demo
-past the few MB the repository can carry. Masks stay lossless PNG.
+past the few MB the repository can carry. Masks stay lossless PNG. Categories
+whose licence forbids derivatives (casting, CC BY-NC-ND) are copied byte for
+byte instead. Categories without masks (image-level labels only) stay so.
 Selection is deterministic (sorted file lists, evenly spaced picks), so
 rerunning the script reproduces the committed files bit for bit.
 
@@ -30,6 +32,7 @@ TRAIN_GOOD = 8
 TEST_GOOD = 3
 TEST_DEFECTIVE = 4
 MANIFEST_COLUMNS = ("category", "split", "label", "image", "mask", "source_repo", "source_path")
+UNCHANGED = frozenset({"casting"})  # CC BY-NC-ND 4.0: no derivatives, so no downscaling or re-encoding
 
 README = """\
 # snlad demo data
@@ -37,19 +40,23 @@ README = """\
 A small subset of `../shared/data/realad`, written by `scripts/make_demo_data.py`
 so the README commands run on a machine without the full data. Per category:
 up to {train} defect-free training images, {test_good} defect-free test images
-and {test_bad} defective test images with masks (one defect type after another),
+and {test_bad} defective test images (one defect type after another),
 downscaled so the longer side is {side} px (masks with nearest neighbour, binary
 0/255). Same MVTec AD folder layout; images are JPEG (quality 95, 4:4:4) to
-keep the repository small, masks lossless PNG `<stem>_mask.png`.
+keep the repository small, masks lossless PNG `<stem>_mask.png`. casting is
+the exception: its licence (CC BY-NC-ND) allows no modification, so its files
+are the source PNGs, unchanged (300 x 300).
 `MANIFEST.csv` lists every file with its original source. Far too small for meaningful numbers: use it to check that
 things run.
 
-| category | train good | test good | test defective |
-|---|---|---|---|
+| category | train good | test good | test defective | with masks |
+|---|---|---|---|---|
 {table}
 
 capsule and metal_nut have only four training images in the source: four
 official *test/good* images moved to train/good (MANIFEST split `train_resplit`).
+casting, solar_mono and solar_poly have image-level labels only (no masks):
+snlad reports image metrics for them and `n/a` for the pixel metrics.
 
 ## Licences and attribution -- non-commercial research use only
 
@@ -65,9 +72,26 @@ official *test/good* images moved to train/good (MANIFEST split `train_resplit`)
   "Segmentation-based deep-learning approach for surface-defect detection",
   Journal of Intelligent Manufacturing, 2019; CC BY-NC-SA 4.0. Modified: BMP
   labels binarised to PNG masks; downscaled, stored as JPEG.
+- solar_mono, solar_poly: ELPV dataset, Sergiu Deitsch, Claudia Buerhop-Lutz
+  et al., "A benchmark for visual identification of defective solar cells in
+  electroluminescence imagery", EU PVSEC 2018, and "Automatic classification of
+  defective photovoltaic module cells in electroluminescence images", Solar
+  Energy 2019; CC BY-NC-SA 4.0. Modified: downscaled, stored as JPEG.
+- pcb_deeppcb: DeepPCB, Sanli Tang, Fan He, Xiaolin Huang, Jie Yang, "Online
+  PCB defect detector on a new PCB defect dataset", arXiv 1902.06197, 2019;
+  research use only. Masks derived from its defect boxes (see
+  ../shared/data/README.md). Modified: downscaled, stored as JPEG.
+- mpdd_metal_plate: MPDD, Stepan Jezek, Martin Jonak, Radim Burget, Pavel
+  Dvorak, Milos Skotak, "Deep learning-based defect detection of metal parts:
+  evaluating current methods in complex conditions", ICUMT 2021. Modified:
+  downscaled, stored as JPEG.
+- casting: "casting product image data for quality inspection" (Kaggle,
+  Ravirajsinh Dabhi), CC BY-NC-ND 4.0 (https://creativecommons.org/licenses/by-nc-nd/4.0/):
+  the source PNG files, unchanged.
 
-This subset is shared under the same terms (CC BY-NC-SA 4.0, non-commercial
-research use); it is not covered by the project's code licence.
+This subset is shared under the same terms as its sources (non-commercial
+research use; CC BY-NC-SA 4.0 where the source is, CC BY-NC-ND 4.0 for
+casting); it is not covered by the project's code licence.
 """
 
 
@@ -101,10 +125,10 @@ def downscaled_size(size: tuple[int, int]) -> tuple[int, int]:
 
 def copy_image(src: Path, dst: Path) -> tuple[int, int]:
     """Write a downscaled JPEG copy of an image (antialiased) and return its new (width, height)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
     with Image.open(src) as image:
         size = downscaled_size(image.size)
         resized = image.convert("RGB").resize(size, Image.Resampling.LANCZOS)
-    dst.parent.mkdir(parents=True, exist_ok=True)
     resized.save(dst, "JPEG", quality=JPEG_QUALITY, subsampling=0, optimize=True)
     return size
 
@@ -133,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     categories = sorted({row["category"] for row in rows})
 
     selected: list[dict[str, str]] = []
-    counts: list[tuple[str, int, int, int]] = []
+    counts: list[tuple[str, int, int, int, int]] = []
     for category in categories:
         mine = [row for row in rows if row["category"] == category]
         train = evenly_spaced([r["image"] for r in mine if r["split"].startswith("train")], TRAIN_GOOD)
@@ -144,7 +168,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 by_defect.setdefault(r["label"], []).append(r["image"])
         test_bad = round_robin(by_defect, TEST_DEFECTIVE)
         selected.extend({**by_image[path], "source_image": path} for path in train + test_good + test_bad)
-        counts.append((category, len(train), len(test_good), len(test_bad)))
+        masked = sum(bool(by_image[path]["mask"]) for path in test_bad)
+        counts.append((category, len(train), len(test_good), len(test_bad), masked))
 
     if args.out.exists():
         if any(args.out.iterdir()) and not (args.out / "MANIFEST.csv").is_file():
@@ -152,6 +177,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         shutil.rmtree(args.out)
     args.out.mkdir(parents=True)
     for row in selected:
+        if row["category"] in UNCHANGED:
+            for key in ("source_image", "mask") if row["mask"] else ("source_image",):
+                target = args.out / (row["image"] if key == "source_image" else row["mask"])
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(args.src / row[key], target)
+            continue
         row["image"] = Path(row["image"]).with_suffix(".jpg").as_posix()
         size = copy_image(args.src / row["source_image"], args.out / row["image"])
         if row["mask"]:
@@ -162,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         writer.writeheader()
         for row in selected:
             writer.writerow({column: row[column] for column in MANIFEST_COLUMNS})
-    table = "\n".join(f"| {c} | {a} | {b} | {d} |" for c, a, b, d in counts)
+    table = "\n".join(f"| {c} | {a} | {b} | {d} | {m} |" for c, a, b, d, m in counts)
     (args.out / "README.md").write_text(
         README.format(train=TRAIN_GOOD, test_good=TEST_GOOD, test_bad=TEST_DEFECTIVE, side=LONG_SIDE, table=table),
         encoding="utf-8",

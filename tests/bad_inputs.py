@@ -434,9 +434,15 @@ def _(d: Path) -> list[str]:
     return test_cmd()
 
 
-@case("defect_without_mask_mvtec", "masks", "a defective image without a mask (MVTec layout: masks required)", 2, "data/widget/test/scratch/1.png", "expected data/widget/ground_truth/scratch/1_mask.png", "add it", needs_run=True)
+@case("defect_without_mask_mvtec", "masks", "a defective image without a mask (MVTec layout): image metrics from all, pixel metrics from the masked ones", 0, "| category |", "(2 / 1)", needs_run=True)
 def _(d: Path) -> list[str]:
     (d / "data" / "widget" / "ground_truth" / "scratch" / "1_mask.png").unlink()
+    return test_cmd()
+
+
+@case("no_masks_mvtec", "masks", "a category with no masks at all (MVTec layout, image-level labels only): pixel metrics n/a", 0, "| n/a |", "image-level labels only", needs_run=True)
+def _(d: Path) -> list[str]:
+    shutil.rmtree(d / "data" / "widget" / "ground_truth")
     return test_cmd()
 
 

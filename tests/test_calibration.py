@@ -28,7 +28,7 @@ def test_f1_threshold_lies_halfway_between_the_classes():
 
 def test_normal_rules():
     maps = np.linspace(0, 1, 4 * 9).reshape(4, 3, 3)
-    normals = Scored(maps.reshape(4, -1).max(axis=1), np.zeros(4), maps, np.zeros_like(maps, dtype=bool))
+    normals = Scored(maps.reshape(4, -1).max(axis=1), np.zeros(4), maps, np.zeros_like(maps, dtype=bool), np.ones(4, bool))
     assert thresholds(Rule("max"), normals, None) == {"threshold": 1.0, "pixel_threshold": 1.0}
     margin = thresholds(Rule("max", margin=0.1), normals, None)
     assert margin["threshold"] == pytest.approx(1.1)
@@ -36,6 +36,23 @@ def test_normal_rules():
     assert quantile["pixel_threshold"] == pytest.approx(0.5) and quantile["threshold"] < 1.0
     with pytest.raises(SnladError, match="rule"):
         Rule("median")
+
+
+def test_f1_pixel_threshold_ignores_defective_images_without_a_mask():
+    """An unmasked defect's zero mask would count its (high) pixels as normal and push the threshold up."""
+    normal_maps = np.full((2, 2, 2), 0.1)
+    masked_map = np.array([[[0.1, 0.9], [0.1, 0.1]]])
+    unmasked_map = np.full((1, 2, 2), 0.95)  # a defect everywhere, but its mask is unknown: as "normal" pixels they would spoil F1
+    normals = Scored(np.array([0.1, 0.1]), np.zeros(2), normal_maps, np.zeros((2, 2, 2), bool), np.ones(2, bool))
+    masks = np.zeros((2, 2, 2), bool)
+    masks[0, 0, 1] = True
+    anomalies = Scored(np.array([0.9, 0.95]), np.ones(2), np.concatenate([masked_map, unmasked_map]), masks, np.array([True, False]))
+    result = thresholds(Rule("f1"), normals, anomalies)
+    assert result["pixel_f1"] == 1.0 and 0.1 < result["pixel_threshold"] < 0.9
+    assert 0.1 < result["threshold"] < 0.9 and result["image_f1"] == 1.0  # both defects count for the image threshold
+    none_masked = anomalies.subset(np.array([False, True]))
+    result = thresholds(Rule("f1"), normals, none_masked)
+    assert result["pixel_threshold"] == pytest.approx(0.1) and result["pixel_rule"] == "max (no defect masks)"
 
 
 @pytest.fixture(scope="module")

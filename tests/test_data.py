@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -106,7 +107,11 @@ def check_against_manifest(root: Path) -> None:
 
 def test_demo_data_matches_its_manifest_and_loads() -> None:
     check_against_manifest(DEMO)
-    assert list_categories(DEMO) == ["bottle", "capsule", "kolektor_sdd", "magnetic_tile", "metal_nut"]
+    assert list_categories(DEMO) == [
+        "bottle", "capsule", "casting", "kolektor_sdd", "magnetic_tile", "metal_nut", "mpdd_metal_plate", "pcb_deeppcb", "solar_mono", "solar_poly",
+    ]
+    without_masks = {s.category for s in index_dataset(DEMO, "test") if s.label == 1 and s.mask is None}
+    assert without_masks == {"casting", "solar_mono", "solar_poly"}  # image-level labels only, as in realad
     test = index_dataset(DEMO, "test", ["kolektor_sdd"])
     defective = next(s for s in test if s.label == 1)
     item = AnomalyDataset([defective], image_size=64)[0]
@@ -167,10 +172,24 @@ def test_visa_layout_index_load_and_mask_alignment(tmp_path: Path) -> None:
             assert inside.mean() > 0.9 and outside.mean() < 0.2
 
 
-def test_visa_missing_split_csv_and_missing_mask(tmp_path: Path) -> None:
+def test_visa_defective_images_without_masks_are_image_level_samples(tmp_path: Path) -> None:
+    """An empty mask column and no conventional mask file: the image keeps its label, mask None."""
     make_visa(tmp_path)
-    (tmp_path / "pcb1" / "Data" / "Masks" / "Anomaly" / "001.png").unlink()
-    with pytest.raises(SnladError, match=r"001\.JPG has no mask: expected .*Masks/Anomaly/001\.png"):
+    for mask in (tmp_path / "pcb1" / "Data" / "Masks" / "Anomaly").iterdir():
+        mask.unlink()
+    rows = (tmp_path / "split_csv" / "1cls.csv").read_text().replace("pcb1/Data/Masks/Anomaly/000.png", "")
+    (tmp_path / "split_csv" / "1cls.csv").write_text(rows)
+    test = index_dataset(tmp_path, "test", ["pcb1"])
+    assert [(s.label, s.mask) for s in test] == [(1, None), (1, None), (0, None)]
+    items = [AnomalyDataset(test, image_size=16)[i] for i in range(len(test))]
+    assert [item["has_mask"] for item in items] == [False, False, False]
+    assert [s.mask is not None for s in index_dataset(tmp_path, "test", ["candle"]) if s.label] == [True, True]
+
+
+def test_visa_missing_split_csv_and_missing_named_mask(tmp_path: Path) -> None:
+    make_visa(tmp_path)
+    (tmp_path / "pcb1" / "Data" / "Masks" / "Anomaly" / "000.png").unlink()  # named in the CSV's mask column
+    with pytest.raises(SnladError, match=r"1cls\.csv line \d+: mask .*Masks/Anomaly/000\.png of image .*000\.JPG does not exist"):
         index_dataset(tmp_path, "test", ["pcb1"])
     (tmp_path / "split_csv" / "1cls.csv").unlink()
     with pytest.raises(SnladError, match=r"split_csv/1cls\.csv is missing"):
@@ -227,12 +246,22 @@ def test_folder_mask_without_image_and_ambiguous_mask(tmp_path: Path) -> None:
         index_dataset(tmp_path, "test")
 
 
-def test_mvtec_missing_mask_names_expected_path(tmp_path: Path) -> None:
+def test_mvtec_defective_images_without_masks_are_image_level_samples(tmp_path: Path) -> None:
+    """One mask missing (a mixed category), then none at all (casting / ELPV style, no ground_truth folder)."""
     cat = make_mvtec(tmp_path)
     (cat / "ground_truth" / "scratch" / "001_mask.png").unlink()
-    with pytest.raises(SnladError, match=r"001\.png has no mask: expected .*ground_truth/scratch/001_mask\.png"):
-        index_dataset(tmp_path, "test")
-    assert len(index_dataset(tmp_path, "train")) == 3  # train does not need masks
+    test = index_dataset(tmp_path, "test")
+    assert [(s.image.name, s.label, s.mask) for s in test] == [
+        ("000.png", 0, None),
+        ("000.png", 1, cat / "ground_truth" / "scratch" / "000_mask.png"),
+        ("001.png", 1, None),
+    ]
+    items = [AnomalyDataset(test, image_size=16)[i] for i in range(len(test))]
+    assert [item["has_mask"] for item in items] == [False, True, False]
+    assert items[2]["label"] == 1 and items[2]["mask"].sum() == 0
+    shutil.rmtree(cat / "ground_truth")
+    assert [(s.label, s.mask) for s in index_dataset(tmp_path, "test")] == [(0, None), (1, None), (1, None)]
+    assert len(index_dataset(tmp_path, "train")) == 3
 
 
 def test_mvtec_mask_without_image(tmp_path: Path) -> None:

@@ -106,6 +106,17 @@ def _cell(values: list[float]) -> str:
     return f"{mean:.1f}" if len(values) == 1 else f"{mean:.1f} ± {100 * float(np.std(values)):.1f}"
 
 
+def _coverage_note(out_dir: Path, mode: str, names: list[str], seeds: list[int], key: str, total: int) -> str:
+    """Under a pixel-metric table: over how many categories its 'mean' column is taken (categories without masks have none)."""
+    if key == "image_auroc":
+        return ""
+    covered = {r["mean"].get("pixel_categories") for n in names for r in collect(out_dir, mode, n, seeds).values() if "mean" in r}
+    covered.discard(None)
+    if not covered or covered == {total}:
+        return ""
+    return f"mean: over the {', '.join(str(c) for c in sorted(covered))} of {total} categories with defect masks (n/a: image-level labels only)."
+
+
 def write_tables(out_dir: Path, mode: str, names: list[str], seeds: list[int], categories: list[str]) -> Path:
     """results-<mode>.md (mean ± std over seeds) and results-<mode>.csv (one row per run)."""
     columns = [*categories, "mean"]
@@ -121,7 +132,7 @@ def write_tables(out_dir: Path, mode: str, names: list[str], seeds: list[int], c
                 continue
             cells = [_cell([r[c][key] for r in results if c in r]) for c in columns]
             lines.append(f"| {name} | {len(results)} | " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += [_coverage_note(out_dir, mode, names, seeds, key, len(categories)), ""]
     for name in names:
         for seed, result in collect(out_dir, mode, name, seeds).items():
             for category in columns:

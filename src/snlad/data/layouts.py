@@ -8,16 +8,20 @@ detected on its own (first match wins), so one root may mix layouts:
    ``<cat>/Data/Masks/Anomaly/<stem>.png``. The split comes from
    ``<root>/split_csv/1cls.csv`` (columns ``object,split,label,image,mask``;
    paths relative to the root; ``label`` is ``normal``/``anomaly``, ``split`` is
-   ``train``/``test``). Every anomaly row needs a mask: the ``mask`` column, or
-   ``<cat>/Data/Masks/Anomaly/<stem>.png`` when that column is empty. VisA has
-   no defect types, so defective samples get ``defect="anomaly"``. Anomaly rows
-   in the train split are refused: snlad trains on normal images only.
+   ``train``/``test``). An anomaly row's mask is the file its ``mask`` column
+   names (it must exist), or ``<cat>/Data/Masks/Anomaly/<stem>.png`` when that
+   column is empty; with neither, the image has no mask (image-level label
+   only). VisA has no defect types, so defective samples get
+   ``defect="anomaly"``. Anomaly rows in the train split are refused: snlad
+   trains on normal images only.
 2. **MVTec AD** -- ``<cat>/train/good`` or ``<cat>/ground_truth`` exists.
    Train = ``<cat>/train/good/*`` (other folders under ``train`` are not read).
    Test = ``<cat>/test/good/*`` (good) and ``<cat>/test/<defect>/*``
-   (defective). Every defective image needs its mask at
+   (defective). A defective image's mask is
    ``<cat>/ground_truth/<defect>/<stem>_mask.png`` (``<stem>.png`` and the other
-   image extensions are accepted too).
+   image extensions are accepted too); without one the image has an
+   image-level label only (ELPV, casting and much real inspection data come
+   that way).
 3. **Plain folder** -- otherwise, ``<cat>/train`` or ``<cat>/test`` exists.
    Train = image files directly in ``<cat>/train/`` (all defect-free). Test =
    ``<cat>/test/good/*`` (good) and ``<cat>/test/<defect>/*`` (defective).
@@ -34,7 +38,9 @@ folder is ignored (masks of good images are all-zero by definition). Every mask
 must belong to exactly one defective image and every image to at most one mask;
 a mask without its image is an error, because it almost always means an image
 was lost or renamed. File existence is checked here, eagerly; decoding and mask
-sizes are checked when an image is loaded.
+sizes are checked when an image is loaded. A defective image without a mask
+(``Sample.mask`` None) counts for image-level metrics only: evaluation leaves
+it out of every pixel metric rather than scoring its pixels as normal.
 """
 
 from __future__ import annotations
@@ -194,8 +200,8 @@ def _orphan_error(mask: Path, expected: str) -> SnladError:
 def _index_test(category: str, category_dir: Path, mask_root: Path, *, mvtec: bool) -> list[Sample]:
     """Index ``<cat>/test/{good,<defect>}`` with masks under ``mask_root`` (see module docstring).
 
-    MVTec requires one mask per defective image in ``mask_root/<defect>/``; the
-    plain folder layout makes masks optional and also accepts them directly in
+    Masks are optional in both layouts; MVTec looks for them in
+    ``mask_root/<defect>/`` only, the plain folder layout also directly in
     ``mask_root`` when stems are unique.
     """
     test_dir = category_dir / "test"
@@ -214,9 +220,6 @@ def _index_test(category: str, category_dir: Path, mask_root: Path, *, mvtec: bo
             candidates = [m for m in (typed_masks.get(image.stem), flat_masks.get(image.stem)) if m is not None]
             if len(candidates) == 2:
                 raise SnladError(f"image {image} has two masks, {candidates[0]} and {candidates[1]}; delete one")
-            if not candidates and mvtec:
-                expected = mask_root / defect_dir.name / f"{image.stem}_mask.png"
-                raise SnladError(f"defective image {image} has no mask: expected {expected}; add it (MVTec layout)")
             mask = candidates[0] if candidates else None
             if mask is not None:
                 if mask in claimed:
@@ -288,9 +291,13 @@ def _index_visa(
             samples.append(Sample(image, category, 0, "good", None))
             continue
         mask_entry = (row.get("mask") or "").strip()
-        mask = root / mask_entry if mask_entry else mask_dir / f"{image.stem}.png"
-        if not mask.is_file():
-            raise SnladError(f"defective image {image} has no mask: expected {mask} ({where}); add it (VisA layout)")
+        if mask_entry:
+            mask: Path | None = root / mask_entry
+            if not mask.is_file():
+                raise SnladError(f"{where}: mask {mask} of image {image} does not exist; restore it or empty the row's mask column")
+        else:
+            conventional = mask_dir / f"{image.stem}.png"
+            mask = conventional if conventional.is_file() else None
         samples.append(Sample(image, category, 1, "anomaly", mask))
     if split == "test":
         image_stems = {path.stem for path in _images_in(category_dir / "Data" / "Images" / "Anomaly")}

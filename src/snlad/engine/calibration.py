@@ -64,12 +64,20 @@ class Rule:
 
 @dataclass
 class Scored:
-    """One category's calibration images: scores N, labels N, maps N x S x S, masks N x S x S."""
+    """One category's calibration images: scores N, labels N, maps N x S x S, masks N x S x S.
+
+    ``has_mask`` (N) says whose pixel labels are known: False for a defective
+    image without a mask, whose all-zero mask must not enter a pixel threshold.
+    """
 
     scores: np.ndarray
     labels: np.ndarray
     maps: np.ndarray
     masks: np.ndarray
+    has_mask: np.ndarray
+
+    def subset(self, keep: np.ndarray) -> "Scored":
+        return Scored(self.scores[keep], self.labels[keep], self.maps[keep], self.masks[keep], self.has_mask[keep])
 
 
 EXACT_F1_LIMIT = 2**22  # values (pixels) up to which the F1 search is exact; above, 65536 quantile bins
@@ -127,8 +135,12 @@ def thresholds(rule: Rule, normals: Scored, anomalies: Scored | None) -> dict[st
         raise SnladError(f"rule '{rule.name}' needs anomalous images, and the calibration set has none")
     labels = np.r_[np.zeros(len(normals.scores), bool), np.ones(len(anomalies.scores), bool)]
     image, image_f1 = f1_threshold(np.r_[normals.scores, anomalies.scores], labels)
-    pixels = np.concatenate([normals.maps.ravel(), anomalies.maps.ravel()])
-    pixel, pixel_f1 = f1_threshold(pixels, np.concatenate([normals.masks.ravel(), anomalies.masks.ravel()]))
+    masked = anomalies.subset(anomalies.has_mask)
+    if len(masked.scores) == 0:  # image-level labels only: no pixel F1 to optimise
+        pixel_threshold = float(normals.maps.max()) * (1 + rule.margin)
+        return {"threshold": image, "pixel_threshold": pixel_threshold, "image_f1": image_f1, "pixel_rule": "max (no defect masks)"}
+    pixels = np.concatenate([normals.maps.ravel(), masked.maps.ravel()])
+    pixel, pixel_f1 = f1_threshold(pixels, np.concatenate([normals.masks.ravel(), masked.masks.ravel()]))
     return {"threshold": image, "pixel_threshold": pixel, "image_f1": image_f1, "pixel_f1": pixel_f1}
 
 
@@ -136,7 +148,7 @@ def score_samples(trained: TrainedModel, samples: Sequence[Sample], batch_size: 
     """Maps and scores of ``samples`` at the model's resolution, with their labels and masks."""
     dataset = AnomalyDataset(samples, trained.config.data.image_size)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
-    parts = [(scores, batch["label"], maps, batch["mask"][:, 0] > 0.5) for batch, maps, scores in infer(trained, loader, progress=False)]
+    parts = [(scores, batch["label"], maps, batch["mask"][:, 0] > 0.5, batch["has_mask"]) for batch, maps, scores in infer(trained, loader, progress=False)]
     return Scored(*(torch.cat(column).numpy() for column in zip(*parts)))
 
 
@@ -153,7 +165,7 @@ def synthetic_anomalies(trained: TrainedModel, normals: Sequence[Sample], seed: 
     synthetic, masks = torch.stack([image for image, _ in pasted]), torch.stack([mask for _, mask in pasted])
     batches = [{"image": chunk} for chunk in synthetic.split(batch_size)]
     maps, scores = zip(*[(m, s) for _, m, s in infer(trained, batches, progress=False)])
-    return Scored(torch.cat(scores).numpy(), np.ones(len(plan), dtype=np.int64), torch.cat(maps).numpy(), masks.numpy())
+    return Scored(torch.cat(scores).numpy(), np.ones(len(plan), dtype=np.int64), torch.cat(maps).numpy(), masks.numpy(), np.ones(len(plan), dtype=bool))
 
 
 def calibrate_category(trained: TrainedModel, samples: Sequence[Sample], rule: Rule, seed: int, source: str) -> dict:
@@ -162,10 +174,10 @@ def calibrate_category(trained: TrainedModel, samples: Sequence[Sample], rule: R
     normal = scored.labels == 0
     if not normal.any():
         raise SnladError(f"category {samples[0].category}: the calibration images hold no normal image")
-    normals = Scored(scored.scores[normal], scored.labels[normal], scored.maps[normal], scored.masks[normal])
+    normals = scored.subset(normal)
     anomalies = None
     if rule.name == "f1":
-        anomalies = Scored(scored.scores[~normal], scored.labels[~normal], scored.maps[~normal], scored.masks[~normal])
+        anomalies = scored.subset(~normal)
     elif rule.name == "synthetic-f1":
         anomalies = synthetic_anomalies(trained, [s for s, n in zip(samples, normal) if n], seed)
     result = {

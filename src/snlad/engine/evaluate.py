@@ -4,6 +4,13 @@ Maps are compared with the ground truth at the model's resolution (masks
 resized with nearest neighbour), the MVTec protocol of RD4AD and its peers.
 Pixel metrics stream through ``PixelMetricAccumulator``, so memory does not
 grow with the number of test images.
+
+Pixel metrics use the good images and the defective images that have a mask;
+a defective image without one (image-level label only) counts for the image
+metrics alone, since its unknown defect pixels must not be scored as normal.
+A category with no mask at all has no pixel metrics (NaN, ``null`` in JSON,
+an empty CSV cell, ``n/a`` in tables), and the mean of a metric is over the
+categories that have it; the mean row says how many that is.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader
 
 from snlad.data import AnomalyDataset, Sample
@@ -24,23 +32,42 @@ from snlad.engine.trained import TrainedModel
 from snlad.metrics import METRIC_NAMES, PixelMetricAccumulator, image_metrics, mean_over_categories
 
 TABLE_COLUMNS = ("image_auroc", "pixel_auroc", "aupro", "image_ap", "image_f1max", "pixel_ap", "pixel_f1max")
+COUNT_COLUMNS = ("images", "defective", "masked")  # test images, defective ones, defective ones with a mask
+COVERAGE_COLUMNS = ("image_categories", "pixel_categories")  # mean row: categories with image / pixel metrics
+
+
+def pixel_ground_truth(batch: dict) -> torch.Tensor:
+    """Which images of a batch have known pixel labels: good images and defective images with a mask."""
+    return (batch["label"] == 0) | batch["has_mask"]
 
 
 def evaluate_category(trained: TrainedModel, samples: Sequence[Sample], batch_size: int, progress: bool = True) -> tuple[dict[str, float], list[dict]]:
-    """Metrics of one category's test images, and one row per image (path, label, score)."""
+    """Metrics and image counts of one category's test images, and one row per image (path, label, mask, score)."""
     config = trained.config
     loader = DataLoader(AnomalyDataset(samples, config.data.image_size), batch_size=batch_size, num_workers=config.data.num_workers)
     accumulator = PixelMetricAccumulator()
     rows: list[dict] = []
     for batch, maps, scores in infer(trained, loader, progress, desc=f"testing {samples[0].category}"):
-        accumulator.update(maps.numpy(), batch["mask"][:, 0].numpy() > 0.5)
+        known = pixel_ground_truth(batch)
+        if known.any():
+            accumulator.update(maps[known].numpy(), batch["mask"][known, 0].numpy() > 0.5)
         rows += [
-            {"image": path, "category": category, "label": int(label), "score": float(score)}
-            for path, category, label, score in zip(batch["path"], batch["category"], batch["label"], scores)
+            {"image": path, "category": category, "label": int(label), "has_mask": int(has_mask), "score": float(score)}
+            for path, category, label, has_mask, score in zip(batch["path"], batch["category"], batch["label"], batch["has_mask"], scores)
         ]
     labels = np.array([row["label"] for row in rows])
     scores = np.array([row["score"] for row in rows])
-    return {**image_metrics(scores, labels), **accumulator.compute()}, rows
+    counts = {"images": len(rows), "defective": int(labels.sum()), "masked": sum(row["label"] * row["has_mask"] for row in rows)}
+    return {**image_metrics(scores, labels), **accumulator.compute(), **counts}, rows
+
+
+def mean_row(per_category: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Means of the metrics over the categories that have them, total counts, and how many categories each mean covers."""
+    row = mean_over_categories({c: {name: values[name] for name in METRIC_NAMES} for c, values in per_category.items()})
+    row.update({name: sum(values[name] for values in per_category.values()) for name in COUNT_COLUMNS})
+    row["image_categories"] = sum(not np.isnan(values["image_auroc"]) for values in per_category.values())
+    row["pixel_categories"] = sum(not np.isnan(values["pixel_auroc"]) for values in per_category.values())
+    return row
 
 
 def evaluate(models: dict[str, TrainedModel], samples: Sequence[Sample], batch_size: int = 8, progress: bool = True) -> tuple[dict[str, dict[str, float]], list[dict]]:
@@ -51,36 +78,62 @@ def evaluate(models: dict[str, TrainedModel], samples: Sequence[Sample], batch_s
         category_samples = [sample for sample in samples if sample.category == category]
         per_category[category], rows = evaluate_category(models[category], category_samples, batch_size, progress)
         all_rows += rows
-    per_category["mean"] = mean_over_categories({k: v for k, v in per_category.items()})
+    per_category["mean"] = mean_row(per_category)
     return per_category, all_rows
 
 
+def _percent(value: float) -> str:
+    return "n/a" if np.isnan(value) else f"{100 * value:.1f}"
+
+
 def metrics_markdown(per_category: dict[str, dict[str, float]], title: str | None = None) -> str:
-    """One row per category plus the mean, in percent."""
-    header = "| category | " + " | ".join(TABLE_COLUMNS) + " |"
+    """One row per category plus the mean, in percent, with each category's test-image counts.
+
+    A mean cell that covers fewer than all categories says how many, e.g. ``84.1 (7/10)``.
+    """
+    categories = {c: v for c, v in per_category.items() if c != "mean"}
+    header = "| category | " + " | ".join(TABLE_COLUMNS) + " | test images (defective / with mask) |"
     lines = [f"### {title}", ""] if title else []
-    lines += [header, "|" + "---|" * (len(TABLE_COLUMNS) + 1)]
-    for category, values in per_category.items():
-        cells = ["n/a" if np.isnan(values[name]) else f"{100 * values[name]:.1f}" for name in TABLE_COLUMNS]
-        name = f"**{category}**" if category == "mean" else category
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [header, "|" + "---|" * (len(TABLE_COLUMNS) + 2)]
+    for category, values in categories.items():
+        cells = [_percent(values[name]) for name in TABLE_COLUMNS]
+        lines.append(f"| {category} | " + " | ".join(cells) + f" | {values['images']} ({values['defective']} / {values['masked']}) |")
+    if "mean" in per_category:
+        mean = per_category["mean"]
+        cells = []
+        for name in TABLE_COLUMNS:
+            covered = mean["pixel_categories" if name.startswith(("pixel", "aupro")) else "image_categories"]
+            cells.append(_percent(mean[name]) + (f" ({covered}/{len(categories)})" if covered < len(categories) else ""))
+        lines.append("| **mean** | " + " | ".join(cells) + f" | {mean['images']} ({mean['defective']} / {mean['masked']}) |")
+        unmasked = [c for c, values in categories.items() if np.isnan(values["pixel_auroc"])]
+        if unmasked:
+            lines += ["", f"Pixel metrics (pixel_*, aupro): mean over the {mean['pixel_categories']} of {len(categories)} categories with defect masks; "
+                      f"{', '.join(unmasked)}: image-level labels only (n/a)."]
     return "\n".join(lines) + "\n"
 
 
+def _csv_cell(value: float) -> str:
+    return "" if np.isnan(value) else f"{value:.6f}"
+
+
 def write_metrics(run_dir: Path, per_category: dict[str, dict[str, float]], rows: list[dict], title: str | None = None) -> None:
-    """metrics.csv, metrics.json, metrics.md and test_scores.csv, each written atomically."""
+    """metrics.csv, metrics.json, metrics.md and test_scores.csv, each written atomically.
+
+    A metric a category does not have is an empty CSV cell and ``null`` in JSON.
+    """
     run_dir = Path(run_dir)
     table = io.StringIO()
     writer = csv.writer(table)
-    writer.writerow(["category", *METRIC_NAMES])
+    writer.writerow(["category", *METRIC_NAMES, *COUNT_COLUMNS, *COVERAGE_COLUMNS])
     for category, values in per_category.items():
-        writer.writerow([category, *(f"{values[name]:.6f}" for name in METRIC_NAMES)])
+        coverage = [values[name] for name in COVERAGE_COLUMNS] if category == "mean" else [""] * len(COVERAGE_COLUMNS)
+        writer.writerow([category, *(_csv_cell(values[name]) for name in METRIC_NAMES), *(values[name] for name in COUNT_COLUMNS), *coverage])
     atomic_write_text(run_dir / "metrics.csv", table.getvalue())
-    clean = {c: {k: (None if np.isnan(v) else v) for k, v in values.items()} for c, values in per_category.items()}
+    clean = {c: {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in values.items()} for c, values in per_category.items()}
     atomic_write_text(run_dir / "metrics.json", json.dumps(clean, indent=2))
     atomic_write_text(run_dir / "metrics.md", metrics_markdown(per_category, title))
     scores = io.StringIO()
-    writer = csv.DictWriter(scores, fieldnames=["image", "category", "label", "score"])
+    writer = csv.DictWriter(scores, fieldnames=["image", "category", "label", "has_mask", "score"])
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(run_dir / "test_scores.csv", scores.getvalue())
