@@ -18,7 +18,7 @@ from snlad.report.onevsmulti import summarise
 ROOT = Path(__file__).parents[1]
 DEMO = ROOT / "data" / "demo"
 TINY = ["data.image_size=64", "train.batch_size=4", "data.num_workers=0", "loss.affinity_size=8", "train.epochs=1"]
-CATEGORIES = ["bottle", "kolektor_sdd"]
+CATEGORIES = ["bottle", "casting"]  # casting: image-level labels only
 
 
 def train_tiny(model: str, out: Path, test: bool = True) -> Path:
@@ -78,6 +78,7 @@ def test_report_shows_every_category_and_every_run(runs, tmp_path, experiment_di
     text = page.read_text()
     assert "0.1235" in text and "images/probe0-mixup_auroc.png" in text and "images/onevsmulti.png" in text
     assert "<script" not in text
+    assert "no mask (image-level label only)" in text  # casting's defects have no ground-truth picture
 
 
 def test_same_model_twice_gets_labels_from_the_paths(runs, tmp_path):

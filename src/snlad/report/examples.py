@@ -63,8 +63,11 @@ def category_grid(runs: Sequence[ReportRun], category: str, samples: Sequence[Sa
     columns = [[], []]
     for index, (picture, mask) in enumerate(zip(pictures, masks)):
         plots.write_png(picture, folder / f"{category}-image-{index}.png")
-        plots.write_png(plots.mask_to_uint8(mask), folder / f"{category}-mask-{index}.png")
         columns[0].append(image(f"{folder.name}/{category}-image-{index}.png", shown[index].image.name) + f"{esc(shown[index].defect)}: {esc(shown[index].image.name)}")
+        if shown[index].label and shown[index].mask is None:
+            columns[1].append('<span class="note">no mask (image-level label only)</span>')
+            continue
+        plots.write_png(plots.mask_to_uint8(mask), folder / f"{category}-mask-{index}.png")
         columns[1].append(image(f"{folder.name}/{category}-mask-{index}.png", "ground truth"))
     columns += [_run_cells(run, category, shown, pictures, folder, f"{category}-run{r}") for r, run in enumerate(runs)]
     header = "".join(f'<th data-run="{esc(run.label)}">{esc(run.label)}</th>' for run in runs)
