@@ -646,7 +646,7 @@ def _(d: Path) -> list[str]:
     return _teacher(d, {"_conv_stem.weight": Exploit(d / MARKER)})
 
 
-@case("teacher_truncated", "teacher weights", "truncated teacher weights", 2, "teacher.pth", "corrupt, truncated or another format")
+@case("teacher_truncated", "teacher weights", "truncated teacher weights", 2, "teacher.pth", "truncated or corrupt")
 def _(d: Path) -> list[str]:
     args = _teacher(d, _lite0_state())
     cut_in_half(d / "teacher.pth")

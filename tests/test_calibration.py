@@ -9,8 +9,8 @@ from PIL import Image
 from snlad import api
 from snlad.cli import main
 from snlad.data import holdout_split, index_dataset
-from snlad.engine.calibration import Rule, Scored, f1_threshold, thresholds
-from snlad.engine.trained import load_run
+from snlad.engine.run import load_run
+from snlad.thresholds import Rule, Scored, f1_threshold, thresholds
 from snlad.errors import SnladError
 
 DEMO = Path(__file__).parents[1] / "data" / "demo"
@@ -95,7 +95,7 @@ def test_cli_recalibrates_with_synthetic_and_labelled_anomalies(run, capsys):
 
 
 def test_binned_f1_search_on_many_pixels_agrees_with_the_exact_one(monkeypatch):
-    from snlad.engine import calibration
+    from snlad import thresholds as calibration
 
     rng = np.random.default_rng(0)
     positives = rng.random(200_000) < 0.05

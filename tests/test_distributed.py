@@ -20,9 +20,8 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from snlad import api
-from snlad.data import index_dataset
 from snlad.engine import train as train_module
-from snlad.engine.checkpoint import load_checkpoint
+from snlad.engine.checkpoint import read_checkpoint
 from snlad.engine.sampler import ResumableSampler
 
 DEMO = Path(__file__).parents[1] / "data" / "demo"
@@ -81,7 +80,7 @@ def train_without_batch_statistics(out: Path) -> None:
     train_module.build_model = build_without_batch_statistics
     try:
         config = api.resolve_config("snl-fd", None, OVERRIDES, categories=CATEGORIES)
-        train_module.train_run(config, index_dataset(DEMO, "train", CATEGORIES), out, progress=False)
+        api.train(config, DEMO, out, progress=False)
     finally:
         train_module.build_model = ORIGINAL_BUILD
 
@@ -99,7 +98,7 @@ def free_port() -> int:
 
 
 def student_state(path: Path) -> dict[str, torch.Tensor]:
-    return {k: v.float() for k, v in load_checkpoint(path)["model"].items() if not k.startswith("teacher.")}
+    return {k: v.float() for k, v in read_checkpoint(path)["model"].items() if not k.startswith("teacher.")}
 
 
 def losses(run: Path) -> list[float]:
@@ -116,7 +115,7 @@ def test_two_gloo_processes_train_exactly_the_single_process_model(tmp_path, mon
     for key in single:
         assert torch.allclose(ddp[key], single[key], atol=1e-4), key
     assert losses(tmp_path / "ddp") == pytest.approx(losses(tmp_path / "single"), rel=1e-5)
-    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == ["checkpoint.pt", "config.yaml", "model.pt", "train_log.csv"]
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == ["checkpoint.pt", "config.yaml", "model.pt", "run.json", "train_log.csv"]
 
 
 def test_torchrun_recipe_with_batchnorm_is_close_to_one_process(tmp_path):

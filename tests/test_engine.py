@@ -10,7 +10,7 @@ import torch
 
 from snlad import api
 from snlad.cli import main
-from snlad.engine.trained import load_run
+from snlad.engine.run import load_run
 from snlad.errors import SnladError
 
 DEMO = Path(__file__).parents[1] / "data" / "demo"
@@ -131,7 +131,9 @@ def test_micro_batch_option_changes_speed_not_results(tmp_path, capsys):
     assert whole.keys() == one.keys()
     for category in whole:
         for metric, value in whole[category].items():
-            assert one[category][metric] == pytest.approx(value, abs=1e-6), (category, metric)
+            # Maps agree to float32 rounding (1e-6 of values ~5, tests/test_optimise.py); near-tied
+            # pixels may swap ranks, which moves AUPRO by a few 1e-6.
+            assert one[category][metric] == pytest.approx(value, abs=5e-5), (category, metric)
     capsys.readouterr()
     with pytest.raises(SystemExit):
         main(["test", "--run", str(tmp_path / "run"), "--data", str(DEMO), "--micro-batch", "-1"])

@@ -31,7 +31,8 @@ def untrained_model(image_size: int = 64) -> TrainedModel:
     """A real teacher and a random student: evaluation logic needs maps, not a good model."""
     torch.manual_seed(0)
     config = api.resolve_config("fd", None, [f"data.image_size={image_size}", "data.num_workers=0"])
-    return TrainedModel(config, build_model(config.model), build_scorer(config), ["bottle"]).eval()
+    model = build_model(config.model)
+    return TrainedModel(config, model, build_scorer(config, model), ["bottle"]).eval()
 
 
 def test_pixel_metrics_of_a_mixed_category_equal_those_of_its_masked_subset(tmp_path: Path) -> None:

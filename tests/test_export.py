@@ -10,7 +10,7 @@ import torch
 from snlad import api
 from snlad.cli import main
 from snlad.data import AnomalyDataset, index_dataset
-from snlad.engine.trained import load_run
+from snlad.engine.run import load_run
 from snlad.export import read_onnx_metadata
 
 DEMO = Path(__file__).parents[1] / "data" / "demo"

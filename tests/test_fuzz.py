@@ -28,7 +28,7 @@ from PIL import Image
 from snlad.backbones import read_state_dict
 from snlad.config import Config, from_dict, load_config, merge, parse_override
 from snlad.data import load_image, load_mask
-from snlad.engine.checkpoint import load_checkpoint
+from snlad.engine.checkpoint import read_checkpoint
 from snlad.errors import SnladError
 
 EXAMPLES = int(os.environ.get("SNLAD_FUZZ_EXAMPLES", "80"))
@@ -145,7 +145,7 @@ def test_checkpoint_bytes_load_or_raise_snlad_error(target: Path, data: bytes) -
     """Run checkpoints (model.pt, checkpoint.pt) and teacher weights: mutated files load or are refused in one line."""
     path = target.with_suffix(".pt")
     path.write_bytes(data)
-    for load in (load_checkpoint, read_state_dict):
+    for load in (read_checkpoint, read_state_dict):
         try:
             load(path)
         except SnladError as error:

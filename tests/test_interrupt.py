@@ -26,7 +26,7 @@ import torch
 
 from bad_inputs import make_dataset, save, texture
 from snlad.cli import main
-from snlad.engine.checkpoint import load_checkpoint
+from snlad.engine.checkpoint import read_checkpoint
 
 EPOCHS = 4
 SETTINGS = ("data.image_size=64", "train.batch_size=2", "loss.affinity_size=8", f"train.epochs={EPOCHS}")
@@ -70,7 +70,7 @@ def mtime(path: Path) -> int | None:
 
 
 def model_weights(run: Path) -> dict[str, torch.Tensor]:
-    return load_checkpoint(run / "model.pt")["model"]
+    return read_checkpoint(run / "model.pt")["model"]
 
 
 def assert_same_weights(expected: dict[str, torch.Tensor], actual: dict[str, torch.Tensor]) -> None:
@@ -118,7 +118,7 @@ def test_ctrl_c_saves_a_resumable_checkpoint_and_resume_matches_an_uninterrupted
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
     assert "Traceback" not in err and "continue with the same command plus --resume" in err, err
-    state = load_checkpoint(run / "checkpoint.pt")
+    state = read_checkpoint(run / "checkpoint.pt")
     assert state["kind"] == "training" and 1 <= state["epoch"] < EPOCHS
     assert not (run / "model.pt").exists() and not leftovers(run)
 
@@ -155,7 +155,7 @@ def test_sigterm_then_sigkill_at_random_moments_never_break_the_checkpoint(data:
             assert process.returncode == 130 and "--resume" in err and "Traceback" not in err, err
         else:
             assert process.returncode == -signal.SIGKILL, err
-        assert load_checkpoint(run / "checkpoint.pt")["kind"] == "training"
+        assert read_checkpoint(run / "checkpoint.pt")["kind"] == "training"
     with contextlib.redirect_stdout(None):
         assert main([*train_argv(data, run), "--resume"]) == 0
     assert_same_weights(model_weights(straight), model_weights(run))
@@ -211,7 +211,7 @@ def test_full_disk_during_training_keeps_the_last_checkpoint(data: Path, straigh
         assert main(train_argv(data, run)) == 2
     err = capsys.readouterr().err
     assert err == f"snlad: error: cannot write {run / 'checkpoint.pt'}: No space left on device; earlier files there are unchanged\n"
-    assert load_checkpoint(run / "checkpoint.pt")["epoch"] == 1 and not leftovers(run)
+    assert read_checkpoint(run / "checkpoint.pt")["epoch"] == 1 and not leftovers(run)
     assert main([*train_argv(data, run), "--resume"]) == 0  # space freed: continue
     assert_same_weights(model_weights(straight), model_weights(run))
 
@@ -266,7 +266,7 @@ def test_real_full_disk_keeps_the_last_checkpoint(small_disk: Path, data: Path, 
     assert main(train_argv(data, run)) == 2
     err = capsys.readouterr().err
     assert "No space left on device; earlier files there are unchanged" in err and err.count("\n") == 1, err
-    assert load_checkpoint(run / "checkpoint.pt")["epoch"] == 1 and not leftovers(run)
+    assert read_checkpoint(run / "checkpoint.pt")["epoch"] == 1 and not leftovers(run)
     moved = tmp_path / "run"
     shutil.copytree(run, moved)  # the user frees space (here: moves the run to a bigger disk) and resumes
     assert main([*train_argv(data, moved), "--resume"]) == 0

@@ -10,7 +10,7 @@ from snlad import api
 from snlad.cli import main
 from snlad.errors import SnladError
 from snlad.probes import MixupSettings, run_mixup
-from snlad.probes.synthesis import cut_paste, mix, pair_plan, paste_plan, patch_side
+from snlad.synthesis import cut_paste, mix, pair_plan, paste_plan, patch_side
 
 DEMO = Path(__file__).parents[1] / "data" / "demo"
 TINY = ["data.image_size=64", "train.batch_size=4", "data.num_workers=0", "loss.affinity_size=8", "train.epochs=1"]

@@ -1,120 +1,69 @@
-"""The Python API; the CLI is a thin layer over these functions."""
+"""The Python API: everything the ``snlad`` command does, as functions; the CLI is a thin layer over them.
+
+```python
+from snlad import api
+config = api.resolve_config("snl-fd", overrides=["train.epochs=20"])
+api.train(config, "ROOT", "runs/mine")
+metrics = api.test("runs/mine", "ROOT")          # {category: {metric: value}, "mean": {...}}
+```
+"""
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from snlad.config import Config, load_config, merge, parse_override
-from snlad.data import index_dataset
-from snlad.engine.evaluate import evaluate, write_metrics
-from snlad.engine.fast import optimise_for_inference, optimise_run
-from snlad.engine.predict import predict as predict_images
-from snlad.engine.trained import TrainedModel, build_scorer, load_run, write_run_index
-from snlad.engine.train import CHECKPOINT, train_run
-from snlad.errors import SnladError
+from snlad.engine.evaluate import metrics_markdown
+from snlad.experiments import load_experiment, run_experiment
+from snlad.probes import CutPasteSettings, MixupSettings, run_cutpaste, run_mixup
+from snlad.report import build_report, onevsmulti_figure
+from snlad.workflow import calibrate, export, predict, resolve_config, run_model, test, train
+
+__all__ = [
+    "CutPasteSettings",
+    "MixupSettings",
+    "calibrate",
+    "experiment",
+    "export",
+    "figure_onevsmulti",
+    "metrics_table",
+    "predict",
+    "probe_cutpaste",
+    "probe_mixup",
+    "report",
+    "resolve_config",
+    "run_model",
+    "test",
+    "train",
+]
 
 
-def resolve_config(model: str | None = None, config_file: str | Path | None = None, overrides: Sequence[str] = (), teacher: str | None = None, teacher_weights: str | None = None, categories: Sequence[str] | None = None) -> Config:
-    """Preset -> file -> overrides, then the explicit arguments (they win)."""
-    extra = list(overrides)
-    if teacher is not None:
-        extra.append(f"model.teacher={teacher}")
-    if teacher_weights is not None:
-        extra.append(f"model.teacher_weights='{Path(teacher_weights).resolve()}'")
-    config = load_config(model, config_file, extra)
-    if categories is not None:
-        config.data.categories = list(categories)
-    return config
+def metrics_table(per_category: dict[str, dict[str, float]], title: str | None = None) -> str:
+    """The Markdown table ``snlad test`` prints and writes to ``metrics.md``."""
+    return metrics_markdown(per_category, title)
 
 
-def train(config: Config, data_root: str | Path, out_dir: str | Path, one_class: bool = False, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict[str, TrainedModel]:
-    """Train one multi-class model (or one model per category) and write the run directory."""
-    out_dir = Path(out_dir)
-    samples = index_dataset(data_root, "train", config.data.categories)
-    categories = sorted({s.category for s in samples})
-    config.data.categories = categories
-    if not one_class:
-        trained = train_run(config, samples, out_dir, resume=resume, overwrite=overwrite, progress=progress)
-        write_run_index(out_dir, "multi-class", categories)
-        return {category: trained for category in categories}
-    models = {}
-    for category in categories:
-        sub_dir = out_dir / category
-        category_config = copy.deepcopy(config)
-        category_config.data.categories = [category]
-        category_samples = [s for s in samples if s.category == category]
-        sub_resume = resume and (sub_dir / CHECKPOINT).exists()  # a finished category resumes at its last epoch: nothing to train
-        models[category] = train_run(category_config, category_samples, sub_dir, resume=sub_resume, overwrite=overwrite, progress=progress)
-    write_run_index(out_dir, "one-class", categories)
-    return models
+def experiment(path: str | Path, data_root: str | Path, out_dir: str | Path, only: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
+               modes: Sequence[str] | None = None, tables_only: bool = False, progress: bool = True) -> dict[str, Path]:
+    """Train and test every configuration x seed x mode of an experiment file; returns each mode's table."""
+    return run_experiment(load_experiment(path), data_root, out_dir, list(only) if only else None, list(seeds) if seeds else None, list(modes) if modes else None, tables_only, progress)
 
 
-def with_map_settings(models: dict[str, TrainedModel], overrides: Sequence[str]) -> dict[str, TrainedModel]:
-    """The same trained networks scored with other anomaly-map settings (``map.*`` only)."""
-    if not overrides:
-        return models
-    parsed = [parse_override(text) for text in overrides]
-    if any(set(update) != {"map"} for update in parsed):
-        raise SnladError("only map.* settings (beta, sigma, image_score, topk_fraction) can change after training")
-    rescored: dict[int, TrainedModel] = {}
-    for trained in models.values():
-        if id(trained) not in rescored:
-            config = trained.config
-            for text, update in zip(overrides, parsed):
-                config = merge(config, update, source=f"override '{text}'")
-            rescored[id(trained)] = dataclasses.replace(trained, config=config, scorer=build_scorer(config).to(trained.device))
-    return {category: rescored[id(trained)] for category, trained in models.items()}
+def probe_mixup(runs: Sequence[str | Path], data_root: str | Path, settings: MixupSettings, out_dir: str | Path) -> list[dict]:
+    """Mixup interference probe (paper Fig. 2, left); see :mod:`snlad.probes.mixup`."""
+    return run_mixup(runs, data_root, settings, out_dir)
 
 
-def test(run_dir: str | Path, data_root: str | Path, categories: Sequence[str] | None = None, batch_size: int = 8, progress: bool = True, map_overrides: Sequence[str] = (), out_dir: str | Path | None = None,
-         micro_batch: int | None = None, torch_compile: bool = False) -> dict[str, dict[str, float]]:
-    """Evaluate a run on the test split of ``data_root``; write metrics files into ``out_dir`` (default: the run).
-
-    ``map_overrides`` (e.g. ``["map.beta=2"]``) score the same networks with another anomaly map;
-    ``micro_batch`` and ``torch_compile`` change speed only (:func:`snlad.engine.fast.optimise_for_inference`).
-    """
-    models = optimise_run(with_map_settings(load_run(Path(run_dir)), map_overrides), micro_batch, torch_compile)
-    wanted = list(categories) if categories is not None else list(models)
-    unknown = [c for c in wanted if c not in models]
-    if unknown:
-        raise SnladError(f"the run {run_dir} was not trained on {', '.join(unknown)} (it knows {', '.join(models)})")
-    samples = index_dataset(data_root, "test", wanted)
-    per_category, rows = evaluate(models, samples, batch_size, progress)
-    first = next(iter(models.values())).config
-    write_metrics(Path(out_dir or run_dir), per_category, rows, title=f"{first.model.name} ({first.model.teacher}, {first.data.image_size} px)")
-    return per_category
+def probe_cutpaste(runs: Sequence[str | Path], data_root: str | Path, settings: CutPasteSettings, out_dir: str | Path) -> list[dict]:
+    """Cut-paste interference probe (paper Fig. 2, right); see :mod:`snlad.probes.cutpaste`."""
+    return run_cutpaste(runs, data_root, settings, out_dir)
 
 
-def predict(run_dir: str | Path, inputs: Iterable[str | Path], out_dir: str | Path, category: str | None = None, batch_size: int = 8, progress: bool = True,
-            micro_batch: int | None = None, torch_compile: bool = False) -> tuple[list[dict], list[tuple[str, str]]]:
-    """Score images with a trained run; see :func:`snlad.engine.predict.predict` (speed options as in :func:`test`)."""
-    trained = optimise_for_inference(run_model(run_dir, category), micro_batch=micro_batch, torch_compile=torch_compile)
-    return predict_images(trained, inputs, Path(out_dir), category, batch_size, progress)
+def report(runs: Sequence[str | Path], data_root: str | Path, out_dir: str | Path, probe_dirs: Sequence[str | Path] = (), experiment_dir: str | Path | None = None, examples: int = 3) -> Path:
+    """The HTML report comparing tested runs; returns ``OUT/index.html``."""
+    return build_report(runs, data_root, out_dir, probe_dirs, experiment_dir, examples)
 
 
-def run_model(run_dir: str | Path, category: str | None = None) -> TrainedModel:
-    """The model of a run that serves ``category`` (required for a one-class run)."""
-    models = load_run(Path(run_dir))
-    if category is not None and category not in models:
-        raise SnladError(f"unknown category '{category}': the run knows {', '.join(models)}")
-    distinct = {id(m) for m in models.values()}
-    if category is None and len(distinct) > 1:
-        raise SnladError(f"{run_dir} is a one-class run: say which model to use with --category ({', '.join(models)})")
-    return models[category] if category is not None else next(iter(models.values()))
-
-
-def calibrate(run_dir: str | Path, data_root: str | Path, split: str = "train", rule: str = "max", quantile: float = 1.0, margin: float = 0.0, categories: Sequence[str] | None = None) -> dict[str, dict]:
-    """Recompute a run's decision thresholds and store them in its model files; see docs/thresholds.md."""
-    from snlad.engine.calibration import Rule, recalibrate_run
-
-    return recalibrate_run(Path(run_dir), data_root, split, Rule(rule, quantile, margin), categories)
-
-
-def export(run_dir: str | Path, fmt: str, out: str | Path, category: str | None = None) -> Path:
-    """Write the run's model as one ONNX or TorchScript graph; see :mod:`snlad.export`."""
-    from snlad.export import export as export_graph
-
-    return export_graph(run_model(run_dir, category), fmt, Path(out), category)
+def figure_onevsmulti(experiment_dir: str | Path, out_png: str | Path) -> Path:
+    """Paper Fig. 1 from a finished experiment: one-class vs multi-class bars."""
+    return onevsmulti_figure(experiment_dir, out_png)

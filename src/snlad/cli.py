@@ -19,7 +19,7 @@ from snlad import api, cli_report
 from snlad.backbones import BACKBONE_NAMES
 from snlad.config import MODEL_NAMES
 from snlad.engine.train import TrainingInterrupted
-from snlad.errors import SnladError
+from snlad.errors import SnladError, one_line
 
 PARTIAL_FAILURE = 3  # predict skipped unreadable files and scored the rest
 
@@ -41,6 +41,13 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--one-class", action="store_true", help="train one model per category instead of one for all")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    parser.set_defaults(handler=_train)
+
+
+def _train(args: argparse.Namespace) -> None:
+    config = api.resolve_config(args.model, args.config, args.set, args.teacher, args.teacher_weights, _categories(args.categories))
+    api.train(config, args.data, args.out, one_class=args.one_class, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    print(f"trained {config.model.name} on {', '.join(config.data.categories)} -> {args.out}")
 
 
 def _add_test(commands: argparse._SubParsersAction) -> None:
@@ -52,6 +59,12 @@ def _add_test(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="map.KEY=VALUE", help="score with another anomaly map, e.g. --set map.image_score=topk (repeatable; map.* only)")
     parser.add_argument("--out", help="write the metrics files here instead of into the run")
     _add_speed_options(parser)
+    parser.set_defaults(handler=_test)
+
+
+def _test(args: argparse.Namespace) -> None:
+    per_category = api.test(args.run, args.data, _categories(args.categories), args.batch_size, not args.quiet, args.set, args.out, args.micro_batch, args.compile)
+    print(api.metrics_table(per_category), end="")
 
 
 def _non_negative(text: str) -> int:
@@ -74,6 +87,20 @@ def _add_predict(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--category", help="category of the images: picks the model of a one-class run and the decision threshold")
     parser.add_argument("--batch-size", type=int, default=8)
     _add_speed_options(parser)
+    parser.set_defaults(handler=_predict)
+
+
+def _predict(args: argparse.Namespace) -> int | None:
+    rows, failed = api.predict(args.run, args.inputs, args.out, args.category, args.batch_size, not args.quiet, args.micro_batch, args.compile)
+    for path, error in failed:
+        print(f"skipped {path}: {error}", file=sys.stderr)
+    if failed and not rows:
+        raise SnladError(f"none of the {len(failed)} input files could be read (each is listed above)")
+    print(f"scored {len(rows)} images -> {args.out}/scores.csv")
+    if failed:
+        print(f"snlad: {len(failed)} of {len(rows) + len(failed)} files could not be read and were skipped (listed above)", file=sys.stderr)
+        return PARTIAL_FAILURE
+    return None
 
 
 def _add_export(commands: argparse._SubParsersAction) -> None:
@@ -82,6 +109,11 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", required=True, choices=("onnx", "torchscript"))
     parser.add_argument("--out", required=True, help="file to write, e.g. model.onnx")
     parser.add_argument("--category", help="category whose model (one-class run) and thresholds to export")
+    parser.set_defaults(handler=_export)
+
+
+def _export(args: argparse.Namespace) -> None:
+    print(f"exported -> {api.export(args.run, args.format, args.out, args.category)}")
 
 
 def _add_calibrate(commands: argparse._SubParsersAction) -> None:
@@ -93,6 +125,13 @@ def _add_calibrate(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--quantile", type=float, default=1.0, help="rule quantile: quantile of normal scores and pixels")
     parser.add_argument("--margin", type=float, default=0.0, help="normal-based rules: threshold x (1 + margin)")
     parser.add_argument("--categories", help="comma-separated subset of the run's categories")
+    parser.set_defaults(handler=_calibrate)
+
+
+def _calibrate(args: argparse.Namespace) -> None:
+    results = api.calibrate(args.run, args.data, args.split, args.rule, args.quantile, args.margin, _categories(args.categories))
+    for category, result in results.items():
+        print(f"{category}: threshold {result['threshold']:.6g}, pixel threshold {result['pixel_threshold']:.6g} ({result['rule']} on {len(result['normal_scores'])} normal + {result['anomalous_images']} anomalous images)")
 
 
 def _add_experiment(commands: argparse._SubParsersAction) -> None:
@@ -104,6 +143,14 @@ def _add_experiment(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--seeds", help="comma-separated seeds to run (default: the file's)")
     parser.add_argument("--modes", help="comma-separated modes to run: multi-class, one-class (default: the file's)")
     parser.add_argument("--tables-only", action="store_true", help="train nothing; rewrite the tables from finished runs")
+    parser.set_defaults(handler=_experiment)
+
+
+def _experiment(args: argparse.Namespace) -> None:
+    seeds = [int(s) for s in _categories(args.seeds)] if args.seeds else None
+    tables = api.experiment(args.experiment, args.data, args.out, _categories(args.only), seeds, _categories(args.modes), args.tables_only, not args.quiet)
+    for mode, path in tables.items():
+        print(f"{mode}: {path}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,45 +168,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(args: argparse.Namespace) -> int | None:
-    progress = not args.quiet
-    if args.command == "train":
-        config = api.resolve_config(args.model, args.config, args.set, args.teacher, args.teacher_weights, _categories(args.categories))
-        api.train(config, args.data, args.out, one_class=args.one_class, resume=args.resume, overwrite=args.overwrite, progress=progress)
-        print(f"trained {config.model.name} on {', '.join(config.data.categories)} -> {args.out}")
-    elif args.command == "test":
-        per_category = api.test(args.run, args.data, _categories(args.categories), args.batch_size, progress, args.set, args.out, args.micro_batch, args.compile)
-        from snlad.engine.evaluate import metrics_markdown
-
-        print(metrics_markdown(per_category), end="")
-    elif args.command == "experiment":
-        from snlad.experiments import load_experiment, run_experiment
-
-        seeds = [int(s) for s in _categories(args.seeds)] if args.seeds else None
-        tables = run_experiment(load_experiment(args.experiment), args.data, args.out, _categories(args.only), seeds, _categories(args.modes), args.tables_only, progress)
-        for mode, path in tables.items():
-            print(f"{mode}: {path}")
-    elif args.command == "calibrate":
-        results = api.calibrate(args.run, args.data, args.split, args.rule, args.quantile, args.margin, _categories(args.categories))
-        for category, result in results.items():
-            print(f"{category}: threshold {result['threshold']:.6g}, pixel threshold {result['pixel_threshold']:.6g} ({result['rule']} on {len(result['normal_scores'])} normal + {result['anomalous_images']} anomalous images)")
-    elif args.command == "export":
-        print(f"exported -> {api.export(args.run, args.format, args.out, args.category)}")
-    elif args.command in cli_report.COMMANDS:
-        cli_report.run(args)
-    else:
-        rows, failed = api.predict(args.run, args.inputs, args.out, args.category, args.batch_size, progress, args.micro_batch, args.compile)
-        for path, error in failed:
-            print(f"skipped {path}: {error}", file=sys.stderr)
-        if failed and not rows:
-            raise SnladError(f"none of the {len(failed)} input files could be read (each is listed above)")
-        print(f"scored {len(rows)} images -> {args.out}/scores.csv")
-        if failed:
-            print(f"snlad: {len(failed)} of {len(rows) + len(failed)} files could not be read and were skipped (listed above)", file=sys.stderr)
-            return PARTIAL_FAILURE
-    return None
-
-
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -168,14 +176,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # a scheduler's stop saves state like Ctrl-C
     try:
-        status = _run(args)
+        status = args.handler(args)
     except TrainingInterrupted as error:
         print(f"snlad: {error}", file=sys.stderr)
         return 130
     except SnladError as error:
         if args.debug:
             raise
-        print(f"snlad: error: {_one_line(error)}", file=sys.stderr)
+        print(f"snlad: error: {one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"snlad: interrupted{_resume_hint(args)}", file=sys.stderr)
@@ -190,14 +198,6 @@ def _resume_hint(args: argparse.Namespace) -> str:
     if args.command != "train" or not any(Path(args.out).glob("**/checkpoint.pt")):
         return ""
     return f"; the last saved state in {args.out} is kept: continue with the same command plus --resume"
-
-
-def _one_line(error: SnladError) -> str:
-    """The error's own message; a DataLoader worker re-raises it wrapped in its traceback, whose last line it is."""
-    text = str(error)
-    if text.startswith("Caught ") and "\n" in text:
-        text = text.rstrip().splitlines()[-1].split(": ", 1)[-1]
-    return text
 
 
 if __name__ == "__main__":

@@ -1,16 +1,16 @@
 """Command line of the analyses: ``snlad probe mixup|cutpaste``, ``snlad report``, ``snlad figure onevsmulti``.
 
 Kept apart from :mod:`snlad.cli` so the training commands stay short; the
-main CLI registers these parsers and hands matching commands to :func:`run`.
+main CLI registers these parsers, each of which names its handler.
 """
 
 from __future__ import annotations
 
 import argparse
 
+from snlad import api
 from snlad.errors import SnladError
-
-COMMANDS = ("probe", "report", "figure")
+from snlad.synthesis import DEFAULT_LAMBDAS
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -33,8 +33,6 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_probe(commands: argparse._SubParsersAction) -> None:
-    from snlad.probes.synthesis import DEFAULT_LAMBDAS
-
     parser = commands.add_parser("probe", help="cross-class interference probes (mixup, cut-paste)", description="Synthetic anomalies made of another class's normal content (paper Fig. 2).")
     probes = parser.add_subparsers(dest="probe", required=True)
     mixup = probes.add_parser("mixup", help="blend two categories' normal images", description="Anomalies (1 - lambda) * base + lambda * other from both categories' good test images; writes mixup.csv/json (AUROC normal vs mixture per lambda), mixup_auroc.png, mixup_scores.png, mixup_examples.png.")
@@ -43,6 +41,7 @@ def _add_probe(commands: argparse._SubParsersAction) -> None:
     mixup.add_argument("--other", required=True, help="category blended in")
     mixup.add_argument("--lambdas", type=_floats, default=DEFAULT_LAMBDAS, help="comma-separated ratios in [0, 1] (default 0.1,...,0.9)")
     mixup.add_argument("--pairs", type=int, default=40, help="(base, other) image pairs, drawn without replacement (default 40; all when fewer)")
+    mixup.set_defaults(handler=_mixup)
     cutpaste = probes.add_parser("cutpaste", help="paste one category's patches onto another", description="A square cut from a good test image of --source pasted at a random place onto good test images of each --target; writes cutpaste.csv/json (image AUROC, pixel AUROC, AUPRO), cutpaste_metrics.png and cutpaste_examples_<target>.png.")
     _add_common(cutpaste)
     cutpaste.add_argument("--source", required=True, help="category the patches are cut from")
@@ -50,6 +49,7 @@ def _add_probe(commands: argparse._SubParsersAction) -> None:
     cutpaste.add_argument("--patch-size", type=float, default=0.15, help="patch side as a fraction of the image side (default 0.15)")
     cutpaste.add_argument("--count", type=int, default=40, help="synthetic anomalies per target (default 40)")
     cutpaste.add_argument("--examples", type=int, default=4, help="rows of the example figure (default 4)")
+    cutpaste.set_defaults(handler=_cutpaste)
 
 
 def _add_report(commands: argparse._SubParsersAction) -> None:
@@ -60,6 +60,7 @@ def _add_report(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--probes", action="append", default=[], help="output directory of `snlad probe` (repeatable)")
     parser.add_argument("--experiment-dir", help="output directory of `snlad experiment` (results-<mode>.csv)")
     parser.add_argument("--examples", type=int, default=3, help="defective test images shown per category, plus one good (default 3)")
+    parser.set_defaults(handler=_report)
 
 
 def _add_figure(commands: argparse._SubParsersAction) -> None:
@@ -68,6 +69,7 @@ def _add_figure(commands: argparse._SubParsersAction) -> None:
     onevsmulti = figures.add_parser("onevsmulti", help="I-AUROC and P-AUROC bars, one-class vs multi-class (paper Fig. 1)", description="Bars per configuration from OUT/results-one-class.csv and OUT/results-multi-class.csv: mean over categories and seeds, error bars = std over seeds.")
     onevsmulti.add_argument("--experiment-dir", required=True, help="output directory of `snlad experiment`")
     onevsmulti.add_argument("--out", required=True, help="PNG file to write")
+    onevsmulti.set_defaults(handler=_onevsmulti)
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -81,35 +83,30 @@ def _positive(name: str, value: int) -> None:
         raise SnladError(f"{name} must be at least 1, got {value}")
 
 
-def _probe(args: argparse.Namespace) -> None:
-    from snlad.probes import CutPasteSettings, MixupSettings, run_cutpaste, run_mixup
-
-    _positive("--batch-size", args.batch_size)
-    if args.probe == "mixup":
-        _positive("--pairs", args.pairs)
-        settings = MixupSettings(args.base, args.other, args.lambdas, args.seed, args.pairs, args.batch_size)
-        rows = run_mixup(args.run, args.data, settings, args.out)
-        keys = ("lambda", "image_auroc")
-    else:
-        _positive("--count", args.count)
-        settings = CutPasteSettings(args.source, args.target, args.patch_size, args.count, args.seed, args.batch_size, args.examples)
-        rows = run_cutpaste(args.run, args.data, settings, args.out)
-        keys = ("target", "image_auroc", "pixel_auroc", "aupro")
+def _print_rows(rows: list[dict], keys: tuple[str, ...], out: str) -> None:
     for row in rows:
         print(row["run"], *(f"{k}={row[k]:.3f}" if isinstance(row[k], float) else f"{k}={row[k]}" for k in keys))
-    print(f"-> {args.out}")
+    print(f"-> {out}")
 
 
-def run(args: argparse.Namespace) -> None:
-    """Carry out a command of :data:`COMMANDS`."""
-    if args.command == "probe":
-        _probe(args)
-    elif args.command == "report":
-        from snlad.report import build_report
+def _mixup(args: argparse.Namespace) -> None:
+    _positive("--batch-size", args.batch_size)
+    _positive("--pairs", args.pairs)
+    settings = api.MixupSettings(args.base, args.other, args.lambdas, args.seed, args.pairs, args.batch_size)
+    _print_rows(api.probe_mixup(args.run, args.data, settings, args.out), ("lambda", "image_auroc"), args.out)
 
-        _positive("--examples", args.examples)
-        print(build_report(args.run, args.data, args.out, args.probes, args.experiment_dir, args.examples))
-    else:
-        from snlad.report import onevsmulti_figure
 
-        print(onevsmulti_figure(args.experiment_dir, args.out))
+def _cutpaste(args: argparse.Namespace) -> None:
+    _positive("--batch-size", args.batch_size)
+    _positive("--count", args.count)
+    settings = api.CutPasteSettings(args.source, args.target, args.patch_size, args.count, args.seed, args.batch_size, args.examples)
+    _print_rows(api.probe_cutpaste(args.run, args.data, settings, args.out), ("target", "image_auroc", "pixel_auroc", "aupro"), args.out)
+
+
+def _report(args: argparse.Namespace) -> None:
+    _positive("--examples", args.examples)
+    print(api.report(args.run, args.data, args.out, args.probes, args.experiment_dir, args.examples))
+
+
+def _onevsmulti(args: argparse.Namespace) -> None:
+    print(api.figure_onevsmulti(args.experiment_dir, args.out))

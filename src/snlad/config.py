@@ -19,7 +19,8 @@ from typing import Any
 
 import yaml
 
-from snlad.errors import SnladError
+from snlad.errors import SnladError, brief
+from snlad.files import atomic_write_text
 
 MODEL_NAMES = ("fd", "rd", "snl-fd", "snl-rd")
 
@@ -41,17 +42,32 @@ class ModelConfig:
     cram_centres: int = 16  # paper range 8-64 (reconstruction); see docs/results
 
 
+def term(weight: float) -> float:
+    """A distillation term's weight (0 switches it off): a LossConfig field that ``snlad.losses.TERMS`` implements."""
+    return field(default=weight, metadata={"term": True})
+
+
 @dataclass
 class LossConfig:
-    """Weights of the distillation terms; 0 switches a term off (ablations need no code)."""
+    """Weights of the distillation terms and their settings; ablations are a ``--set loss.<term>=0``.
 
-    channel: float = 1.0  # per-position 1 - cos across channels (STPM; SNL channel-wise)
-    whole_map: float = 0.0  # RD4AD: 1 - cos of the flattened map per level
-    spatial: float = 0.0  # per-channel 1 - cos across positions (SNL spatial-wise)
-    intra: float = 0.0  # |A_T - A_S| intra-affinity (SNL)
-    inter: float = 0.0  # |A_TS - A_T| inter-affinity (SNL, reconstruction)
+    The fields made with :func:`term` are the list of terms: adding one means
+    adding its field here and its function to ``snlad.losses.TERMS`` (checked
+    at import), nothing else.
+    """
+
+    channel: float = term(1.0)  # per-position 1 - cos across channels (STPM; SNL channel-wise)
+    whole_map: float = term(0.0)  # RD4AD: 1 - cos of the flattened map per level
+    spatial: float = term(0.0)  # per-channel 1 - cos across positions (SNL spatial-wise)
+    intra: float = term(0.0)  # |A_T - A_S| intra-affinity (SNL)
+    inter: float = term(0.0)  # |A_TS - A_T| inter-affinity (SNL, reconstruction)
     affinity_size: int = 16  # affinities on a grid of at most this side (cost: N^2, N = side^2)
     affinity_distance: str = "l2"  # "l1" or "l2" between affinity matrices
+
+
+def term_weights(loss: LossConfig) -> dict[str, float]:
+    """Every distillation term's weight, by name, in declaration order."""
+    return {f.name: getattr(loss, f.name) for f in dataclasses.fields(loss) if f.metadata.get("term")}
 
 
 @dataclass
@@ -201,8 +217,7 @@ def _validate(config: Config, source: str) -> None:
         (config.train.amp in ("none", "bf16"), "train.amp must be 'none' or 'bf16'"),
         (config.train.device in ("auto", "cpu") or config.train.device.startswith("cuda"), "train.device must be auto, cpu or cuda[:N]"),
     ]
-    weights = dataclasses.asdict(config.loss)
-    checks += [(weights[k] >= 0, f"loss.{k} must be >= 0") for k in ("channel", "whole_map", "spatial", "intra", "inter")]
+    checks += [(weight >= 0, f"loss.{name} must be >= 0") for name, weight in term_weights(config.loss).items()]
     checks.append((config.loss.channel + config.loss.whole_map > 0, "loss.channel or loss.whole_map must be > 0"))
     for ok, message in checks:
         if not ok:
@@ -218,8 +233,7 @@ def parse_override(text: str) -> dict[str, Any]:
     try:
         value = yaml.safe_load(raw)
     except (yaml.YAMLError, ValueError) as error:  # ValueError: an integer of over 4300 digits
-        first = " ".join(str(error).split())[:120]
-        raise SnladError(f"override {text!r}: the value is not valid YAML ({first}); quote text values, e.g. model.teacher_weights='my [1].pth'") from None
+        raise SnladError(f"override {text!r}: the value is not valid YAML ({brief(error, 120)}); quote text values, e.g. model.teacher_weights='my [1].pth'") from None
     return {section: {name: value}}
 
 
@@ -250,8 +264,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise SnladError(f"config file {path} does not exist") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError) as error:  # ValueError: an integer of over 4300 digits
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise SnladError(f"config file {path} cannot be read as YAML: {first}") from None
+        raise SnladError(f"config file {path} cannot be read as YAML ({brief(error)})") from None
     if values is None:
         return {}
     if not isinstance(values, dict):
@@ -261,8 +274,6 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 def write_yaml(config: Config, path: Path) -> None:
     """Write the resolved config (tuples as lists, so YAML stays plain)."""
-    from snlad.engine.checkpoint import atomic_write_text
-
     data = config.to_dict()
     data["train"]["betas"] = list(data["train"]["betas"])
     atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))

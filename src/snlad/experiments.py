@@ -9,8 +9,6 @@ checkpoint resumes, so the whole experiment can be stopped and restarted.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from snlad import api
+from snlad import workflow
 from snlad.config import read_yaml
 from snlad.data import list_categories
-from snlad.engine.checkpoint import atomic_write_text
+from snlad.engine.run import MODES, ONE_CLASS, Run
 from snlad.errors import SnladError
-
-MODES = ("multi-class", "one-class")
+from snlad.files import atomic_write_text, write_csv
 TABLE_METRICS = (("image_auroc", "I-AUROC"), ("pixel_auroc", "P-AUROC"), ("aupro", "AUPRO"))
 
 
@@ -75,15 +72,15 @@ def run_experiment(experiment: Experiment, data_root: str | Path, out_dir: str |
         for name in names if not tables_only and (modes is None or mode in modes) else []:
             spec = experiment.configurations[name]
             for seed in [s for s in experiment.seeds if seeds is None or s in seeds]:
-                run_dir = out_dir / mode / name / f"seed{seed}"
-                if (run_dir / "metrics.json").exists():
+                run = Run(out_dir / mode / name / f"seed{seed}")
+                if run.metrics_json.exists():
                     continue
                 overrides = experiment.settings + list(spec.get("set", [])) + [f"train.seed={seed}"]
-                config = api.resolve_config(spec["model"], None, overrides, categories=categories)
-                resume = (run_dir / "checkpoint.pt").exists() or any(run_dir.glob("*/checkpoint.pt"))
+                config = workflow.resolve_config(spec["model"], None, overrides, categories=categories)
+                resume = any(folder.checkpoint.exists() for folder in run.model_dirs())
                 print(f"[{experiment.name}] {mode} {name} seed {seed}", flush=True)
-                api.train(config, data_root, run_dir, one_class=mode == "one-class", resume=resume, overwrite=not resume, progress=progress)
-                api.test(run_dir, data_root, categories, progress=progress)
+                workflow.train(config, data_root, run.path, one_class=mode == ONE_CLASS, resume=resume, overwrite=not resume, progress=progress)
+                workflow.test(run.path, data_root, categories, progress=progress)
         tables[mode] = write_tables(out_dir, mode, list(experiment.configurations), experiment.seeds, categories)
     return tables
 
@@ -92,7 +89,7 @@ def collect(out_dir: Path, mode: str, name: str, seeds: list[int]) -> dict[int, 
     """Metrics of each finished seed of one configuration."""
     results = {}
     for seed in seeds:
-        path = out_dir / mode / name / f"seed{seed}" / "metrics.json"
+        path = Run(out_dir / mode / name / f"seed{seed}").metrics_json
         if path.exists():
             results[seed] = json.loads(path.read_text())
     return results
@@ -118,12 +115,9 @@ def _coverage_note(out_dir: Path, mode: str, names: list[str], seeds: list[int],
 
 
 def write_tables(out_dir: Path, mode: str, names: list[str], seeds: list[int], categories: list[str]) -> Path:
-    """results-<mode>.md (mean ± std over seeds) and results-<mode>.csv (one row per run)."""
+    """results-<mode>.md (mean ± std over seeds) and results-<mode>.csv (one row per run and category)."""
     columns = [*categories, "mean"]
     lines = [f"## {mode}", ""]
-    rows_csv = io.StringIO()
-    writer = csv.writer(rows_csv)
-    writer.writerow(["configuration", "seed", "category", *(key for key, _ in TABLE_METRICS)])
     for key, label in TABLE_METRICS:
         lines += [f"### {label} (%, mean ± std over seeds)", "", "| configuration | seeds | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 2)]
         for name in names:
@@ -133,12 +127,14 @@ def write_tables(out_dir: Path, mode: str, names: list[str], seeds: list[int], c
             cells = [_cell([r[c][key] for r in results if c in r]) for c in columns]
             lines.append(f"| {name} | {len(results)} | " + " | ".join(cells) + " |")
         lines += [_coverage_note(out_dir, mode, names, seeds, key, len(categories)), ""]
-    for name in names:
-        for seed, result in collect(out_dir, mode, name, seeds).items():
-            for category in columns:
-                if category in result:
-                    writer.writerow([name, seed, category, *(result[category][key] for key, _ in TABLE_METRICS)])
+    rows = [
+        [name, seed, category, *(result[category][key] for key, _ in TABLE_METRICS)]
+        for name in names
+        for seed, result in collect(out_dir, mode, name, seeds).items()
+        for category in columns
+        if category in result
+    ]
     path = out_dir / f"results-{mode}.md"
     atomic_write_text(path, "\n".join(lines))
-    atomic_write_text(out_dir / f"results-{mode}.csv", rows_csv.getvalue())
+    write_csv(out_dir / f"results-{mode}.csv", ["configuration", "seed", "category", *(key for key, _ in TABLE_METRICS)], rows)
     return path

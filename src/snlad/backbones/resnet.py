@@ -11,8 +11,9 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from snlad.backbones import Backbone, load_checkpoint, read_state_dict
+from snlad.backbones.base import Backbone
 from snlad.backbones.fold import ConvBN
+from snlad.backbones.weights import load_pretrained, read_state_dict
 from snlad.errors import SnladError
 
 _BN_EPS = 1e-5
@@ -78,6 +79,7 @@ _ARCHS: dict[str, tuple[type[BasicBlock] | type[Bottleneck], tuple[int, int, int
     "resnet18": (BasicBlock, (2, 2, 2), 64),
     "wide_resnet50_2": (Bottleneck, (3, 4, 6), 128),
 }
+RESNET_NAMES = tuple(_ARCHS)
 
 
 def build_resnet(name: str, *, pretrained: bool, weights: str | os.PathLike | None) -> Backbone:
@@ -105,7 +107,7 @@ def build_resnet(name: str, *, pretrained: bool, weights: str | os.PathLike | No
                 f"{name} needs its ImageNet weights: give the file with --teacher-weights PATH "
                 f"(the expected format is torchvision's {name} ImageNet state dict)"
             )
-        load_checkpoint(
+        load_pretrained(
             backbone,
             read_state_dict(weights),
             path=weights,

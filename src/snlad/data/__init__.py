@@ -5,7 +5,7 @@ Layout rules (MVTec AD, VisA, plain folder) are documented in
 limits) in :mod:`snlad.data.image_io`.
 """
 
-from snlad.data.dataset import AnomalyDataset, holdout_split
+from snlad.data.dataset import AnomalyDataset, holdout_split, load_tensors
 from snlad.data.image_io import IMAGE_EXTENSIONS, load_image, load_mask
 from snlad.data.layouts import detect_layout, index_dataset, list_categories
 from snlad.data.sample import Sample
@@ -18,6 +18,7 @@ __all__ = [
     "holdout_split",
     "index_dataset",
     "list_categories",
+    "load_tensors",
     "load_image",
     "load_mask",
 ]

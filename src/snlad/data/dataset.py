@@ -15,10 +15,6 @@ from snlad.data.image_io import load_mask, read_rgb
 from snlad.data.sample import Sample
 from snlad.errors import SnladError
 
-# Photometric jitter of +-10 %: the lighting drift of a real line, far from a defect.
-_JITTER = 0.1
-
-
 class AnomalyDataset(Dataset):
     """Decode, resize and tensorise samples lazily, one item at a time.
 
@@ -28,12 +24,10 @@ class AnomalyDataset(Dataset):
     normalisation because each teacher network applies its own statistics.
     Masks are resized with nearest neighbour so they stay exactly binary.
 
-    ``augment=True`` applies only a mild brightness/contrast jitter. Geometric
-    augmentation is left out on purpose: a flip or rotation is exactly what some
+    There is no augmentation: a flip or rotation is exactly what some
     categories call a defect (MVTec's metal_nut "flip", a misplaced transistor),
     and shifts or zooms would make training images differ in scale from the
-    unaugmented test pipeline. Randomness comes from torch's generator, which
-    ``DataLoader`` seeds differently in every worker.
+    test pipeline.
 
     Each item is a dict with ``image`` (float32, 3 x S x S), ``mask`` (float32,
     1 x S x S in {0, 1}; zeros when there is no mask), ``label`` (int),
@@ -42,12 +36,11 @@ class AnomalyDataset(Dataset):
     a mask, whose zero mask must not enter pixel-level metrics).
     """
 
-    def __init__(self, samples: Sequence[Sample], image_size: int = 256, augment: bool = False) -> None:
+    def __init__(self, samples: Sequence[Sample], image_size: int = 256) -> None:
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
             raise SnladError(f"image_size must be a positive integer, got {image_size!r}")
         self.samples = list(samples)
         self.image_size = image_size
-        self.augment = augment
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -60,8 +53,6 @@ class AnomalyDataset(Dataset):
         if image.size != size:
             image = image.resize(size, Image.Resampling.BILINEAR)
         pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
-        if self.augment:
-            pixels = self._jitter(pixels)
         if sample.mask is None:
             mask = torch.zeros((1, *size), dtype=torch.float32)
         else:
@@ -78,13 +69,14 @@ class AnomalyDataset(Dataset):
             "has_mask": sample.mask is not None,
         }
 
-    @staticmethod
-    def _jitter(pixels: torch.Tensor) -> torch.Tensor:
-        """Scale brightness, then contrast around the image mean, by factors in [0.9, 1.1]."""
-        brightness, contrast = (1.0 + _JITTER * (2.0 * torch.rand(2) - 1.0)).tolist()
-        pixels = pixels * brightness
-        mean = pixels.mean()
-        return ((pixels - mean) * contrast + mean).clamp(0.0, 1.0)
+
+def load_tensors(samples: Sequence[Sample], image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images N x 3 x S x S in [0, 1] and boolean masks N x S x S, resized as for testing (probes, report)."""
+    if not samples:
+        raise SnladError("no images to load")
+    dataset = AnomalyDataset(samples, image_size)
+    items = [dataset[index] for index in range(len(dataset))]
+    return torch.stack([item["image"] for item in items]), torch.stack([item["mask"][0] > 0.5 for item in items])
 
 
 def holdout_split(samples: Sequence[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:

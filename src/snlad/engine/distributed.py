@@ -21,9 +21,7 @@ rank 0 writes checkpoints, logs and the final model.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -130,10 +128,3 @@ def unwrap(model: TeacherStudent) -> TeacherStudent:
                 plain.load_state_dict(child.state_dict())
                 setattr(parent, name, plain.to(child.weight.device).train(child.training))
     return model
-
-
-@contextlib.contextmanager
-def autocast(device: torch.device, amp: str) -> Iterator[None]:
-    """bfloat16 autocast when ``amp == "bf16"``; plain float32 otherwise."""
-    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp == "bf16"):
-        yield

@@ -15,9 +15,6 @@ categories that have it; the mean row says how many that is.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,9 +23,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from snlad.data import AnomalyDataset, Sample
-from snlad.engine.checkpoint import atomic_write_text
 from snlad.engine.inference import infer
+from snlad.engine.run import Run
 from snlad.engine.trained import TrainedModel
+from snlad.files import atomic_write_text, write_csv, write_json
 from snlad.metrics import METRIC_NAMES, PixelMetricAccumulator, image_metrics, mean_over_categories
 
 TABLE_COLUMNS = ("image_auroc", "pixel_auroc", "aupro", "image_ap", "image_f1max", "pixel_ap", "pixel_f1max")
@@ -116,24 +114,18 @@ def _csv_cell(value: float) -> str:
     return "" if np.isnan(value) else f"{value:.6f}"
 
 
-def write_metrics(run_dir: Path, per_category: dict[str, dict[str, float]], rows: list[dict], title: str | None = None) -> None:
-    """metrics.csv, metrics.json, metrics.md and test_scores.csv, each written atomically.
+def write_metrics(out_dir: Path, per_category: dict[str, dict[str, float]], rows: list[dict], title: str | None = None) -> None:
+    """metrics.csv, metrics.json, metrics.md and test_scores.csv in ``out_dir`` (a run), each written atomically.
 
     A metric a category does not have is an empty CSV cell and ``null`` in JSON.
     """
-    run_dir = Path(run_dir)
-    table = io.StringIO()
-    writer = csv.writer(table)
-    writer.writerow(["category", *METRIC_NAMES, *COUNT_COLUMNS, *COVERAGE_COLUMNS])
-    for category, values in per_category.items():
-        coverage = [values[name] for name in COVERAGE_COLUMNS] if category == "mean" else [""] * len(COVERAGE_COLUMNS)
-        writer.writerow([category, *(_csv_cell(values[name]) for name in METRIC_NAMES), *(values[name] for name in COUNT_COLUMNS), *coverage])
-    atomic_write_text(run_dir / "metrics.csv", table.getvalue())
-    clean = {c: {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in values.items()} for c, values in per_category.items()}
-    atomic_write_text(run_dir / "metrics.json", json.dumps(clean, indent=2))
-    atomic_write_text(run_dir / "metrics.md", metrics_markdown(per_category, title))
-    scores = io.StringIO()
-    writer = csv.DictWriter(scores, fieldnames=["image", "category", "label", "has_mask", "score"])
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(run_dir / "test_scores.csv", scores.getvalue())
+    run = Run(Path(out_dir))
+    header = ["category", *METRIC_NAMES, *COUNT_COLUMNS, *COVERAGE_COLUMNS]
+    table = [
+        {"category": category, **{name: _csv_cell(values[name]) for name in METRIC_NAMES}, **{name: values[name] for name in (*COUNT_COLUMNS, *COVERAGE_COLUMNS) if name in values}}
+        for category, values in per_category.items()
+    ]
+    write_csv(run.metrics_csv, header, table)
+    write_json(run.metrics_json, {c: {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in values.items()} for c, values in per_category.items()})
+    atomic_write_text(run.metrics_md, metrics_markdown(per_category, title))
+    write_csv(run.test_scores, ["image", "category", "label", "has_mask", "score"], rows)

@@ -1,33 +1,46 @@
 """The one inference loop: batches in, anomaly maps and image scores out.
 
-Testing, prediction and calibration all go through ``infer`` so every number
-snlad reports comes from the same code path.
+Testing, prediction, calibration, selection, the probes and the report all go
+through :func:`infer` (or :func:`score_tensors`, built on it), so every number
+snlad reports comes from the same code path: ``TrainedModel.score``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-if TYPE_CHECKING:
-    from snlad.engine.trained import TrainedModel
+from snlad.engine.trained import TrainedModel
+from snlad.errors import SnladError
 
 
-def infer(trained: "TrainedModel", loader: DataLoader, progress: bool = True, desc: str = "scoring") -> Iterator[tuple[dict[str, Any], torch.Tensor, torch.Tensor]]:
-    """Yield (batch, maps B x S x S, scores B) for every batch of ``loader``.
+def infer(trained: TrainedModel, batches: Iterable[dict[str, Any]], progress: bool = True, desc: str = "scoring") -> Iterator[tuple[dict[str, Any], torch.Tensor, torch.Tensor]]:
+    """Yield (batch, maps B x S x S, scores B) for every batch (a dict with ``image``), maps and scores on the CPU.
 
     A batch with no images (every file in it unreadable) yields empty tensors.
     """
     trained.eval()
     device = trained.device
     with torch.inference_mode():
-        for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        for batch in tqdm(batches, desc=desc, disable=not progress, leave=False, unit="batch"):
             if batch["image"].numel() == 0:
                 yield batch, torch.empty(0), torch.empty(0)
                 continue
             maps, scores = trained.score(batch["image"].to(device))
             yield batch, maps.cpu(), scores.cpu()
+
+
+def score_tensors(trained: TrainedModel, images: torch.Tensor, batch_size: int = 8, desc: str = "scoring", progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Anomaly maps N x S x S and image scores N of ``images`` (N x 3 x S x S in [0, 1]) already in memory."""
+    size = trained.config.data.image_size
+    if images.ndim != 4 or tuple(images.shape[1:]) != (3, size, size):
+        raise SnladError(f"images must be N x 3 x {size} x {size} for this model, got {tuple(images.shape)}")
+    batches = [{"image": chunk} for chunk in images.split(batch_size)]
+    maps, scores = [], []
+    for _, batch_maps, batch_scores in infer(trained, batches, progress, desc):
+        maps.append(batch_maps)
+        scores.append(batch_scores)
+    return torch.cat(maps), torch.cat(scores)

@@ -6,24 +6,20 @@ run; every output file is written atomically.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from snlad.data import AnomalyDataset, Sample, load_image
-from snlad.data import IMAGE_EXTENSIONS
-from snlad.engine.checkpoint import atomic_write_bytes, atomic_write_text
+from snlad.data import IMAGE_EXTENSIONS, AnomalyDataset, Sample, load_image
 from snlad.engine.inference import infer
 from snlad.engine.trained import TrainedModel
 from snlad.errors import SnladError
+from snlad.files import atomic_write_bytes, write_csv, write_npy
+from snlad.render import ColourScale, mask_to_uint8, overlay, png_bytes
 
 
 def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
@@ -80,23 +76,6 @@ def _unique_stems(paths: Sequence[Path]) -> dict[str, str]:
     return stems
 
 
-def overlay_png(image: np.ndarray, anomaly_map: np.ndarray, scale: float) -> bytes:
-    """Jet-coloured map blended over the image; ``scale`` maps to the top of the colour range."""
-    normalised = np.clip(anomaly_map / max(scale, 1e-12), 0.0, 1.0)
-    colours = (matplotlib.colormaps["jet"](normalised)[..., :3] * 255).astype(np.float32)
-    blended = (0.5 * image.astype(np.float32) + 0.5 * colours).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(blended).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def mask_png(mask: np.ndarray) -> bytes:
-    """A boolean H x W defect mask as an 8-bit PNG: 255 = defect, 0 = normal."""
-    buffer = io.BytesIO()
-    Image.fromarray(mask.astype(np.uint8) * 255).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def predict(trained: TrainedModel, inputs: Iterable[str | Path], out_dir: Path, category: str | None = None, batch_size: int = 8, progress: bool = True) -> tuple[list[dict], list[tuple[str, str]]]:
     """Write scores.csv, maps/<stem>.npy (float32, original H x W) and overlays/<stem>.png.
 
@@ -122,13 +101,11 @@ def predict(trained: TrainedModel, inputs: Iterable[str | Path], out_dir: Path, 
                 height, width = (int(v) for v in size)
                 full = F.interpolate(anomaly_map[None, None], size=(height, width), mode="bilinear", align_corners=False)[0, 0].numpy()
                 stem = stems[path]
-                buffer = io.BytesIO()
-                np.save(buffer, full.astype(np.float32))
-                atomic_write_bytes(out_dir / "maps" / f"{stem}.npy", buffer.getvalue())
-                scale = 2 * threshold if threshold else float(full.max())
-                atomic_write_bytes(out_dir / "overlays" / f"{stem}.png", overlay_png(load_image(path), full, scale))
+                write_npy(out_dir / "maps" / f"{stem}.npy", full.astype(np.float32))
+                scale = ColourScale(0.0, 2 * threshold if threshold else float(full.max()))
+                atomic_write_bytes(out_dir / "overlays" / f"{stem}.png", png_bytes(overlay(load_image(path), full, scale)))
                 if pixel_threshold is not None:
-                    atomic_write_bytes(out_dir / "masks" / f"{stem}.png", mask_png(full > pixel_threshold))
+                    atomic_write_bytes(out_dir / "masks" / f"{stem}.png", png_bytes(mask_to_uint8(full > pixel_threshold)))
                 row = {"image": path, "score": float(score)}
                 if threshold is not None:
                     row["is_anomalous"] = int(float(score) > threshold)
@@ -141,9 +118,4 @@ def predict(trained: TrainedModel, inputs: Iterable[str | Path], out_dir: Path, 
 
 
 def _write_scores(path: Path, rows: list[dict]) -> None:
-    buffer = io.StringIO()
-    fields = ["image", "score"] + (["is_anomalous"] if rows and "is_anomalous" in rows[0] else [])
-    writer = csv.DictWriter(buffer, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
+    write_csv(path, ["image", "score"] + (["is_anomalous"] if rows and "is_anomalous" in rows[0] else []), rows)

@@ -1,31 +1,37 @@
 """Distillation loss terms, one function each, and their weighted sum.
 
-Every term takes teacher and student features of one level (B x C x H x W),
-returns a scalar, is zero when the two are equal and positive otherwise.
-Teacher features arrive detached, so gradients reach the student only.
+Every term takes teacher and student features of one level (B x C x H x W)
+and the loss settings, returns a scalar, is zero when the two are equal and
+positive otherwise. Teacher features arrive detached, so gradients reach the
+student only. :data:`TERMS` implements exactly the terms that
+``snlad.config.LossConfig`` declares (checked at import).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
-from snlad.config import LossConfig
+from snlad.config import LossConfig, term_weights
 from snlad.losses.affinity import affinity, pooled_positions
 from snlad.models.teacher_student import Features
 
+Term = Callable[[torch.Tensor, torch.Tensor, LossConfig], torch.Tensor]
 
-def channel_loss(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
+
+def channel_loss(teacher: torch.Tensor, student: torch.Tensor, config: LossConfig) -> torch.Tensor:
     """Mean over positions of 1 - cos across channels (STPM; SNL channel-wise distillation)."""
     return (1 - F.cosine_similarity(teacher, student, dim=1)).mean()
 
 
-def whole_map_loss(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
+def whole_map_loss(teacher: torch.Tensor, student: torch.Tensor, config: LossConfig) -> torch.Tensor:
     """RD4AD: 1 - cos between the flattened feature maps of each image."""
     return (1 - F.cosine_similarity(teacher.flatten(1), student.flatten(1), dim=1)).mean()
 
 
-def spatial_loss(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
+def spatial_loss(teacher: torch.Tensor, student: torch.Tensor, config: LossConfig) -> torch.Tensor:
     """Mean over channels of 1 - cos across positions (SNL spatial-wise distillation)."""
     return (1 - F.cosine_similarity(teacher.flatten(2), student.flatten(2), dim=2)).mean()
 
@@ -35,37 +41,40 @@ def _distance(a: torch.Tensor, b: torch.Tensor, kind: str) -> torch.Tensor:
     return difference.abs().mean() if kind == "l1" else difference.pow(2).mean()
 
 
-def intra_affinity_loss(teacher: torch.Tensor, student: torch.Tensor, size: int, kind: str) -> torch.Tensor:
+def intra_affinity_loss(teacher: torch.Tensor, student: torch.Tensor, config: LossConfig) -> torch.Tensor:
     """Distance between A_T = T^T T and A_S = S^T S (position-normalised, pooled grid)."""
-    t, s = pooled_positions(teacher, size), pooled_positions(student, size)
-    return _distance(affinity(t, t), affinity(s, s), kind)
+    t, s = pooled_positions(teacher, config.affinity_size), pooled_positions(student, config.affinity_size)
+    return _distance(affinity(t, t), affinity(s, s), config.affinity_distance)
 
 
-def inter_affinity_loss(teacher: torch.Tensor, student: torch.Tensor, size: int, kind: str) -> torch.Tensor:
+def inter_affinity_loss(teacher: torch.Tensor, student: torch.Tensor, config: LossConfig) -> torch.Tensor:
     """Distance between A_TS = T^T S and A_T: the student relates to the teacher as the teacher to itself."""
-    t, s = pooled_positions(teacher, size), pooled_positions(student, size)
-    return _distance(affinity(t, s), affinity(t, t), kind)
+    t, s = pooled_positions(teacher, config.affinity_size), pooled_positions(student, config.affinity_size)
+    return _distance(affinity(t, s), affinity(t, t), config.affinity_distance)
+
+
+TERMS: dict[str, Term] = {
+    "channel": channel_loss,
+    "whole_map": whole_map_loss,
+    "spatial": spatial_loss,
+    "intra": intra_affinity_loss,
+    "inter": inter_affinity_loss,
+}
+if set(TERMS) != set(term_weights(LossConfig())):
+    raise ImportError(f"snlad.losses.TERMS {sorted(TERMS)} must implement exactly the LossConfig terms {sorted(term_weights(LossConfig()))}")
 
 
 def distillation_loss(teacher: Features, student: Features, config: LossConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    """Weighted sum over levels and terms; also returns each term's value for logging.
+    """Weighted sum over levels and terms; also returns each term's value (summed over levels) for logging.
 
     Terms with weight 0 are not computed at all, so an ablation also costs less.
     """
-    terms = {
-        "channel": lambda t, s: channel_loss(t, s),
-        "whole_map": lambda t, s: whole_map_loss(t, s),
-        "spatial": lambda t, s: spatial_loss(t, s),
-        "intra": lambda t, s: intra_affinity_loss(t, s, config.affinity_size, config.affinity_distance),
-        "inter": lambda t, s: inter_affinity_loss(t, s, config.affinity_size, config.affinity_distance),
-    }
     total = teacher[0].new_zeros(())
     parts: dict[str, float] = {}
-    for name, term in terms.items():
-        weight = getattr(config, name)
+    for name, weight in term_weights(config).items():
         if weight == 0:
             continue
-        value = sum(term(t, s) for t, s in zip(teacher, student))
+        value = sum(TERMS[name](t, s, config) for t, s in zip(teacher, student, strict=True))
         parts[name] = float(value.detach())
         total = total + weight * value
     return total, parts

@@ -2,6 +2,6 @@
 
 from snlad.probes.cutpaste import CutPasteSettings, run_cutpaste
 from snlad.probes.mixup import MixupSettings, run_mixup
-from snlad.probes.synthesis import DEFAULT_LAMBDAS
+from snlad.synthesis import DEFAULT_LAMBDAS
 
 __all__ = ["DEFAULT_LAMBDAS", "CutPasteSettings", "MixupSettings", "run_cutpaste", "run_mixup"]

@@ -1,20 +1,15 @@
-"""What both probes share: their normal images, image caching per input size, output files."""
+"""What both probes share: their normal images, image caching per input size, the CSV of results."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from snlad.data import Sample, index_dataset
-from snlad.engine.checkpoint import atomic_write_text
-from snlad.engine.tensors import load_samples
+from snlad.data import Sample, index_dataset, load_tensors
 from snlad.errors import SnladError
+from snlad.files import write_csv
 
 
 def good_test_samples(data_root: str | Path, category: str) -> list[Sample]:
@@ -40,26 +35,10 @@ class ImageCache:
     def images(self, category: str, size: int) -> torch.Tensor:
         key = (category, size)
         if key not in self.loaded:
-            self.loaded[key] = load_samples(self.samples[category], size)[0]
+            self.loaded[key] = load_tensors(self.samples[category], size)[0]
         return self.loaded[key]
 
 
 def write_rows(path: Path, rows: Sequence[dict]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows({k: f"{v:.6f}" if isinstance(v, float) else v for k, v in row.items()} for row in rows)
-    atomic_write_text(path, buffer.getvalue())
-
-
-def write_json(path: Path, payload: dict) -> None:
-    atomic_write_text(path, json.dumps(payload, indent=2, default=_plain))
-
-
-def _plain(value: object) -> object:
-    """numpy/torch numbers and arrays as plain JSON numbers and lists."""
-    if isinstance(value, (np.ndarray, torch.Tensor)):
-        return value.tolist()
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+    """One CSV row per result, floats to 6 decimals."""
+    write_csv(path, list(rows[0]), ({k: f"{v:.6f}" if isinstance(v, float) else v for k, v in row.items()} for row in rows))

@@ -19,12 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from snlad import plots
-from snlad.engine.tensors import score_tensors
+from snlad import plots, render
+from snlad.engine.inference import score_tensors
 from snlad.errors import SnladError
 from snlad.metrics import image_metrics, pixel_metrics
-from snlad.probes.common import ImageCache, good_test_samples, write_json, write_rows
-from snlad.probes.synthesis import Paste, check_patch_fraction, cut_paste, paste_plan
+from snlad.files import write_json
+from snlad.probes.common import ImageCache, good_test_samples, write_rows
+from snlad.synthesis import Paste, check_patch_fraction, cut_paste, paste_plan
 from snlad.runset import LabelledRun, load_runs
 
 METRICS = ("image_auroc", "pixel_auroc", "aupro")
@@ -126,13 +127,13 @@ def _example_grid(runs: Sequence[LabelledRun], results: dict[str, CutPasteResult
     shown = plan[: settings.examples]
     size = runs[0].first.config.data.image_size
     images, masks = synthesise(cache, settings, target, shown, size)
-    rows = [[plots.to_uint8(image), plots.mask_to_uint8(mask)] for image, mask in zip(images, masks)]
+    rows = [[render.to_uint8(image), render.mask_to_rgb(mask)] for image, mask in zip(images, masks)]
     for run in runs:
         result = results[run.label]
         first = int(np.sum(result.labels == 0))  # anomalies follow the normals
         maps = result.maps[first : first + len(shown)].numpy()
         run_images, _ = synthesise(cache, settings, target, shown, run.first.config.data.image_size)
         for row, image, anomaly_map in zip(rows, run_images, maps):
-            row.append(plots.overlay(plots.to_uint8(image), anomaly_map, float(maps.min()), float(maps.max())))
+            row.append(render.overlay(render.to_uint8(image), anomaly_map, render.ColourScale(float(maps.min()), float(maps.max()))))
     titles = [f"{target} #{p.target} + {settings.source} #{p.source}" for p in shown]
     plots.image_grid(rows, titles, ["image", "ground truth", *(run.label for run in runs)], path, f"{settings.source} patches pasted on {target}")

@@ -19,12 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from snlad import plots
-from snlad.engine.tensors import score_tensors
+from snlad import plots, render
+from snlad.engine.inference import score_tensors
 from snlad.errors import SnladError
 from snlad.metrics import image_metrics
-from snlad.probes.common import ImageCache, good_test_samples, write_json, write_rows
-from snlad.probes.synthesis import DEFAULT_LAMBDAS, mix, pair_plan
+from snlad.files import write_json
+from snlad.probes.common import ImageCache, good_test_samples, write_rows
+from snlad.synthesis import DEFAULT_LAMBDAS, mix, pair_plan
 from snlad.runset import LabelledRun, load_runs
 
 EXAMPLE_LAMBDAS = 5  # columns of the example figure, spread over the sweep
@@ -145,11 +146,11 @@ def _example_grid(runs: Sequence[LabelledRun], results: dict[str, MixupResult], 
         maps = [results[run.label].example_maps[0].numpy()] + [results[run.label].example_maps[i + 1].numpy() for i in shown]
         low, high = min(m.min() for m in maps), max(m.max() for m in maps)
         images = _mixed(cache, settings, pair, lams, run.first.config.data.image_size)
-        rows.append([plots.overlay(image, m, low, high) for image, m in zip(images, maps)])
+        rows.append([render.overlay(image, m, render.ColourScale(low, high)) for image, m in zip(images, maps)])
     titles = ["images", *(run.label for run in runs)]
     plots.image_grid(rows, titles, [f"lambda={lam:g}" for lam in lams], path, f"{settings.base} mixed with {settings.other}")
 
 
 def _mixed(cache: ImageCache, settings: MixupSettings, pair: tuple[int, int], lams: Sequence[float], size: int) -> list[np.ndarray]:
     base, other = cache.images(settings.base, size)[pair[0]], cache.images(settings.other, size)[pair[1]]
-    return [plots.to_uint8(mix(base, other, lam)) for lam in lams]
+    return [render.to_uint8(mix(base, other, lam)) for lam in lams]

@@ -14,13 +14,19 @@ from pathlib import Path
 import numpy as np
 import torch.nn.functional as F
 
-from snlad import plots
+from snlad import render
 from snlad.data import Sample
-from snlad.engine.tensors import load_samples, score_tensors
+from snlad.data import load_tensors
+from snlad.engine.inference import score_tensors
+from snlad.files import atomic_write_bytes
 from snlad.report.html import esc, image
 from snlad.report.runs import ReportRun
 
 DISPLAY = 176  # px per grid cell, as in the page's stylesheet
+
+
+def write_png(image: np.ndarray, path: Path) -> None:
+    atomic_write_bytes(path, render.png_bytes(image))
 
 
 def pick_examples(samples: Sequence[Sample], count: int) -> list[Sample]:
@@ -43,14 +49,14 @@ def _run_cells(report_run: ReportRun, category: str, shown: Sequence[Sample], pi
     if category not in report_run.run.models:
         return [f'<span class="note">not trained on {esc(category)}</span>'] * len(shown)
     trained = report_run.run.models[category]
-    maps, scores = score_tensors(trained, load_samples(shown, trained.config.data.image_size)[0])
+    maps, scores = score_tensors(trained, load_tensors(shown, trained.config.data.image_size)[0])
     maps = F.interpolate(maps[:, None], size=(DISPLAY, DISPLAY), mode="bilinear", align_corners=False)[:, 0].numpy()
     tested = report_run.scores.get(category, np.empty(0))
     low, high = float(maps.min()), float(max(tested.max(initial=-np.inf), maps.max()))
     cells = []
     for index, (picture, anomaly_map, score) in enumerate(zip(pictures, maps, scores)):
         name = f"{prefix}-{index}.png"
-        plots.write_png(plots.overlay(picture, anomaly_map, low, high), folder / name)
+        write_png(render.overlay(picture, anomaly_map, render.ColourScale(low, high)), folder / name)
         cells.append(image(f"{folder.name}/{name}", f"{report_run.label} map") + f"score {float(score):.3f}")
     return cells
 
@@ -58,16 +64,16 @@ def _run_cells(report_run: ReportRun, category: str, shown: Sequence[Sample], pi
 def category_grid(runs: Sequence[ReportRun], category: str, samples: Sequence[Sample], count: int, folder: Path) -> str:
     """The HTML table of one category; its PNGs are written into ``folder``."""
     shown = pick_examples(samples, count)
-    pictures, masks = load_samples(shown, DISPLAY)
-    pictures = np.stack([plots.to_uint8(p) for p in pictures])
+    pictures, masks = load_tensors(shown, DISPLAY)
+    pictures = np.stack([render.to_uint8(p) for p in pictures])
     columns = [[], []]
     for index, (picture, mask) in enumerate(zip(pictures, masks)):
-        plots.write_png(picture, folder / f"{category}-image-{index}.png")
+        write_png(picture, folder / f"{category}-image-{index}.png")
         columns[0].append(image(f"{folder.name}/{category}-image-{index}.png", shown[index].image.name) + f"{esc(shown[index].defect)}: {esc(shown[index].image.name)}")
         if shown[index].label and shown[index].mask is None:
             columns[1].append('<span class="note">no mask (image-level label only)</span>')
             continue
-        plots.write_png(plots.mask_to_uint8(mask), folder / f"{category}-mask-{index}.png")
+        write_png(render.mask_to_rgb(mask), folder / f"{category}-mask-{index}.png")
         columns[1].append(image(f"{folder.name}/{category}-mask-{index}.png", "ground truth"))
     columns += [_run_cells(run, category, shown, pictures, folder, f"{category}-run{r}") for r, run in enumerate(runs)]
     header = "".join(f'<th data-run="{esc(run.label)}">{esc(run.label)}</th>' for run in runs)

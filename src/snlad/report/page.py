@@ -15,9 +15,9 @@ from pathlib import Path
 
 from snlad import plots
 from snlad.data import index_dataset, list_categories
-from snlad.engine.checkpoint import atomic_write_text
 from snlad.engine.evaluate import TABLE_COLUMNS
 from snlad.errors import SnladError
+from snlad.files import atomic_write_text
 from snlad.report.examples import category_grid
 from snlad.report.html import esc, image, page, percent, table
 from snlad.report.onevsmulti import METRICS, onevsmulti_figure, summarise

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from snlad.engine.run import Run
 from snlad.errors import SnladError
 from snlad.runset import LabelledRun, load_runs
 
@@ -31,17 +32,17 @@ class ReportRun:
         return self.run.label
 
 
-def _test_output(run_dir: Path, name: str) -> Path:
+def _test_output(run_dir: Path, path: Path) -> Path:
+    """``path``, a file ``snlad test`` writes into ``run_dir``, or the error saying to run it."""
     if not run_dir.is_dir():
         raise SnladError(f"run directory {run_dir} does not exist")
-    path = run_dir / name
     if not path.is_file():
-        raise SnladError(f"run {run_dir} has no {name}: evaluate it first with `snlad test --run {run_dir} --data ROOT`")
+        raise SnladError(f"run {run_dir} has no {path.name}: evaluate it first with `snlad test --run {run_dir} --data ROOT`")
     return path
 
 
 def read_metrics(run_dir: Path) -> dict[str, dict[str, float | None]]:
-    path = _test_output(run_dir, "metrics.json")
+    path = _test_output(run_dir, Run(run_dir).metrics_json)
     try:
         metrics = json.loads(path.read_text())
         return {str(c): {str(k): (None if v is None else float(v)) for k, v in m.items()} for c, m in metrics.items()}
@@ -51,7 +52,7 @@ def read_metrics(run_dir: Path) -> dict[str, dict[str, float | None]]:
 
 def read_test_scores(run_dir: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Per category: labels (0/1) and scores of every test image, from test_scores.csv."""
-    path = _test_output(run_dir, "test_scores.csv")
+    path = _test_output(run_dir, Run(run_dir).test_scores)
     labels: dict[str, list[int]] = {}
     scores: dict[str, list[float]] = {}
     try:

@@ -1,18 +1,19 @@
 """Inference optimisation: same maps and scores as the plain model, on real images."""
 
-import copy
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from snlad.backbones import fold_batchnorm
+from snlad.backbones.efficientnet_lite import SameConv2d
 from snlad.config import preset
 from snlad.data import AnomalyDataset, index_dataset
-from snlad.engine.fast import FastScorer, bilinear_matrix, blur_matrix, optimise_for_inference
+from snlad.engine.optimise import cpu_micro_batch, optimise_for_inference
 from snlad.engine.trained import TrainedModel, build_scorer
 from snlad.models import build_model
-from snlad.scoring import GaussianBlur
 
 DEMO = Path(__file__).parents[1] / "data" / "demo"
 
@@ -38,7 +39,7 @@ def trained_with_moved_statistics(name: str, size: int, extra: dict | None = Non
             module.running_var.uniform_(0.5, 2.0)
             module.weight.data.uniform_(0.5, 1.5)
             module.bias.data.uniform_(-0.1, 0.1)
-    return TrainedModel(config, model, build_scorer(config), ["demo"]).eval()
+    return TrainedModel(config, model, build_scorer(config, model), ["demo"]).eval()
 
 
 @pytest.mark.parametrize("name", ["fd", "rd", "snl-fd", "snl-rd"])
@@ -66,38 +67,35 @@ def test_topk_score_and_no_blur_match_too():
     assert (fast_maps - maps).abs().max() < 1e-4 and (fast_scores - scores).abs().max() < 1e-4
 
 
-def test_matrices_reproduce_interpolation_and_blur():
-    x = torch.rand(3, 1, 16, 16, dtype=torch.float64)
-    up = bilinear_matrix(16, 64)
-    reference = torch.nn.functional.interpolate(x, size=(64, 64), mode="bilinear", align_corners=False)[:, 0]
-    assert torch.allclose(up @ x[:, 0] @ up.T, reference, atol=1e-12)
-    blur = GaussianBlur(4.0).double()
-    y = torch.rand(2, 1, 64, 64, dtype=torch.float64)
-    g = blur_matrix(blur, 64)
-    assert torch.allclose(g @ y[:, 0] @ g.T, blur(y)[:, 0], atol=1e-12)
-
-
-def test_fast_scorer_refuses_another_image_size():
-    config = preset("fd")
-    config.data.image_size = 64
-    scorer = FastScorer(build_scorer(config))
-    features = [torch.rand(1, 8, 40, 40)] * 3
-    with pytest.raises(ValueError, match="image size"):
-        scorer(features, features)
-
-
 @pytest.mark.parametrize("kernel,stride", [(3, 2), (5, 2), (3, 1)])
 @pytest.mark.parametrize("size", [15, 16, 33, 64])
-def test_cropped_same_conv_equals_padded_same_conv(kernel, stride, size):
-    from snlad.backbones.efficientnet_lite import SameConv2d
-    from snlad.engine.fast import crop_instead_of_pad
-
+def test_same_conv_equals_explicit_tensorflow_same_padding(kernel, stride, size):
+    """SameConv2d pads by cropping (no padded copy); the reference pads the input asymmetrically, as TensorFlow."""
     torch.manual_seed(0)
-    padded = torch.nn.Sequential(SameConv2d(4, 4, kernel, stride, groups=4, bias=True))
-    cropped = crop_instead_of_pad(copy.deepcopy(padded))
-    assert type(cropped[0]).__name__ == "CroppedSameConv2d"
+    conv = SameConv2d(4, 4, kernel, stride, groups=4, bias=True)
     x = torch.randn(2, 4, size, size)
-    assert torch.allclose(cropped(x), padded(x), atol=1e-6)
+    pad = max((-(-size // stride) - 1) * stride + kernel - size, 0)  # TensorFlow's total 'same' padding
+    reference = F.conv2d(F.pad(x, (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2)), conv.weight, conv.bias, stride, 0, 1, 4)
+    assert conv(x).shape == reference.shape == (2, 4, -(-size // stride), -(-size // stride))
+    assert torch.allclose(conv(x), reference, atol=1e-6)
+
+
+def test_folding_a_transposed_conv_and_a_grouped_conv_keeps_their_output():
+    torch.manual_seed(1)
+    block = torch.nn.Sequential(
+        torch.nn.ConvTranspose2d(6, 4, 2, stride=2, bias=False), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+        torch.nn.Conv2d(4, 4, 3, padding=1, groups=4), torch.nn.BatchNorm2d(4),
+    )
+    for bn in (block[1], block[4]):
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.uniform_(-0.2, 0.2)
+    block.eval()
+    folded = fold_batchnorm(block)
+    x = torch.randn(2, 6, 5, 5)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert torch.allclose(folded(x), block(x), atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["fd", "snl-rd"])
@@ -114,8 +112,6 @@ def test_micro_batches_give_the_whole_batch_result(name):
 
 
 def test_cpu_micro_batch_keeps_pixels_per_pass_constant():
-    from snlad.engine.fast import cpu_micro_batch
-
     assert [cpu_micro_batch(size) for size in (64, 128, 256, 512, 1024)] == [64, 16, 4, 1, 1]
     trained = trained_with_moved_statistics("fd", 128)
     assert optimise_for_inference(trained).micro_batch == 16  # the CPU default

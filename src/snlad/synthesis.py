@@ -1,4 +1,4 @@
-"""Synthetic cross-class anomalies: mixup blends and cut-paste patches.
+"""Synthetic anomalies from normal images: mixup blends and cut-paste patches (probes, calibration, selection).
 
 Everything random is drawn once from a seeded numpy ``Generator``, with places
 stored as fractions of the image side, and only then rendered at a model's

@@ -1,0 +1,140 @@
+"""A run directory: the one place that knows its layout, its index and how to load its models.
+
+A multi-class run is one model in ``RUN/``; a one-class run holds one model
+per category in ``RUN/<category>/``. Each model folder (:class:`ModelDir`)
+has ``config.yaml``, ``train_log.csv``, ``checkpoint.pt`` (the training state,
+kept for ``--resume``) and, once finished, ``model.pt``. ``RUN/run.json``
+(written last) lists the mode and the categories; ``snlad test`` adds
+``metrics.{csv,json,md}`` and ``test_scores.csv`` to ``RUN/``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from snlad.engine.trained import TrainedModel, load_trained
+from snlad.errors import SnladError
+from snlad.files import atomic_write_text
+
+MULTI_CLASS, ONE_CLASS = "multi-class", "one-class"
+MODES = (MULTI_CLASS, ONE_CLASS)
+
+
+@dataclass(frozen=True)
+class ModelDir:
+    """The files of one model: ``RUN/`` of a multi-class run, ``RUN/<category>/`` of a one-class run."""
+
+    path: Path
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / "checkpoint.pt"
+
+    @property
+    def model(self) -> Path:
+        return self.path / "model.pt"
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def train_log(self) -> Path:
+        return self.path / "train_log.csv"
+
+    def started(self) -> bool:
+        return self.checkpoint.exists() or self.model.exists()
+
+    def clear(self) -> None:
+        """Delete what training writes (``--overwrite``); anything else in the folder stays."""
+        for path in (self.checkpoint, self.model, self.train_log, self.config):
+            path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class RunIndex:
+    mode: str
+    categories: list[str]
+
+
+@dataclass(frozen=True)
+class Run:
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def index_file(self) -> Path:
+        return self.path / "run.json"
+
+    @property
+    def metrics_json(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def metrics_csv(self) -> Path:
+        return self.path / "metrics.csv"
+
+    @property
+    def metrics_md(self) -> Path:
+        return self.path / "metrics.md"
+
+    @property
+    def test_scores(self) -> Path:
+        return self.path / "test_scores.csv"
+
+    def model_dir(self, mode: str, category: str) -> ModelDir:
+        """Where the model serving ``category`` lives in a run of ``mode``."""
+        return ModelDir(self.path / category if mode == ONE_CLASS else self.path)
+
+    def model_dirs(self) -> list[ModelDir]:
+        """Every model folder that holds training files, whether or not the run finished (resume, cleanup)."""
+        folders = [self.path, *(sub for sub in sorted(self.path.glob("*")) if sub.is_dir())] if self.path.is_dir() else []
+        return [ModelDir(folder) for folder in folders if ModelDir(folder).started()]
+
+    def write_index(self, mode: str, categories: list[str]) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown run mode {mode!r}")
+        atomic_write_text(self.index_file, json.dumps({"mode": mode, "categories": categories}, indent=2))
+
+    def read_index(self) -> RunIndex:
+        """The run's mode and categories; a clear error for anything that is not a finished run."""
+        if self.path.is_file():
+            raise SnladError(f"--run takes the run folder, not a file: use --run {self.path.parent} (the folder that holds {self.path.name})")
+        if not self.path.is_dir():
+            raise SnladError(f"run directory {self.path} does not exist")
+        if not self.index_file.is_file():
+            if self.model_dirs():
+                raise SnladError(f"{self.path} is not a finished snlad run (no run.json; its training was interrupted): continue it with the same `snlad train --out {self.path}` command plus --resume")
+            raise SnladError(f"{self.path} is not a finished snlad run (no run.json): train it with `snlad train --out {self.path}`")
+        try:
+            index = json.loads(self.index_file.read_text())
+            mode, categories = index["mode"], index["categories"]
+            if mode not in MODES or not isinstance(categories, list) or not all(isinstance(c, str) for c in categories):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            raise SnladError(f"{self.index_file} is corrupt; retrain the run") from None
+        return RunIndex(mode, categories)
+
+    def model_files(self) -> dict[str, Path]:
+        """Each category's ``model.pt``."""
+        index = self.read_index()
+        return {category: self.model_dir(index.mode, category).model for category in index.categories}
+
+    def load_models(self) -> dict[str, TrainedModel]:
+        """Map every category of the run to the model that serves it (a multi-class model is loaded once)."""
+        loaded: dict[Path, TrainedModel] = {}
+        models = {}
+        for category, path in self.model_files().items():
+            if path not in loaded:
+                loaded[path] = load_trained(path)
+            models[category] = loaded[path]
+        return models
+
+
+def load_run(run_dir: str | Path) -> dict[str, TrainedModel]:
+    """Every category of the run in ``run_dir`` mapped to the model that serves it."""
+    return Run(Path(run_dir)).load_models()

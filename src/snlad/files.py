@@ -1,0 +1,152 @@
+"""Writing files atomically and reading torch files safely: the primitives every layer uses.
+
+Every file snlad writes goes to a temporary file in the same folder, is
+flushed to disk, then renamed over the target: a crash, SIGKILL or full disk
+at any moment leaves either the old file or the new one, never half of one.
+The temporary files are named ``.<target name>.<random>.tmp``; one left by a
+SIGKILL during a write is removed by :func:`remove_stale_temporaries` the
+next time snlad writes into that folder's run.
+
+Torch files are read with ``weights_only=True``: a file that would run code
+when unpickled is refused, not executed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import pickle
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from snlad.errors import SnladError, brief
+
+TEMPORARY_SUFFIX = ".tmp"
+STALE_AFTER_S = 60.0  # a temporary file older than this belongs to no write in progress
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
+    except (FileExistsError, NotADirectoryError):
+        raise SnladError(
+            f"cannot write {path}: {path.parent} or a folder above it is a file, not a folder; choose another output folder"
+        ) from None
+    except OSError as error:
+        raise SnladError(f"cannot write {path}: {error.strerror} (check the folder exists and is writable)") from None
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fchmod(file.fileno(), _new_file_mode())
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException as error:  # also Ctrl-C mid-write: never leave the temporary file behind
+        Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise SnladError(f"cannot write {path}: {error.strerror}; earlier files there are unchanged") from None
+        raise
+
+
+def _new_file_mode() -> int:
+    """The mode ``open()`` gives a new file (0o666 minus the umask); mkstemp's own 0o600 would hide results from the team."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Indented JSON; numpy and torch numbers and arrays become plain numbers and lists."""
+    atomic_write_text(path, json.dumps(payload, indent=2, default=_plain))
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        return value.tolist()
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any] | Mapping[str, Any]]) -> None:
+    """A CSV with ``header``; each row a sequence in header order or a mapping by column name."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([row.get(name, "") for name in header] if isinstance(row, Mapping) else row)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def write_npy(path: Path, array: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def save_torch(path: Path, payload: dict[str, Any]) -> None:
+    """Serialise in memory, then write atomically (torch.save itself is not atomic)."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_torch(path: Path, what: str, fix: str) -> Any:
+    """Read a torch file with ``weights_only=True``; every failure is one SnladError naming ``what`` and ``path``.
+
+    ``what`` says what the file is meant to be ("checkpoint", "teacher weights"),
+    ``fix`` what the user can do about a bad one.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise SnladError(
+            f"{what} {path} refused by torch.load(weights_only=True): loading it would run code or build objects "
+            f"other than tensors ({unpickling_detail(error)[:200]}); snlad never does that: {fix}"
+        ) from None
+    except Exception as error:  # corrupt bytes surface as a dozen exception types (found by fuzzing)
+        raise SnladError(f"{what} {path} is truncated or corrupt, or not a torch file ({brief(error)}); {fix}") from None
+
+
+def unpickling_detail(error: pickle.UnpicklingError) -> str:
+    """The line of torch's weights-only refusal that names the offending object or opcode."""
+    boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    for line in str(error).splitlines():
+        if line.strip() and not line.startswith(boilerplate):
+            return line.strip().rstrip(".")
+    return "it holds objects other than tensors"
+
+
+def remove_stale_temporaries(folder: Path, older_than_s: float = STALE_AFTER_S) -> list[Path]:
+    """Delete snlad's own temporary files (``.<name>.<random>.tmp``) left in ``folder`` by a killed write.
+
+    Only files of that naming, older than ``older_than_s`` (no write takes
+    that long between creating and renaming), are touched; returns what was removed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    now = time.time()
+    for path in folder.glob(f".*{TEMPORARY_SUFFIX}"):
+        try:
+            if path.is_file() and now - path.stat().st_mtime > older_than_s:
+                path.unlink()
+                removed.append(path)
+        except OSError:  # raced with another cleaner, or not ours to delete: leave it
+            continue
+    return removed

@@ -1,0 +1,54 @@
+"""Pictures of images, masks and anomaly maps as uint8 arrays and PNG bytes (predict, probes, report).
+
+One overlay for every place that shows a map: the map, mapped through a
+:class:`ColourScale` to the jet colours, blended half and half over the image.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import matplotlib
+import numpy as np
+import torch
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class ColourScale:
+    """Map values ``low`` .. ``high`` onto the bottom .. top of the colour map (values outside are clipped)."""
+
+    low: float
+    high: float
+
+    def normalise(self, values: np.ndarray) -> np.ndarray:
+        return np.clip((np.asarray(values, dtype=np.float64) - self.low) / max(self.high - self.low, 1e-12), 0.0, 1.0)
+
+
+def overlay(image: np.ndarray, anomaly_map: np.ndarray, scale: ColourScale) -> np.ndarray:
+    """H x W x 3 uint8 image and H x W map -> the jet-coloured map blended half and half over the image."""
+    colours = matplotlib.colormaps["jet"](scale.normalise(anomaly_map))[..., :3] * 255
+    return (0.5 * image.astype(np.float32) + 0.5 * colours.astype(np.float32)).astype(np.uint8)
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """An H x W (x 3) uint8 array as PNG file contents."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """3 x S x S in [0, 1] -> S x S x 3 uint8, for display."""
+    return (image.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+def mask_to_uint8(mask: torch.Tensor | np.ndarray) -> np.ndarray:
+    """H x W bool -> H x W uint8, 255 = defect, 0 = normal (how masks are stored on disk)."""
+    return np.asarray(mask, dtype=np.uint8) * 255
+
+
+def mask_to_rgb(mask: torch.Tensor | np.ndarray) -> np.ndarray:
+    """H x W bool -> white-on-black H x W x 3 uint8, for figure grids of RGB cells."""
+    return np.repeat(mask_to_uint8(mask)[..., None], 3, axis=2)

@@ -1,0 +1,149 @@
+"""What a command does, from data root or run directory to files: train, test, predict, calibrate, export.
+
+Each function composes the engine's pieces (index the data, train, calibrate,
+save; load, optimise, evaluate, write). :mod:`snlad.api` is the public face of
+these functions; :mod:`snlad.experiments` uses them directly.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from snlad.config import Config, load_config, merge, parse_override
+from snlad.data import Sample, holdout_split, index_dataset
+from snlad.engine.calibration import calibrate as calibrate_held_out
+from snlad.engine.calibration import recalibrate_run
+from snlad.engine.device import resolve_device
+from snlad.engine.distributed import DistContext, init_distributed
+from snlad.engine.evaluate import evaluate, write_metrics
+from snlad.engine.optimise import optimise_for_inference, optimise_run
+from snlad.engine.predict import predict as predict_images
+from snlad.engine.run import MULTI_CLASS, ONE_CLASS, ModelDir, Run
+from snlad.engine.train import train_model
+from snlad.engine.trained import TrainedModel, build_scorer
+from snlad.errors import SnladError
+from snlad.export import export as export_graph
+from snlad.thresholds import Rule
+
+
+def resolve_config(model: str | None = None, config_file: str | Path | None = None, overrides: Sequence[str] = (), teacher: str | None = None, teacher_weights: str | None = None, categories: Sequence[str] | None = None) -> Config:
+    """Preset -> file -> overrides, then the explicit arguments (they win)."""
+    extra = list(overrides)
+    if teacher is not None:
+        extra.append(f"model.teacher={teacher}")
+    if teacher_weights is not None:
+        extra.append(f"model.teacher_weights='{Path(teacher_weights).resolve()}'")
+    config = load_config(model, config_file, extra)
+    if categories is not None:
+        config.data.categories = list(categories)
+    return config
+
+
+def _train_one(config: Config, samples: Sequence[Sample], folder: ModelDir, context: DistContext, resume: bool, overwrite: bool, progress: bool) -> TrainedModel:
+    """Train on all but the held-out normals, calibrate thresholds on those, save ``model.pt`` (rank 0)."""
+    train_samples, held_out = holdout_split(samples, config.data.holdout_fraction, config.train.seed)
+    model = train_model(config, train_samples, folder, context, resume, overwrite, progress)
+    trained = TrainedModel(config, model, build_scorer(config, model), sorted({s.category for s in samples})).eval()
+    if context.is_main:
+        trained.calibration = calibrate_held_out(trained, held_out, config)
+        trained.save(folder.model)
+    context.barrier()
+    return trained
+
+
+def train(config: Config, data_root: str | Path, out_dir: str | Path, one_class: bool = False, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict[str, TrainedModel]:
+    """Train one multi-class model (or one model per category) and write the run directory."""
+    run = Run(Path(out_dir))
+    samples = index_dataset(data_root, "train", config.data.categories)
+    categories = sorted({s.category for s in samples})
+    config.data.categories = categories
+    context = init_distributed(resolve_device(config.train.device))  # torchrun: one rank of many
+    mode = ONE_CLASS if one_class else MULTI_CLASS
+    if not one_class:
+        trained = _train_one(config, samples, run.model_dir(mode, categories[0]), context, resume, overwrite, progress)
+        models = dict.fromkeys(categories, trained)
+    else:
+        models = {}
+        for category in categories:
+            folder = run.model_dir(mode, category)
+            category_config = copy.deepcopy(config)
+            category_config.data.categories = [category]
+            # A category finished before an interruption resumes at its last epoch: nothing left to train.
+            sub_resume = resume and folder.checkpoint.exists()
+            category_samples = [s for s in samples if s.category == category]
+            models[category] = _train_one(category_config, category_samples, folder, context, sub_resume, overwrite, progress)
+    if context.is_main:
+        run.write_index(mode, categories)
+    return models
+
+
+def with_map_settings(models: dict[str, TrainedModel], overrides: Sequence[str]) -> dict[str, TrainedModel]:
+    """The same trained networks scored with other anomaly-map settings (``map.*`` only)."""
+    if not overrides:
+        return models
+    parsed = [parse_override(text) for text in overrides]
+    if any(set(update) != {"map"} for update in parsed):
+        raise SnladError("only map.* settings (beta, sigma, image_score, topk_fraction) can change after training")
+    rescored: dict[int, TrainedModel] = {}
+    for trained in models.values():
+        if id(trained) not in rescored:
+            config = trained.config
+            for text, update in zip(overrides, parsed, strict=True):
+                config = merge(config, update, source=f"override '{text}'")
+            rescored[id(trained)] = dataclasses.replace(trained, config=config, scorer=build_scorer(config, trained.model))
+    return {category: rescored[id(trained)] for category, trained in models.items()}
+
+
+def _known_categories(run: Run, models: dict[str, TrainedModel], wanted: Sequence[str]) -> None:
+    unknown = [c for c in wanted if c not in models]
+    if unknown:
+        raise SnladError(f"the run {run.path} was not trained on {', '.join(unknown)} (it knows {', '.join(models)})")
+
+
+def test(run_dir: str | Path, data_root: str | Path, categories: Sequence[str] | None = None, batch_size: int = 8, progress: bool = True, map_overrides: Sequence[str] = (), out_dir: str | Path | None = None,
+         micro_batch: int | None = None, torch_compile: bool = False) -> dict[str, dict[str, float]]:
+    """Evaluate a run on the test split of ``data_root``; write metrics files into ``out_dir`` (default: the run).
+
+    ``map_overrides`` (e.g. ``["map.beta=2"]``) score the same networks with another anomaly map;
+    ``micro_batch`` and ``torch_compile`` change speed only (:func:`snlad.engine.optimise.optimise_for_inference`).
+    """
+    run = Run(Path(run_dir))
+    models = optimise_run(with_map_settings(run.load_models(), map_overrides), micro_batch, torch_compile)
+    wanted = list(categories) if categories is not None else list(models)
+    _known_categories(run, models, wanted)
+    samples = index_dataset(data_root, "test", wanted)
+    per_category, rows = evaluate(models, samples, batch_size, progress)
+    first = next(iter(models.values())).config
+    write_metrics(Path(out_dir or run_dir), per_category, rows, title=f"{first.model.name} ({first.model.teacher}, {first.data.image_size} px)")
+    return per_category
+
+
+def run_model(run_dir: str | Path, category: str | None = None) -> TrainedModel:
+    """The model of a run that serves ``category`` (required for a one-class run)."""
+    models = Run(Path(run_dir)).load_models()
+    if category is not None and category not in models:
+        raise SnladError(f"unknown category '{category}': the run knows {', '.join(models)}")
+    distinct = {id(m) for m in models.values()}
+    if category is None and len(distinct) > 1:
+        raise SnladError(f"{run_dir} is a one-class run: say which model to use with --category ({', '.join(models)})")
+    return models[category] if category is not None else next(iter(models.values()))
+
+
+def predict(run_dir: str | Path, inputs: Iterable[str | Path], out_dir: str | Path, category: str | None = None, batch_size: int = 8, progress: bool = True,
+            micro_batch: int | None = None, torch_compile: bool = False) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Score images with a trained run; see :func:`snlad.engine.predict.predict` (speed options as in :func:`test`)."""
+    trained = optimise_for_inference(run_model(run_dir, category), micro_batch=micro_batch, torch_compile=torch_compile)
+    return predict_images(trained, inputs, Path(out_dir), category, batch_size, progress)
+
+
+def calibrate(run_dir: str | Path, data_root: str | Path, split: str = "train", rule: str = "max", quantile: float = 1.0, margin: float = 0.0, categories: Sequence[str] | None = None) -> dict[str, dict]:
+    """Recompute a run's decision thresholds and store them in its model files; see docs/thresholds.md."""
+    return recalibrate_run(Path(run_dir), data_root, split, Rule(rule, quantile, margin), categories)
+
+
+def export(run_dir: str | Path, fmt: str, out: str | Path, category: str | None = None) -> Path:
+    """Write the run's model as one ONNX or TorchScript graph; see :mod:`snlad.export`."""
+    return export_graph(run_model(run_dir, category), fmt, Path(out), category)
