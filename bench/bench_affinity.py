@@ -36,8 +36,9 @@ def rss_mb() -> float:
 
 
 def child(kind: str, size: int, batch: int, runs: int, threads: int) -> dict:
-    from snlad.engine.fast import use_all_cores
-    from snlad.losses import inter_affinity_loss, intra_affinity_loss
+    from snlad.config import LossConfig
+    from snlad.engine.device import use_all_cores
+    from snlad.losses.distillation import inter_affinity_loss, intra_affinity_loss
     from snlad.scoring import structural_distance
 
     use_all_cores() if threads == 0 else torch.set_num_threads(threads)
@@ -45,14 +46,21 @@ def child(kind: str, size: int, batch: int, runs: int, threads: int) -> dict:
     teacher = [torch.randn(batch, c, s, s) for c, s in LEVELS]
     student = [(t + 0.3 * torch.randn_like(t)).requires_grad_(kind == "loss") for t in teacher]
     if kind == "loss":
+
         def op() -> None:
-            loss = sum(intra_affinity_loss(t, s, size, "l2") + inter_affinity_loss(t, s, size, "l2") for t, s in zip(teacher, student))
+            settings = LossConfig(affinity_size=size, affinity_distance="l2")
+            loss = sum(
+                intra_affinity_loss(t, s, settings) + inter_affinity_loss(t, s, settings)
+                for t, s in zip(teacher, student)
+            )
             loss.backward()
     else:
+
         def op() -> None:
             with torch.inference_mode():
                 for t, s in zip(teacher, student):
                     structural_distance(t, s.detach(), size)
+
     before = rss_mb()
     times = []
     for _ in range(runs + 1):  # the first run is the warm-up
@@ -96,14 +104,22 @@ def markdown(rows: list[dict], load: tuple, load_after: tuple, cpu: str) -> str:
         )
     base = by.get(("loss", 16))
     if base:
-        lines += ["", "Relative to the default (16): " + ", ".join(
-            f"{size}: loss {by[('loss', size)]['seconds'] / base['seconds']:.1f}x time" for size in sorted({r['affinity_size'] for r in rows}))]
+        lines += [
+            "",
+            "Relative to the default (16): "
+            + ", ".join(
+                f"{size}: loss {by[('loss', size)]['seconds'] / base['seconds']:.1f}x time"
+                for size in sorted({r["affinity_size"] for r in rows})
+            ),
+        ]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run: sizes 8 and 16, batch 2, 2 runs, to a temp folder")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: sizes 8 and 16, batch 2, 2 runs, to a temp folder"
+    )
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = every core available)")
@@ -113,7 +129,9 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
     if args.child:
-        Path(args.json).write_text(json.dumps(child(args.child[0], int(args.child[1]), args.batch, args.runs, args.threads)))
+        Path(args.json).write_text(
+            json.dumps(child(args.child[0], int(args.child[1]), args.batch, args.runs, args.threads))
+        )
         return
     sizes = (8, 16) if args.quick else SIZES
     if args.quick:
@@ -124,11 +142,32 @@ def main() -> None:
     for size in sizes:
         for kind in ("loss", "map"):
             with tempfile.NamedTemporaryFile(suffix=".json") as result:
-                command = [sys.executable, __file__, "--child", kind, str(size), "--batch", str(args.batch), "--runs", str(args.runs), "--threads", str(args.threads), "--json", result.name]
+                command = [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    kind,
+                    str(size),
+                    "--batch",
+                    str(args.batch),
+                    "--runs",
+                    str(args.runs),
+                    "--threads",
+                    str(args.threads),
+                    "--json",
+                    result.name,
+                ]
                 subprocess.run(command, check=True)
                 rows.append(json.loads(Path(result.name).read_text()))
             print(f"size {size} {kind}: {rows[-1]['seconds']:.3f} s, +{rows[-1]['peak_extra_mb']:.0f} MB", flush=True)
-    cpu = next((l.split(":", 1)[1].strip() for l in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines() if l.startswith("Model name:")), "unknown")
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
+            if line.startswith("Model name:")
+        ),
+        "unknown",
+    )
     text = markdown(rows, load, os.getloadavg(), cpu)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench-affinity.md").write_text(text)

@@ -97,12 +97,21 @@ def markdown(info: dict, bf16_rows: list[dict], spinning: dict) -> str:
         "|---|---|---|---|---|---|",
     ]
     for r in bf16_rows:
-        lines.append(f"| {r['model']} | {r['float32_images_per_s']:.1f} | {r['bfloat16_images_per_s']:.1f} | "
-                     f"{r['bfloat16_images_per_s'] / r['float32_images_per_s']:.2f}x | {100 * r['map_max_diff_relative_to_range']:.1f}% | {r['score_correlation']:.4f} |")
-    lines += ["", "## onnxruntime thread spinning and the PyTorch call after it (FD)", "",
-              "| ORT session | ORT img/s | PyTorch img/s right after an ORT run | PyTorch img/s after a 1 s pause |", "|---|---|---|---|"]
+        lines.append(
+            f"| {r['model']} | {r['float32_images_per_s']:.1f} | {r['bfloat16_images_per_s']:.1f} | "
+            f"{r['bfloat16_images_per_s'] / r['float32_images_per_s']:.2f}x | {100 * r['map_max_diff_relative_to_range']:.1f}% | {r['score_correlation']:.4f} |"
+        )
+    lines += [
+        "",
+        "## onnxruntime thread spinning and the PyTorch call after it (FD)",
+        "",
+        "| ORT session | ORT img/s | PyTorch img/s right after an ORT run | PyTorch img/s after a 1 s pause |",
+        "|---|---|---|---|",
+    ]
     for key, r in spinning.items():
-        lines.append(f"| {key.replace('_', ' ')} | {r['ort_images_per_s']:.1f} | {r['pytorch_right_after_ort_images_per_s']:.1f} | {r['pytorch_after_pause_images_per_s']:.1f} |")
+        lines.append(
+            f"| {key.replace('_', ' ')} | {r['ort_images_per_s']:.1f} | {r['pytorch_right_after_ort_images_per_s']:.1f} | {r['pytorch_after_pause_images_per_s']:.1f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -112,7 +121,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT.parent / "docs" / "results"))
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    from snlad.engine.fast import use_all_cores
+    from snlad.engine.device import use_all_cores
 
     use_all_cores()
     info = machine()
@@ -122,7 +131,11 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench-cpu-options.md").write_text(text)
-    (out / "bench-cpu-options.json").write_text(json.dumps({"machine": info, "bf16": bf16_rows, "ort_spinning": spinning, "load_after": os.getloadavg()}, indent=2))
+    (out / "bench-cpu-options.json").write_text(
+        json.dumps(
+            {"machine": info, "bf16": bf16_rows, "ort_spinning": spinning, "load_after": os.getloadavg()}, indent=2
+        )
+    )
     print(text)
 
 

@@ -50,17 +50,19 @@ def make_root(out: Path, copies: int) -> int:
 def make_run(out: Path, size: int) -> None:
     from snlad.config import preset
     from snlad.data import list_categories
-    from snlad.engine.trained import TrainedModel, build_scorer, save_trained, write_run_index
+    from snlad.engine.run import Run
+    from snlad.engine.trained import TrainedModel, build_scorer
     from snlad.models import build_model
 
     config = preset("snl-fd")
     config.data.image_size = size
     categories = list_categories(DEMO)
     config.data.categories = categories
-    trained = TrainedModel(config, build_model(config.model), build_scorer(config), categories)
+    model = build_model(config.model)
+    trained = TrainedModel(config, model, build_scorer(config, model), categories)
     out.mkdir(parents=True, exist_ok=True)
-    save_trained(out / "model.pt", trained)
-    write_run_index(out, "multi-class", categories)
+    trained.save(out / "model.pt")
+    Run(out).write_index("multi-class", categories)
 
 
 CHILD = """
@@ -74,8 +76,8 @@ print(json.dumps({"seconds": time.perf_counter() - started, "peak_rss_mb": resou
 
 BASELINE = """
 import json, resource, sys
-from snlad.engine.fast import optimise_run
-from snlad.engine.trained import load_run
+from snlad.engine.optimise import optimise_run
+from snlad.engine.run import load_run
 models = optimise_run(load_run(sys.argv[1]))
 print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
@@ -107,7 +109,10 @@ def main() -> None:
             images = make_root(root, scale)
             result = run_python(CHILD, str(Path(folder) / "run"), str(root))
             rows.append({"scale": scale, "images": images, **result})
-            print(f"{scale}x ({images} images): peak RSS {result['peak_rss_mb']:.0f} MB, {result['seconds']:.1f} s", flush=True)
+            print(
+                f"{scale}x ({images} images): peak RSS {result['peak_rss_mb']:.0f} MB, {result['seconds']:.1f} s",
+                flush=True,
+            )
             shutil.rmtree(root)
     lines = [
         "# Peak memory of evaluation vs number of test images",
@@ -126,7 +131,10 @@ def main() -> None:
         for r in rows
     ]
     if len(rows) > 1:
-        lines += ["", f"Peak RSS grows {rows[-1]['peak_rss_mb'] / rows[0]['peak_rss_mb']:.2f}x for {rows[-1]['images'] / rows[0]['images']:.0f}x the images."]
+        lines += [
+            "",
+            f"Peak RSS grows {rows[-1]['peak_rss_mb'] / rows[0]['peak_rss_mb']:.2f}x for {rows[-1]['images'] / rows[0]['images']:.0f}x the images.",
+        ]
     text = "\n".join(lines) + "\n"
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench-eval-memory.md").write_text(text)

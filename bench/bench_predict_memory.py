@@ -95,16 +95,18 @@ def make_images(folder: Path, count: int, side: int, corrupt: int) -> list[str]:
 
 def make_run(out: Path, size: int) -> None:
     from snlad.config import preset
-    from snlad.engine.trained import TrainedModel, build_scorer, save_trained, write_run_index
+    from snlad.engine.run import Run
+    from snlad.engine.trained import TrainedModel, build_scorer
     from snlad.models import build_model
 
     config = preset("snl-fd")
     config.data.image_size = size
     config.data.categories = ["widget"]
-    trained = TrainedModel(config, build_model(config.model), build_scorer(config), ["widget"])
+    model = build_model(config.model)
+    trained = TrainedModel(config, model, build_scorer(config, model), ["widget"])
     out.mkdir(parents=True, exist_ok=True)
-    save_trained(out / "model.pt", trained)
-    write_run_index(out, "multi-class", ["widget"])
+    trained.save(out / "model.pt")
+    Run(out).write_index("multi-class", ["widget"])
 
 
 def at_fraction(samples: list, fraction: float) -> list:
@@ -130,7 +132,12 @@ def main() -> None:
         broken = make_images(base / "images", args.images, args.side, args.corrupt)
         make_run(base / "run", args.size)
         env = {**os.environ, "OMP_NUM_THREADS": "1"}  # a shared 2-core machine
-        done = subprocess.run([sys.executable, "-c", CHILD, str(base / "images"), str(base / "run"), str(base / "pred")], capture_output=True, text=True, env=env)
+        done = subprocess.run(
+            [sys.executable, "-c", CHILD, str(base / "images"), str(base / "run"), str(base / "pred")],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         if done.returncode != 0:
             raise SystemExit(done.stderr)
         result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -168,7 +175,9 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench-predict-memory.md").write_text(text)
-    (out / "bench-predict-memory.json").write_text(json.dumps({**result, "images": args.images, "side": args.side, "broken": broken}, indent=2))
+    (out / "bench-predict-memory.json").write_text(
+        json.dumps({**result, "images": args.images, "side": args.side, "broken": broken}, indent=2)
+    )
     print(text)
 
 

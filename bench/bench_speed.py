@@ -3,7 +3,7 @@
 For each teacher x model, in a fresh child process (so peak RSS is that model's):
 FLOPs per image (torch.utils.flop_counter), inference latency at batch 1 and
 throughput at batch 16 (median of several runs after warm-up) for the plain
-PyTorch model ("before"), the inference-optimised one (snlad.engine.fast)
+PyTorch model ("before"), the inference-optimised one (snlad.engine.optimise)
 with 1, 2, 4, 8 or all 16 images per forward pass ("after" = the CPU default),
 the same through torch.compile, and the exported ONNX graph in onnxruntime;
 training images/s (the engine's loss and Adam step) and peak RSS. For FD, each
@@ -113,24 +113,32 @@ MICRO_BATCHES = (1, 2, 4, 8, 16)  # swept at batch 16; 16 = the whole batch in o
 def build(model_name: str, teacher: str, size: int):
     """(config, plain TrainedModel, a function micro_batch -> its inference-optimised copy)."""
     from snlad.config import preset
-    from snlad.engine.fast import optimise_for_inference
+    from snlad.engine.optimise import optimise_for_inference
     from snlad.engine.trained import TrainedModel, build_scorer
     from snlad.models import build_model
 
     config = preset(model_name)
     config.model.teacher, config.data.image_size = teacher, size
     torch.manual_seed(0)
-    trained = TrainedModel(config, build_model(config.model, pretrained_teacher=PRETRAINED[teacher]), build_scorer(config), ["bench"]).eval()
-    return config, trained, lambda micro_batch=None, **kwargs: optimise_for_inference(trained, micro_batch=micro_batch, **kwargs)
+    model = build_model(config.model, pretrained_teacher=PRETRAINED[teacher])
+    trained = TrainedModel(config, model, build_scorer(config, model), ["bench"]).eval()
+    return (
+        config,
+        trained,
+        lambda micro_batch=None, **kwargs: optimise_for_inference(trained, micro_batch=micro_batch, **kwargs),
+    )
 
 
-def measure(model_name: str, teacher: str, size: int, runs: int, with_ort: bool, with_compile: bool, threads: int) -> dict:
+def measure(
+    model_name: str, teacher: str, size: int, runs: int, with_ort: bool, with_compile: bool, threads: int
+) -> dict:
     """Every number of one model (runs in a child process). Compared variants are timed interleaved.
 
     *after* is what ``snlad test``/``predict`` run by default (micro-batched on a CPU); ``micro<k>``
     the same model with k images per forward pass (16 = the whole batch at once).
     """
-    from snlad.engine.fast import cpu_micro_batch, use_all_cores
+    from snlad.engine.device import use_all_cores
+    from snlad.engine.optimise import cpu_micro_batch
 
     use_all_cores() if threads == 0 else torch.set_num_threads(threads)
     peaks = [matmul_peak_gflops()]  # again at the end: clock speed and neighbours drift over minutes
@@ -159,9 +167,14 @@ def measure(model_name: str, teacher: str, size: int, runs: int, with_ort: bool,
         compiled = optimised(torch_compile=True)
         with torch.inference_mode():
             compiled.score(batch1)  # compiles the batch-1 shape too, outside the timing
-            result["compiled_parity_max_abs_map_diff"] = float((plain(batch16)[0] - compiled.score(batch16)[0]).abs().max())
+            result["compiled_parity_max_abs_map_diff"] = float(
+                (plain(batch16)[0] - compiled.score(batch16)[0]).abs().max()
+            )
         result["compile_seconds"] = time.perf_counter() - started
-        contenders1["compiled"], contenders16["compiled"] = (lambda: compiled.score(batch1)), (lambda: compiled.score(batch16))
+        contenders1["compiled"], contenders16["compiled"] = (
+            (lambda: compiled.score(batch1)),
+            (lambda: compiled.score(batch16)),
+        )
     if with_ort:
         run, result["ort_parity_max_abs_map_diff"] = onnxruntime_runner(trained, batch16, plain)
         contenders1["ort"], contenders16["ort_whole"] = (lambda: run(batch1)), (lambda: run(batch16))
@@ -195,8 +208,15 @@ def conv_isolated(model: torch.nn.Module, images: torch.Tensor, repeats: int = 1
     lower bound on the forward time of any pipeline built from these convs (no fusion, no misses).
     """
     shapes = []
-    handles = [m.register_forward_hook(lambda m, i, o: shapes.append((m, i[0].shape, i[0].is_contiguous(memory_format=torch.channels_last), o.numel())))
-               for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    handles = [
+        m.register_forward_hook(
+            lambda m, i, o: shapes.append(
+                (m, i[0].shape, i[0].is_contiguous(memory_format=torch.channels_last), o.numel())
+            )
+        )
+        for m in model.modules()
+        if isinstance(m, torch.nn.Conv2d)
+    ]
     model(images)
     for handle in handles:
         handle.remove()
@@ -259,7 +279,15 @@ def conv_breakdown(model: torch.nn.Module, images: torch.Tensor, runs: int) -> d
         row = spent.setdefault(entry["kind"], [0.0, 0.0])
         row[0] += entry["seconds"] / runs
         row[1] += entry["flop"]
-    breakdown = {name: {"seconds": sec, "gflop": flop / 1e9, "gflop_per_s": flop / 1e9 / max(sec, 1e-12), "share_of_time": sec / total} for name, (sec, flop) in spent.items()}
+    breakdown = {
+        name: {
+            "seconds": sec,
+            "gflop": flop / 1e9,
+            "gflop_per_s": flop / 1e9 / max(sec, 1e-12),
+            "share_of_time": sec / total,
+        }
+        for name, (sec, flop) in spent.items()
+    }
     breakdown["model_forward_seconds"] = total
     return breakdown
 
@@ -314,7 +342,21 @@ def training_step(config):
 def run_child(model_name: str, teacher: str, args: argparse.Namespace) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         runs = args.runs if teacher.startswith("efficientnet") else min(args.runs, args.runs_large)
-        command = [sys.executable, __file__, "--child", model_name, teacher, "--size", str(args.size), "--runs", str(runs), "--threads", str(args.threads), "--json", out.name]
+        command = [
+            sys.executable,
+            __file__,
+            "--child",
+            model_name,
+            teacher,
+            "--size",
+            str(args.size),
+            "--runs",
+            str(runs),
+            "--threads",
+            str(args.threads),
+            "--json",
+            out.name,
+        ]
         command += ([] if args.ort else ["--no-ort"]) + ([] if args.compile else ["--no-compile"])
         subprocess.run(command, check=True)
         return json.loads(Path(out.name).read_text())
@@ -335,7 +377,11 @@ def add_ratios(rows: list[dict]) -> None:
 
 
 def _fraction(row: dict, name: str) -> str:
-    return f"{row[name + '_images_per_s']:.1f} ({100 * row[name + '_flop_fraction']:.0f}%)" if f"{name}_images_per_s" in row else "n/a"
+    return (
+        f"{row[name + '_images_per_s']:.1f} ({100 * row[name + '_flop_fraction']:.0f}%)"
+        if f"{name}_images_per_s" in row
+        else "n/a"
+    )
 
 
 def markdown(info: dict, rows: list[dict], load_after: tuple) -> str:
@@ -355,7 +401,7 @@ def markdown(info: dict, rows: list[dict], load_after: tuple) -> str:
         f"{first['size']} px; medians of {first['runs']} runs ({rows[-1]['runs']} for the last teacher) after {WARMUP} warm-ups; "
         "the variants of one model (and an SNL model's baseline) are timed round-robin in one process so that load changes "
         "hit them alike; all ratios come from this one run. "
-        "*before* = the plain PyTorch model as trained; *whole* = `snlad.engine.fast.optimise_for_inference` "
+        "*before* = the plain PyTorch model as trained; *whole* = `snlad.engine.optimise.optimise_for_inference` "
         "(BatchNorm folded, channels-last, upsampling + blur as matmuls) with the batch of 16 in one forward pass; "
         f"*after* = the same, {min(first['micro_batch'], 16)} images per forward pass (the default of `snlad test`/`predict` on a CPU); "
         "*compiled* = *after* through `torch.compile` (`--compile`); *ORT* = the exported ONNX graph in onnxruntime, "
@@ -373,54 +419,100 @@ def markdown(info: dict, rows: list[dict], load_after: tuple) -> str:
             f"| {r['teacher']} | {r['model']} | {r['gflop_per_image']:.2f} | {_fraction(r, 'before')} | {_fraction(r, 'whole')} | "
             f"**{_fraction(r, 'after')}** | {_fraction(r, 'compiled')} | {_fraction(r, 'ort_whole')} | {_fraction(r, 'ort')} | {r['speedup_b16']:.2f}x |"
         )
-    lines += ["", "## Latency at batch 1, training, memory, parity", "",
-              "| teacher | model | latency b1 ms: before / after / compiled / ORT | train img/s (b8) | peak RSS MB (inference / + training) | max map diff after / compiled / ORT | compile s |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Latency at batch 1, training, memory, parity",
+        "",
+        "| teacher | model | latency b1 ms: before / after / compiled / ORT | train img/s (b8) | peak RSS MB (inference / + training) | max map diff after / compiled / ORT | compile s |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        latency = " / ".join(f"{r[f'{n}_latency_ms']:.0f}" if f"{n}_latency_ms" in r else "n/a" for n in ("before", "after", "compiled", "ort"))
-        parity = " / ".join(f"{r[k]:.1e}" if k in r else "n/a" for k in ("parity_max_abs_map_diff", "compiled_parity_max_abs_map_diff", "ort_parity_max_abs_map_diff"))
+        latency = " / ".join(
+            f"{r[f'{n}_latency_ms']:.0f}" if f"{n}_latency_ms" in r else "n/a"
+            for n in ("before", "after", "compiled", "ort")
+        )
+        parity = " / ".join(
+            f"{r[k]:.1e}" if k in r else "n/a"
+            for k in ("parity_max_abs_map_diff", "compiled_parity_max_abs_map_diff", "ort_parity_max_abs_map_diff")
+        )
         compile_s = f"{r['compile_seconds']:.0f}" if "compile_seconds" in r else "n/a"
-        lines.append(f"| {r['teacher']} | {r['model']} | {latency} | {r['train_images_per_s']:.1f} | {r['rss_inference_mb']:.0f} / {r['rss_training_mb']:.0f} | {parity} | {compile_s} |")
-    lines += ["", "## Images per forward pass at batch 16 (optimised eager model, images/s)", "",
-              "| teacher | model | " + " | ".join(str(m) for m in MICRO_BATCHES) + " |", "|---|---|" + "---|" * len(MICRO_BATCHES)]
+        lines.append(
+            f"| {r['teacher']} | {r['model']} | {latency} | {r['train_images_per_s']:.1f} | {r['rss_inference_mb']:.0f} / {r['rss_training_mb']:.0f} | {parity} | {compile_s} |"
+        )
+    lines += [
+        "",
+        "## Images per forward pass at batch 16 (optimised eager model, images/s)",
+        "",
+        "| teacher | model | " + " | ".join(str(m) for m in MICRO_BATCHES) + " |",
+        "|---|---|" + "---|" * len(MICRO_BATCHES),
+    ]
     for r in rows:
         best = max(r[f"micro{m}_images_per_s"] for m in MICRO_BATCHES)
-        cells = [f"{r[f'micro{m}_images_per_s']:.1f}" + (" (best)" if r[f"micro{m}_images_per_s"] == best else "") for m in MICRO_BATCHES]
+        cells = [
+            f"{r[f'micro{m}_images_per_s']:.1f}" + (" (best)" if r[f"micro{m}_images_per_s"] == best else "")
+            for m in MICRO_BATCHES
+        ]
         lines.append(f"| {r['teacher']} | {r['model']} | " + " | ".join(cells) + " |")
     for r in rows:
         if "conv_breakdown" in r:
             b, iso, peak = r["conv_breakdown"], r["conv_isolated"], r["matmul_peak_gflops"]
             pipeline = b["model_forward_seconds"]
-            lines += ["", f"## Where the optimised {r['teacher']} fd forward spends its time", "",
-                      f"One forward pass of {iso['images']} images (teacher + student): {1e3 * pipeline:.1f} ms, per-conv hooks. "
-                      "*Alone*: each conv timed by itself on an input of its real shape, repeated on that input (so cache-hot), best of 10.", "",
-                      "| conv kind | share of forward time | GFLOP | in the forward: GFLOP/s (of peak) | alone: ms, GFLOP/s (of peak) |", "|---|---|---|---|---|"]
+            lines += [
+                "",
+                f"## Where the optimised {r['teacher']} fd forward spends its time",
+                "",
+                f"One forward pass of {iso['images']} images (teacher + student): {1e3 * pipeline:.1f} ms, per-conv hooks. "
+                "*Alone*: each conv timed by itself on an input of its real shape, repeated on that input (so cache-hot), best of 10.",
+                "",
+                "| conv kind | share of forward time | GFLOP | in the forward: GFLOP/s (of peak) | alone: ms, GFLOP/s (of peak) |",
+                "|---|---|---|---|---|",
+            ]
             for kind, v in b.items():
                 if isinstance(v, dict):
                     alone = iso["kinds"][kind]
-                    lines.append(f"| {kind} | {100 * v['share_of_time']:.0f}% | {v['gflop']:.2f} | {v['gflop_per_s']:.0f} ({100 * v['gflop_per_s'] / peak:.0f}%) | "
-                                 f"{1e3 * alone['seconds']:.1f}, {alone['gflop'] / alone['seconds']:.0f} ({100 * alone['gflop'] / alone['seconds'] / peak:.0f}%) |")
+                    lines.append(
+                        f"| {kind} | {100 * v['share_of_time']:.0f}% | {v['gflop']:.2f} | {v['gflop_per_s']:.0f} ({100 * v['gflop_per_s'] / peak:.0f}%) | "
+                        f"{1e3 * alone['seconds']:.1f}, {alone['gflop'] / alone['seconds']:.0f} ({100 * alone['gflop'] / alone['seconds'] / peak:.0f}%) |"
+                    )
             conv_alone = sum(v["seconds"] for v in iso["kinds"].values())
             depthwise = iso["kinds"].get("depthwise")
             limit_seconds = iso["pipeline_gflop"] / peak
-            lines += ["", f"Every conv at its cache-hot speed, nothing else: {1e3 * conv_alone:.1f} ms for the {iso['pipeline_gflop']:.2f} GFLOP "
-                      f"of the whole pipeline = **{100 * limit_seconds / conv_alone:.0f}%** of the FLOP-bound limit."]
+            lines += [
+                "",
+                f"Every conv at its cache-hot speed, nothing else: {1e3 * conv_alone:.1f} ms for the {iso['pipeline_gflop']:.2f} GFLOP "
+                f"of the whole pipeline = **{100 * limit_seconds / conv_alone:.0f}%** of the FLOP-bound limit.",
+            ]
             if depthwise:
                 rest = (iso["pipeline_gflop"] - depthwise["gflop"]) / peak
-                lines.append(f"Depthwise convs at their cache-hot speed and everything else at the matmul peak: "
-                             f"**{100 * limit_seconds / (depthwise['seconds'] + rest):.0f}%**.")
+                lines.append(
+                    f"Depthwise convs at their cache-hot speed and everything else at the matmul peak: "
+                    f"**{100 * limit_seconds / (depthwise['seconds'] + rest):.0f}%**."
+                )
     ratios = [r for r in rows if "snl_time_ratio_after" in r]
     if ratios:
-        lines += ["", "## SNL time / its baseline's time", "",
-                  "Both timed interleaved in the SNL model's process (batch 16, *after*; training step at batch 8).", "",
-                  "| teacher | model | inference | training |", "|---|---|---|---|"]
-        lines += [f"| {r['teacher']} | {r['model']} | {r['snl_time_ratio_after']:.2f} | {r['snl_train_time_ratio']:.2f} |" for r in ratios]
+        lines += [
+            "",
+            "## SNL time / its baseline's time",
+            "",
+            "Both timed interleaved in the SNL model's process (batch 16, *after*; training step at batch 8).",
+            "",
+            "| teacher | model | inference | training |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['teacher']} | {r['model']} | {r['snl_time_ratio_after']:.2f} | {r['snl_train_time_ratio']:.2f} |"
+            for r in ratios
+        ]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run: 64 px, 2 runs, efficientnet_lite0, fd + snl-fd, to a temp folder")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 64 px, 2 runs, efficientnet_lite0, fd + snl-fd, to a temp folder",
+    )
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--models", default=",".join(MODELS))
@@ -436,12 +528,14 @@ def main() -> None:
     sys.path.insert(0, str(ROOT / "src"))
     warnings.filterwarnings("ignore")
     if args.child:
-        Path(args.json).write_text(json.dumps(measure(*args.child, args.size, args.runs, args.ort, args.compile, args.threads)))
+        Path(args.json).write_text(
+            json.dumps(measure(*args.child, args.size, args.runs, args.ort, args.compile, args.threads))
+        )
         return
     if args.quick:
         args.size, args.runs, args.models, args.teachers = 64, 2, "fd,snl-fd", "efficientnet_lite0"
     out = Path(args.out or (tempfile.mkdtemp(prefix="bench-speed-") if args.quick else ROOT / "docs" / "results"))
-    from snlad.engine.fast import use_all_cores
+    from snlad.engine.device import use_all_cores
 
     use_all_cores() if args.threads == 0 else torch.set_num_threads(args.threads)
     info = machine()
@@ -449,8 +543,11 @@ def main() -> None:
     for teacher in args.teachers.split(","):
         for model_name in args.models.split(","):
             rows.append(run_child(model_name, teacher, args))
-            print(f"{teacher} {model_name}: before {rows[-1]['before_images_per_s']:.1f} img/s, after {rows[-1]['after_images_per_s']:.1f} img/s "
-                  f"(whole batch {rows[-1]['whole_images_per_s']:.1f})", flush=True)
+            print(
+                f"{teacher} {model_name}: before {rows[-1]['before_images_per_s']:.1f} img/s, after {rows[-1]['after_images_per_s']:.1f} img/s "
+                f"(whole batch {rows[-1]['whole_images_per_s']:.1f})",
+                flush=True,
+            )
     add_ratios(rows)
     text = markdown(info, rows, os.getloadavg())
     out.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[1]
 RULES = (("max", 1.0, 0.0), ("max", 1.0, 0.1), ("synthetic-f1", 1.0, 0.0))
 
@@ -27,7 +26,11 @@ def decide(scored, threshold: float, pixel_threshold: float) -> dict:
     good, bad = scored.labels == 0, scored.labels == 1
     tp, fp = int((flagged & bad).sum()), int((flagged & good).sum())
     marked = scored.maps > pixel_threshold
-    ptp, pfp, pfn = int((marked & scored.masks).sum()), int((marked & ~scored.masks).sum()), int((~marked & scored.masks).sum())
+    ptp, pfp, pfn = (
+        int((marked & scored.masks).sum()),
+        int((marked & ~scored.masks).sum()),
+        int((~marked & scored.masks).sum()),
+    )
     return {
         "false_alarms": f"{fp}/{int(good.sum())}",
         "recall": f"{tp}/{int(bad.sum())}",
@@ -46,8 +49,8 @@ def main() -> None:
     from snlad import api
     from snlad.data import index_dataset
     from snlad.engine.calibration import score_samples
-    from snlad.engine.fast import optimise_run
-    from snlad.engine.trained import load_run
+    from snlad.engine.optimise import optimise_run
+    from snlad.engine.run import load_run
 
     lines = []
     with tempfile.TemporaryDirectory() as folder:

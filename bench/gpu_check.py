@@ -38,14 +38,22 @@ def check_training(out: Path) -> None:
     from snlad import api
 
     for amp in ("bf16", "none"):
-        config = api.resolve_config("snl-fd", None, ["train.epochs=3", "train.device=cuda", f"train.amp={amp}", "data.num_workers=4"])
+        config = api.resolve_config(
+            "snl-fd", None, ["train.epochs=3", "train.device=cuda", f"train.amp={amp}", "data.num_workers=4"]
+        )
         started = time.perf_counter()
         api.train(config, DEMO, out / f"run-{amp}", progress=False)
         with open(out / f"run-{amp}" / "train_log.csv") as file:
             log = list(csv.DictReader(file))
         metrics = api.test(out / f"run-{amp}", DEMO, progress=False)
-        report(check="train", amp=amp, seconds=time.perf_counter() - started, epoch_seconds=[float(r["seconds"]) for r in log],
-               losses=[float(r["loss"]) for r in log], mean_image_auroc=metrics["mean"]["image_auroc"])
+        report(
+            check="train",
+            amp=amp,
+            seconds=time.perf_counter() - started,
+            epoch_seconds=[float(r["seconds"]) for r in log],
+            losses=[float(r["loss"]) for r in log],
+            mean_image_auroc=metrics["mean"]["image_auroc"],
+        )
 
 
 def check_distributed_path(out: Path) -> None:
@@ -54,41 +62,59 @@ def check_distributed_path(out: Path) -> None:
     from snlad import api
     from snlad.data import index_dataset
     from snlad.engine.distributed import DistContext, unwrap
+    from snlad.engine.run import ModelDir
     from snlad.engine.train import fit
     from snlad.models import build_model
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29555", RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
     dist.init_process_group("nccl")
-    config = api.resolve_config("snl-rd", None, ["train.epochs=1", "train.device=cuda", "train.amp=bf16", "train.batch_size=8"])
+    config = api.resolve_config(
+        "snl-rd", None, ["train.epochs=1", "train.device=cuda", "train.amp=bf16", "train.batch_size=8"]
+    )
     torch.manual_seed(0)
     model = build_model(config.model).cuda()
     (out / "ddp").mkdir(parents=True, exist_ok=True)
-    fit(model, index_dataset(DEMO, "train"), config, out / "ddp", None, progress=False, context=DistContext(0, 2, 0))
+    fit(
+        model,
+        index_dataset(DEMO, "train"),
+        config,
+        ModelDir(out / "ddp"),
+        None,
+        progress=False,
+        context=DistContext(0, 2, 0),
+    )
     sync = sum(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
     unwrap(model)
     left = sum(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
     with open(out / "ddp" / "train_log.csv") as file:
         log = list(csv.DictReader(file))
-    report(check="distributed-path", backend=dist.get_backend(), sync_batchnorms_during=sync, left_after_unwrap=left, loss=float(log[-1]["loss"]))
+    report(
+        check="distributed-path",
+        backend=dist.get_backend(),
+        sync_batchnorms_during=sync,
+        left_after_unwrap=left,
+        loss=float(log[-1]["loss"]),
+    )
     dist.destroy_process_group()
 
 
 def check_inference() -> None:
     from snlad.config import preset
-    from snlad.engine.fast import optimise_for_inference
+    from snlad.engine.optimise import optimise_for_inference
     from snlad.engine.trained import TrainedModel, build_scorer
     from snlad.models import build_model
 
     for name in ("fd", "snl-fd", "rd", "snl-rd"):
         config = preset(name)
-        trained = TrainedModel(config, build_model(config.model).cuda(), build_scorer(config).cuda(), ["x"]).eval()
+        model = build_model(config.model).cuda()
+        trained = TrainedModel(config, model, build_scorer(config, model), ["x"]).eval()
         fast = optimise_for_inference(trained)
         for batch in (16, 64):
             x = torch.rand(batch, 3, 256, 256, device="cuda")
             row = {"check": "inference", "model": name, "batch": batch}
             with torch.inference_mode():
                 for label, t in (("before", trained), ("after", fast)):
-                    fn = lambda: t.scorer(*t.model(x))  # noqa: E731
+                    fn = lambda t=t, x=x: t.scorer(*t.model(x))  # noqa: E731
                     for _ in range(3):
                         fn()
                     torch.cuda.synchronize()
@@ -99,7 +125,9 @@ def check_inference() -> None:
                         torch.cuda.synchronize()
                         times.append(time.perf_counter() - started)
                     row[f"{label}_images_per_s"] = batch / statistics.median(times)
-                row["parity"] = float((trained.scorer(*trained.model(x))[0] - fast.scorer(*fast.model(x))[0]).abs().max())
+                row["parity"] = float(
+                    (trained.scorer(*trained.model(x))[0] - fast.scorer(*fast.model(x))[0]).abs().max()
+                )
             report(**row)
 
 

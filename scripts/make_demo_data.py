@@ -161,7 +161,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     for category in categories:
         mine = [row for row in rows if row["category"] == category]
         train = evenly_spaced([r["image"] for r in mine if r["split"].startswith("train")], TRAIN_GOOD)
-        test_good = evenly_spaced([r["image"] for r in mine if r["split"] == "test" and r["label"] == "good"], TEST_GOOD)
+        test_good = evenly_spaced(
+            [r["image"] for r in mine if r["split"] == "test" and r["label"] == "good"], TEST_GOOD
+        )
         by_defect: dict[str, list[str]] = {}
         for r in mine:
             if r["split"] == "test" and r["label"] != "good":

@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from snlad.engine.checkpoint import atomic_write_text
-from snlad.engine.trained import load_run
+from snlad.engine.run import load_run
+from snlad.files import atomic_write_text
 from snlad.selection import map_grid, synthetic_validation
 
 

@@ -110,7 +110,19 @@ def build_shared(shared: Path) -> Path:
 
     make_dataset(shared / "data")
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        code = main(["--quiet", "train", "--data", str(shared / "data"), "--out", str(shared / "run"), "--model", "fd", *FAST_ARGS])
+        code = main(
+            [
+                "--quiet",
+                "train",
+                "--data",
+                str(shared / "data"),
+                "--out",
+                str(shared / "run"),
+                "--model",
+                "fd",
+                *FAST_ARGS,
+            ]
+        )
     assert code == 0, "training the shared run failed"
     return shared
 
@@ -137,7 +149,9 @@ def png_bomb(path: Path) -> Path:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -287,19 +301,42 @@ def _(d: Path) -> list[str]:
     return train("notes.txt")
 
 
-@case("root_unreadable", "data root", "`--data` cannot be listed (permission denied)", 2, "data", "Permission denied", "readable", simulate=lambda d: unlistable(d / "data"))
+@case(
+    "root_unreadable",
+    "data root",
+    "`--data` cannot be listed (permission denied)",
+    2,
+    "data",
+    "Permission denied",
+    "readable",
+    simulate=lambda d: unlistable(d / "data"),
+)
 def _(d: Path) -> list[str]:
     make_dataset(d / "data")
     return train()
 
 
-@case("root_is_category", "data root", "`--data` points at a category, not at the root above it", 2, "pass its parent folder")
+@case(
+    "root_is_category",
+    "data root",
+    "`--data` points at a category, not at the root above it",
+    2,
+    "pass its parent folder",
+)
 def _(d: Path) -> list[str]:
     make_dataset(d / "data")
     return train("data/widget")
 
 
-@case("no_train_images", "data root", "a category with no training images", 2, "'widget' has no training images", "data/widget/train/good", "add them or leave the category out")
+@case(
+    "no_train_images",
+    "data root",
+    "a category with no training images",
+    2,
+    "'widget' has no training images",
+    "data/widget/train/good",
+    "add them or leave the category out",
+)
 def _(d: Path) -> list[str]:
     make_dataset(d / "data")
     for image in (d / "data" / "widget" / "train" / "good").iterdir():
@@ -307,7 +344,14 @@ def _(d: Path) -> list[str]:
     return train()
 
 
-@case("unknown_category", "data root", "`--categories` names a category that is not there", 2, "'gizmo'", "known categories: widget")
+@case(
+    "unknown_category",
+    "data root",
+    "`--categories` names a category that is not there",
+    2,
+    "'gizmo'",
+    "known categories: widget",
+)
 def _(d: Path) -> list[str]:
     make_dataset(d / "data")
     return train("data", "--categories", "gizmo")
@@ -325,13 +369,28 @@ def _with_bad_train_image(d: Path, write: Callable[[Path], object], name: str = 
     write(good / name)
 
 
-@case("image_truncated_png", "images", "a truncated PNG among the training images", 2, BAD, "truncated", "re-copy it or delete it")
+@case(
+    "image_truncated_png",
+    "images",
+    "a truncated PNG among the training images",
+    2,
+    BAD,
+    "truncated",
+    "re-copy it or delete it",
+)
 def _(d: Path) -> list[str]:
     _with_bad_train_image(d, lambda p: truncated(p, "PNG"))
     return train()
 
 
-@case("image_truncated_jpeg", "images", "a truncated JPEG among the training images", 2, "data/widget/train/good/1.jpg", "re-copy it or delete it")
+@case(
+    "image_truncated_jpeg",
+    "images",
+    "a truncated JPEG among the training images",
+    2,
+    "data/widget/train/good/1.jpg",
+    "re-copy it or delete it",
+)
 def _(d: Path) -> list[str]:
     _with_bad_train_image(d, lambda p: truncated(p, "JPEG"), "1.jpg")
     return train()
@@ -349,29 +408,65 @@ def _(d: Path) -> list[str]:
     return train()
 
 
-@case("image_bomb", "images", "a decompression bomb (PNG header claims 20000 x 20000)", 2, BAD, "decompression-bomb limit", "downscale it")
+@case(
+    "image_bomb",
+    "images",
+    "a decompression bomb (PNG header claims 20000 x 20000)",
+    2,
+    BAD,
+    "decompression-bomb limit",
+    "downscale it",
+)
 def _(d: Path) -> list[str]:
     _with_bad_train_image(d, png_bomb)
     return train()
 
 
-@case("image_unreadable", "images", "an image file that cannot be opened (permission denied)", 2, BAD, "permission denied", "check its permissions", simulate=lambda d: unreadable(d / BAD))
+@case(
+    "image_unreadable",
+    "images",
+    "an image file that cannot be opened (permission denied)",
+    2,
+    BAD,
+    "permission denied",
+    "check its permissions",
+    simulate=lambda d: unreadable(d / BAD),
+)
 def _(d: Path) -> list[str]:
     make_dataset(d / "data")
     return train()
 
 
-@case("image_truncated_in_worker", "images", "a truncated PNG read by a DataLoader worker process (`data.num_workers=1`)", 2, BAD, "re-copy it or delete it")
+@case(
+    "image_truncated_in_worker",
+    "images",
+    "a truncated PNG read by a DataLoader worker process (`data.num_workers=1`)",
+    2,
+    BAD,
+    "re-copy it or delete it",
+)
 def _(d: Path) -> list[str]:
     _with_bad_train_image(d, lambda p: truncated(p, "PNG"))
     return train("data", "--set", "data.num_workers=1")
 
 
-@case("image_odd_modes_train", "images", "training images in CMYK, 16-bit, palette, RGBA, 1-bit and float modes (must load)", 0)
+@case(
+    "image_odd_modes_train",
+    "images",
+    "training images in CMYK, 16-bit, palette, RGBA, 1-bit and float modes (must load)",
+    0,
+)
 def _(d: Path) -> list[str]:
     make_dataset(d / "data")
     good = d / "data" / "widget" / "train" / "good"
-    for mode, name in (("CMYK", "c.jpg"), ("I;16", "i16.png"), ("P", "p.png"), ("RGBA", "rgba.png"), ("1", "one.png"), ("F", "f.tif")):
+    for mode, name in (
+        ("CMYK", "c.jpg"),
+        ("I;16", "i16.png"),
+        ("P", "p.png"),
+        ("RGBA", "rgba.png"),
+        ("1", "one.png"),
+        ("F", "f.tif"),
+    ):
         odd_image(good / name, mode)
     return train()
 
@@ -407,13 +502,29 @@ for _mode, _file, _label in (
 MASK = "data/widget/ground_truth/scratch/0_mask.png"
 
 
-@case("mask_wrong_size", "masks", "a mask of another size than its image", 2, MASK, "is 32x32 (WxH) but its image data/widget/test/scratch/0.png is 64x64", "re-export the mask", needs_run=True)
+@case(
+    "mask_wrong_size",
+    "masks",
+    "a mask of another size than its image",
+    2,
+    MASK,
+    "is 32x32 (WxH) but its image data/widget/test/scratch/0.png is 64x64",
+    "re-export the mask",
+    needs_run=True,
+)
 def _(d: Path) -> list[str]:
     save(d / MASK, square_mask(32))
     return test_cmd()
 
 
-@case("mask_non_binary", "masks", "a mask with values other than 0/255 (1, 128, 255): every nonzero pixel is a defect", 0, "| category |", needs_run=True)
+@case(
+    "mask_non_binary",
+    "masks",
+    "a mask with values other than 0/255 (1, 128, 255): every nonzero pixel is a defect",
+    0,
+    "| category |",
+    needs_run=True,
+)
 def _(d: Path) -> list[str]:
     mask = square_mask()
     mask[: SIZE // 4, : SIZE // 4] = 1
@@ -422,31 +533,72 @@ def _(d: Path) -> list[str]:
     return test_cmd()
 
 
-@case("mask_truncated", "masks", "a truncated mask file", 2, MASK, "cannot decode mask file", "re-copy it or delete it", needs_run=True)
+@case(
+    "mask_truncated",
+    "masks",
+    "a truncated mask file",
+    2,
+    MASK,
+    "cannot decode mask file",
+    "re-copy it or delete it",
+    needs_run=True,
+)
 def _(d: Path) -> list[str]:
     truncated(d / MASK, "PNG")
     return test_cmd()
 
 
-@case("mask_without_image", "masks", "a mask whose image is missing", 2, "data/widget/ground_truth/scratch/1_mask.png", "has no defective image", "restore the image or delete the mask", needs_run=True)
+@case(
+    "mask_without_image",
+    "masks",
+    "a mask whose image is missing",
+    2,
+    "data/widget/ground_truth/scratch/1_mask.png",
+    "has no defective image",
+    "restore the image or delete the mask",
+    needs_run=True,
+)
 def _(d: Path) -> list[str]:
     (d / "data" / "widget" / "test" / "scratch" / "1.png").unlink()
     return test_cmd()
 
 
-@case("defect_without_mask_mvtec", "masks", "a defective image without a mask (MVTec layout): image metrics from all, pixel metrics from the masked ones", 0, "| category |", "(2 / 1)", needs_run=True)
+@case(
+    "defect_without_mask_mvtec",
+    "masks",
+    "a defective image without a mask (MVTec layout): image metrics from all, pixel metrics from the masked ones",
+    0,
+    "| category |",
+    "(2 / 1)",
+    needs_run=True,
+)
 def _(d: Path) -> list[str]:
     (d / "data" / "widget" / "ground_truth" / "scratch" / "1_mask.png").unlink()
     return test_cmd()
 
 
-@case("no_masks_mvtec", "masks", "a category with no masks at all (MVTec layout, image-level labels only): pixel metrics n/a", 0, "| n/a |", "image-level labels only", needs_run=True)
+@case(
+    "no_masks_mvtec",
+    "masks",
+    "a category with no masks at all (MVTec layout, image-level labels only): pixel metrics n/a",
+    0,
+    "| n/a |",
+    "image-level labels only",
+    needs_run=True,
+)
 def _(d: Path) -> list[str]:
     shutil.rmtree(d / "data" / "widget" / "ground_truth")
     return test_cmd()
 
 
-@case("defect_without_mask_folder", "masks", "defective images without masks (plain-folder layout: masks optional, image metrics only)", 0, "| category |", needs_run=True)
+@case(
+    "defect_without_mask_folder",
+    "masks",
+    "defective images without masks (plain-folder layout: masks optional, image metrics only)",
+    0,
+    "| category |",
+    needs_run=True,
+)
 def _(d: Path) -> list[str]:
     folder = d / "plain" / "widget"
     shutil.copytree(d / "data" / "widget" / "train" / "good", folder / "train")
@@ -463,27 +615,64 @@ def _config(d: Path, text: str) -> list[str]:
     return train("data", "--config", "c.yaml")
 
 
-@case("config_unknown_key", "config", "a config file with an unknown key (`train.epoch`)", 2, "c.yaml", "unknown config key 'train.epoch'", "known in train: epochs")
+@case(
+    "config_unknown_key",
+    "config",
+    "a config file with an unknown key (`train.epoch`)",
+    2,
+    "c.yaml",
+    "unknown config key 'train.epoch'",
+    "known in train: epochs",
+)
 def _(d: Path) -> list[str]:
     return _config(d, "train:\n  epoch: 3\n")
 
 
-@case("config_unknown_section", "config", "a config file with an unknown section", 2, "c.yaml", "unknown config section 'optimizer'")
+@case(
+    "config_unknown_section",
+    "config",
+    "a config file with an unknown section",
+    2,
+    "c.yaml",
+    "unknown config section 'optimizer'",
+)
 def _(d: Path) -> list[str]:
     return _config(d, "optimizer:\n  lr: 0.1\n")
 
 
-@case("config_wrong_type", "config", "a config value of the wrong type (`train.epochs: ten`)", 2, "c.yaml", "train.epochs must be of type int", "'ten'")
+@case(
+    "config_wrong_type",
+    "config",
+    "a config value of the wrong type (`train.epochs: ten`)",
+    2,
+    "c.yaml",
+    "train.epochs must be of type int",
+    "'ten'",
+)
 def _(d: Path) -> list[str]:
     return _config(d, "train:\n  epochs: ten\n")
 
 
-@case("config_bad_value", "config", "a config value out of range (`data.image_size: 50`)", 2, "c.yaml", "data.image_size must be a multiple of 16")
+@case(
+    "config_bad_value",
+    "config",
+    "a config value out of range (`data.image_size: 50`)",
+    2,
+    "c.yaml",
+    "data.image_size must be a multiple of 16",
+)
 def _(d: Path) -> list[str]:
     return _config(d, "data:\n  image_size: 50\n")
 
 
-@case("config_section_not_mapping", "config", "a config section that is not a mapping (`model: 3`)", 2, "c.yaml", "section 'model' must be a mapping")
+@case(
+    "config_section_not_mapping",
+    "config",
+    "a config section that is not a mapping (`model: 3`)",
+    2,
+    "c.yaml",
+    "section 'model' must be a mapping",
+)
 def _(d: Path) -> list[str]:
     return _config(d, "model: 3\n")
 
@@ -504,13 +693,23 @@ def _(d: Path) -> list[str]:
     return train("data", "--config", "missing.yaml")
 
 
-@case("override_unknown_key", "config", "`--set` with an unknown key", 2, "loss.intra_weight", "unknown config key", "known in loss")
+@case(
+    "override_unknown_key",
+    "config",
+    "`--set` with an unknown key",
+    2,
+    "loss.intra_weight",
+    "unknown config key",
+    "known in loss",
+)
 def _(d: Path) -> list[str]:
     make_dataset(d / "data")
     return train("data", "--set", "loss.intra_weight=1")
 
 
-@case("override_wrong_type", "config", "`--set` with a value of the wrong type", 2, "train.batch_size must be of type int")
+@case(
+    "override_wrong_type", "config", "`--set` with a value of the wrong type", 2, "train.batch_size must be of type int"
+)
 def _(d: Path) -> list[str]:
     make_dataset(d / "data")
     return train("data", "--set", "train.batch_size=big")
@@ -522,7 +721,15 @@ def _(d: Path) -> list[str]:
     return train("data", "--set", "train.epochs")
 
 
-@case("override_bad_yaml", "config", "`--set` whose value is not valid YAML", 2, "train.betas=[0.9", "not valid YAML", "quote text values")
+@case(
+    "override_bad_yaml",
+    "config",
+    "`--set` whose value is not valid YAML",
+    2,
+    "train.betas=[0.9",
+    "not valid YAML",
+    "quote text values",
+)
 def _(d: Path) -> list[str]:
     make_dataset(d / "data")
     return train("data", "--set", "train.betas=[0.9")
@@ -537,43 +744,106 @@ def _no_side_effect(d: Path) -> None:
     assert not (d / MARKER).exists(), "unpickling ran code"
 
 
-@case("model_truncated", "checkpoints", "a truncated `model.pt`", 2, "run/model.pt", "truncated or corrupt", "retrain or restore it", needs_run=True)
+@case(
+    "model_truncated",
+    "checkpoints",
+    "a truncated `model.pt`",
+    2,
+    "run/model.pt",
+    "truncated or corrupt",
+    "retrain or restore it",
+    needs_run=True,
+)
 def _(d: Path) -> list[str]:
     cut_in_half(d / "run" / "model.pt")
     return predict("data/widget/test/good/0.png")
 
 
-@case("model_code_pickle", "checkpoints", "a `model.pt` whose pickle would run code (`os.mkdir`)", 2, "run/model.pt", "refused", needs_run=True, check=_no_side_effect)
+@case(
+    "model_code_pickle",
+    "checkpoints",
+    "a `model.pt` whose pickle would run code (`os.mkdir`)",
+    2,
+    "run/model.pt",
+    "refused",
+    needs_run=True,
+    check=_no_side_effect,
+)
 def _(d: Path) -> list[str]:
-    torch.save({"format": "snlad-checkpoint", "version": 1, "kind": "model", "model": Exploit(d / MARKER)}, d / "run" / "model.pt")
+    torch.save(
+        {"format": "snlad-checkpoint", "version": 1, "kind": "model", "model": Exploit(d / MARKER)},
+        d / "run" / "model.pt",
+    )
     return predict("data/widget/test/good/0.png")
 
 
-@case("model_other_model", "checkpoints", "a `model.pt` whose weights belong to another model (config says `rd`, weights are `fd`)", 2, "run/model.pt", "does not match model=rd", needs_run=True)
+@case(
+    "model_other_model",
+    "checkpoints",
+    "a `model.pt` whose weights belong to another model (config says `rd`, weights are `fd`)",
+    2,
+    "run/model.pt",
+    "does not match model=rd",
+    needs_run=True,
+)
 def _(d: Path) -> list[str]:
     edit_model_config(d / "run" / "model.pt", "model", "name", "rd")
     return predict("data/widget/test/good/0.png")
 
 
-@case("model_other_teacher", "checkpoints", "a `model.pt` whose weights belong to another teacher (config says lite1, weights are lite0)", 2, "run/model.pt", "does not match", needs_run=True)
+@case(
+    "model_other_teacher",
+    "checkpoints",
+    "a `model.pt` whose weights belong to another teacher (config says lite1, weights are lite0)",
+    2,
+    "run/model.pt",
+    "does not match",
+    needs_run=True,
+)
 def _(d: Path) -> list[str]:
     edit_model_config(d / "run" / "model.pt", "model", "teacher", "efficientnet_lite1")
     return predict("data/widget/test/good/0.png")
 
 
-@case("model_is_training_state", "checkpoints", "a training `checkpoint.pt` copied over `model.pt`", 2, "run/model.pt", "training checkpoint", "--resume", needs_run=True)
+@case(
+    "model_is_training_state",
+    "checkpoints",
+    "a training `checkpoint.pt` copied over `model.pt`",
+    2,
+    "run/model.pt",
+    "training checkpoint",
+    "--resume",
+    needs_run=True,
+)
 def _(d: Path) -> list[str]:
     shutil.copy(d / "run" / "checkpoint.pt", d / "run" / "model.pt")
     return predict("data/widget/test/good/0.png")
 
 
-@case("model_foreign_file", "checkpoints", "a `model.pt` that is some other torch file", 2, "run/model.pt", "not an snlad checkpoint", needs_run=True)
+@case(
+    "model_foreign_file",
+    "checkpoints",
+    "a `model.pt` that is some other torch file",
+    2,
+    "run/model.pt",
+    "not an snlad checkpoint",
+    needs_run=True,
+)
 def _(d: Path) -> list[str]:
     torch.save({"weight": torch.zeros(3)}, d / "run" / "model.pt")
     return predict("data/widget/test/good/0.png")
 
 
-@case("run_without_index", "checkpoints", "a run folder without `run.json`", 2, "run", "not a finished snlad run", "snlad train --out run", needs_run=True)
+@case(
+    "run_without_index",
+    "checkpoints",
+    "a run folder without `run.json`",
+    2,
+    "run",
+    "not a finished snlad run",
+    "snlad train --out run",
+    needs_run=True,
+)
 def _(d: Path) -> list[str]:
     (d / "run" / "run.json").unlink()
     return predict("data/widget/test/good/0.png")
@@ -585,24 +855,61 @@ def _(d: Path) -> list[str]:
     return predict("data/widget/test/good/0.png")
 
 
-@case("resume_truncated", "checkpoints", "`--resume` from a truncated `checkpoint.pt`", 2, "run/checkpoint.pt", "truncated or corrupt", needs_run=True)
+@case(
+    "resume_truncated",
+    "checkpoints",
+    "`--resume` from a truncated `checkpoint.pt`",
+    2,
+    "run/checkpoint.pt",
+    "truncated or corrupt",
+    needs_run=True,
+)
 def _(d: Path) -> list[str]:
     cut_in_half(d / "run" / "checkpoint.pt")
     return train("data", "--resume", out="run")
 
 
-@case("resume_code_pickle", "checkpoints", "`--resume` from a `checkpoint.pt` whose pickle would run code", 2, "run/checkpoint.pt", "refused", needs_run=True, check=_no_side_effect)
+@case(
+    "resume_code_pickle",
+    "checkpoints",
+    "`--resume` from a `checkpoint.pt` whose pickle would run code",
+    2,
+    "run/checkpoint.pt",
+    "refused",
+    needs_run=True,
+    check=_no_side_effect,
+)
 def _(d: Path) -> list[str]:
-    torch.save({"format": "snlad-checkpoint", "version": 1, "kind": "training", "x": Exploit(d / MARKER)}, d / "run" / "checkpoint.pt")
+    torch.save(
+        {"format": "snlad-checkpoint", "version": 1, "kind": "training", "x": Exploit(d / MARKER)},
+        d / "run" / "checkpoint.pt",
+    )
     return train("data", "--resume", out="run")
 
 
-@case("resume_other_model", "checkpoints", "`--resume` with another model than the checkpoint's", 2, "run/checkpoint.pt", "another config", "model.name", needs_run=True)
+@case(
+    "resume_other_model",
+    "checkpoints",
+    "`--resume` with another model than the checkpoint's",
+    2,
+    "run/checkpoint.pt",
+    "another config",
+    "model.name",
+    needs_run=True,
+)
 def _(d: Path) -> list[str]:
     return [*train("data", "--resume", out="run"), "--model", "rd"]
 
 
-@case("resume_nothing", "checkpoints", "`--resume` in a folder with no run", 2, "nothing to resume", "start without --resume", needs_run=True)
+@case(
+    "resume_nothing",
+    "checkpoints",
+    "`--resume` in a folder with no run",
+    2,
+    "nothing to resume",
+    "start without --resume",
+    needs_run=True,
+)
 def _(d: Path) -> list[str]:
     return train("data", "--resume", out="fresh")
 
@@ -629,19 +936,43 @@ def _(d: Path) -> list[str]:
     return train("data", "--teacher-weights", "teacher.pth")
 
 
-@case("teacher_wrong_keys", "teacher weights", "teacher weights with other key names", 2, "teacher.pth", "do not match efficientnet_lite0", "missing keys", "unexpected key (e.g. backbone.conv.weight)")
+@case(
+    "teacher_wrong_keys",
+    "teacher weights",
+    "teacher weights with other key names",
+    2,
+    "teacher.pth",
+    "do not match efficientnet_lite0",
+    "missing keys",
+    "unexpected key (e.g. backbone.conv.weight)",
+)
 def _(d: Path) -> list[str]:
     return _teacher(d, {"backbone.conv.weight": torch.zeros(8, 3, 3, 3)})
 
 
-@case("teacher_wrong_shape", "teacher weights", "teacher weights with one tensor of the wrong shape", 2, "teacher.pth", "1 shape mismatch (e.g. _conv_stem.weight: file (16, 3, 3, 3) vs model (32, 3, 3, 3))")
+@case(
+    "teacher_wrong_shape",
+    "teacher weights",
+    "teacher weights with one tensor of the wrong shape",
+    2,
+    "teacher.pth",
+    "1 shape mismatch (e.g. _conv_stem.weight: file (16, 3, 3, 3) vs model (32, 3, 3, 3))",
+)
 def _(d: Path) -> list[str]:
     state = _lite0_state()
     state["_conv_stem.weight"] = state["_conv_stem.weight"][:16]
     return _teacher(d, state)
 
 
-@case("teacher_code_pickle", "teacher weights", "teacher weights whose pickle would run code", 2, "teacher.pth", "refused by torch.load(weights_only=True)", check=_no_side_effect)
+@case(
+    "teacher_code_pickle",
+    "teacher weights",
+    "teacher weights whose pickle would run code",
+    2,
+    "teacher.pth",
+    "refused by torch.load(weights_only=True)",
+    check=_no_side_effect,
+)
 def _(d: Path) -> list[str]:
     return _teacher(d, {"_conv_stem.weight": Exploit(d / MARKER)})
 
@@ -653,7 +984,14 @@ def _(d: Path) -> list[str]:
     return args
 
 
-@case("teacher_resnet_without_weights", "teacher weights", "`--teacher resnet18` without `--teacher-weights`", 2, "resnet18 needs its ImageNet weights", "--teacher-weights PATH")
+@case(
+    "teacher_resnet_without_weights",
+    "teacher weights",
+    "`--teacher resnet18` without `--teacher-weights`",
+    2,
+    "resnet18 needs its ImageNet weights",
+    "--teacher-weights PATH",
+)
 def _(d: Path) -> list[str]:
     make_dataset(d / "data")
     return train("data", "--teacher", "resnet18")
@@ -662,12 +1000,29 @@ def _(d: Path) -> list[str]:
 # -- output folder
 
 
-@case("out_holds_run", "output", "`--out` already holds a run (no `--resume`/`--overwrite`)", 2, "run already holds a run", "--resume", "--overwrite", needs_run=True)
+@case(
+    "out_holds_run",
+    "output",
+    "`--out` already holds a run (no `--resume`/`--overwrite`)",
+    2,
+    "run already holds a run",
+    "--resume",
+    "--overwrite",
+    needs_run=True,
+)
 def _(d: Path) -> list[str]:
     return train("data", out="run")
 
 
-@case("out_is_file", "output", "`--out` is a file", 2, "out.txt", "is a file, not a folder", "choose another output folder")
+@case(
+    "out_is_file",
+    "output",
+    "`--out` is a file",
+    2,
+    "out.txt",
+    "is a file, not a folder",
+    "choose another output folder",
+)
 def _(d: Path) -> list[str]:
     make_dataset(d / "data")
     (d / "out.txt").write_text("x")
@@ -684,7 +1039,15 @@ def _(d: Path) -> list[str]:
 # -- predict inputs
 
 
-@case("predict_input_missing", "predict", "`predict` of a file that does not exist", 2, "nope.png", "does not exist", needs_run=True)
+@case(
+    "predict_input_missing",
+    "predict",
+    "`predict` of a file that does not exist",
+    2,
+    "nope.png",
+    "does not exist",
+    needs_run=True,
+)
 def _(d: Path) -> list[str]:
     return predict("nope.png")
 
@@ -696,7 +1059,16 @@ def _(d: Path) -> list[str]:
     return predict("docs")
 
 
-@case("predict_some_corrupt", "predict", "`predict` of a folder with 2 unreadable files among 4: the rest are scored, exit 3", 3, "skipped in/a_zero.png", "skipped in/b_text.png", "2 of 4 files could not be read", needs_run=True)
+@case(
+    "predict_some_corrupt",
+    "predict",
+    "`predict` of a folder with 2 unreadable files among 4: the rest are scored, exit 3",
+    3,
+    "skipped in/a_zero.png",
+    "skipped in/b_text.png",
+    "2 of 4 files could not be read",
+    needs_run=True,
+)
 def _(d: Path) -> list[str]:
     folder = d / "in"
     save(folder / "good1.png", texture(1))
@@ -706,13 +1078,29 @@ def _(d: Path) -> list[str]:
     return predict("in")
 
 
-@case("predict_all_corrupt", "predict", "`predict` where no file can be read", 2, "skipped bad.png", "none of the 1 input files could be read", needs_run=True)
+@case(
+    "predict_all_corrupt",
+    "predict",
+    "`predict` where no file can be read",
+    2,
+    "skipped bad.png",
+    "none of the 1 input files could be read",
+    needs_run=True,
+)
 def _(d: Path) -> list[str]:
     (d / "bad.png").write_text("text")
     return predict("bad.png")
 
 
-@case("predict_unknown_category", "predict", "`predict --category` the run was not trained on", 2, "unknown category 'gizmo'", "widget", needs_run=True)
+@case(
+    "predict_unknown_category",
+    "predict",
+    "`predict --category` the run was not trained on",
+    2,
+    "unknown category 'gizmo'",
+    "widget",
+    needs_run=True,
+)
 def _(d: Path) -> list[str]:
     return predict("data/widget/test/good/0.png", extra=("--category", "gizmo"))
 
@@ -761,7 +1149,9 @@ def command_text(argv: list[str]) -> str:
 def shown_output(outcome: Outcome) -> str:
     """What the user sees: stderr as printed; for a success without stderr, stdout's first line."""
     lines = outcome.stderr.strip().splitlines() or [f"(exit 0) {outcome.stdout.strip().splitlines()[0]}"]
-    escaped = (line.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|") for line in lines)
+    escaped = (
+        line.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("|", "\\|") for line in lines
+    )
     return "<br>".join(escaped)
 
 

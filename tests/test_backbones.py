@@ -61,8 +61,14 @@ class LiteClassifier(torch.nn.Module):
         self.fc = torch.nn.Linear(HEAD_CHANNELS, 1000)
         path = default_weights_path(name)
         first_block = first_blocks(self.backbone)
-        load_pretrained(self, read_state_dict(path), path=path, arch=name, ignored=lambda key: False,
-                        checkpoint_key=lambda key: checkpoint_key(key.removeprefix("backbone."), first_block))
+        load_pretrained(
+            self,
+            read_state_dict(path),
+            path=path,
+            arch=name,
+            ignored=lambda key: False,
+            checkpoint_key=lambda key: checkpoint_key(key.removeprefix("backbone."), first_block),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.head(self.tail(self.backbone(x)[-1]))
@@ -96,9 +102,7 @@ def test_feature_levels_have_contract_channels_and_strides(name: str) -> None:
     assert isinstance(backbone, Backbone)
     assert len(backbone.stages) == 3
     assert backbone.channels == CHANNELS[name]
-    assert [tuple(f.shape) for f in features] == [
-        (2, c, 64 // s, 64 // s) for c, s in zip(CHANNELS[name], (4, 8, 16))
-    ]
+    assert [tuple(f.shape) for f in features] == [(2, c, 64 // s, 64 // s) for c, s in zip(CHANNELS[name], (4, 8, 16))]
     for feature, expected in zip(features, manual):
         assert torch.equal(feature, expected)
 
@@ -195,8 +199,13 @@ def reference_features(state: dict[str, torch.Tensor], x: torch.Tensor) -> list[
 
     def bn(y: torch.Tensor, p: str) -> torch.Tensor:
         return F.batch_norm(
-            y, state[f"{p}.running_mean"], state[f"{p}.running_var"],
-            state[f"{p}.weight"], state[f"{p}.bias"], training=False, eps=1e-5,
+            y,
+            state[f"{p}.running_mean"],
+            state[f"{p}.running_var"],
+            state[f"{p}.weight"],
+            state[f"{p}.bias"],
+            training=False,
+            eps=1e-5,
         )
 
     def conv(y: torch.Tensor, p: str, stride: int = 1) -> torch.Tensor:
@@ -263,9 +272,7 @@ def test_resnet18_loads_torchvision_weights(packing: str, tmp_path: Path) -> Non
     path = tmp_path / "resnet18.pth"
     torch.save(packed, path)
     teacher = build_backbone("resnet18", pretrained=True, weights=path).eval()
-    assert torch.equal(
-        teacher.get_parameter("stages.0.0.conv1.conv.weight"), state["layer1.0.conv1.weight"]
-    )
+    assert torch.equal(teacher.get_parameter("stages.0.0.conv1.conv.weight"), state["layer1.0.conv1.weight"])
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         for ours, reference in zip(teacher(x), reference_features(state, x)):

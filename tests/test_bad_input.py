@@ -71,10 +71,19 @@ def test_docs_table_is_up_to_date(tmp_path: Path, request: pytest.FixtureRequest
 
 
 @pytest.mark.parametrize("name", ["root_missing", "image_truncated_in_worker", "model_code_pickle"])
-def test_real_process_prints_one_line_and_no_traceback(name: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def test_real_process_prints_one_line_and_no_traceback(
+    name: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     case = BY_NAME[name]
     argv = prepare(case, tmp_path, _shared_if_needed(case, request))
-    result = subprocess.run([sys.executable, "-m", "snlad.cli", *argv], cwd=tmp_path, capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = subprocess.run(
+        [sys.executable, "-m", "snlad.cli", *argv],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("snlad: error: ") and "Traceback" not in result.stderr, result.stderr
@@ -85,7 +94,18 @@ def test_real_process_prints_one_line_and_no_traceback(name: str, tmp_path: Path
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     with pytest.raises(SnladError, match="does not exist"):
-        main(["--debug", "--quiet", "train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "out"), *FAST_ARGS])
+        main(
+            [
+                "--debug",
+                "--quiet",
+                "train",
+                "--data",
+                str(tmp_path / "nope"),
+                "--out",
+                str(tmp_path / "out"),
+                *FAST_ARGS,
+            ]
+        )
 
 
 def test_non_binary_mask_values_count_as_defect(tmp_path: Path) -> None:

@@ -10,11 +10,17 @@ from snlad import api
 from snlad.cli import main
 from snlad.data import holdout_split, index_dataset
 from snlad.engine.run import load_run
-from snlad.thresholds import Rule, Scored, f1_threshold, thresholds
 from snlad.errors import SnladError
+from snlad.thresholds import Rule, Scored, f1_threshold, thresholds
 
 DEMO = Path(__file__).parents[1] / "data" / "demo"
-FAST = ["data.image_size=64", "train.batch_size=4", "data.num_workers=0", "loss.affinity_size=8", "data.holdout_fraction=0.25"]
+FAST = [
+    "data.image_size=64",
+    "train.batch_size=4",
+    "data.num_workers=0",
+    "loss.affinity_size=8",
+    "data.holdout_fraction=0.25",
+]
 
 
 def test_f1_threshold_lies_halfway_between_the_classes():
@@ -28,7 +34,9 @@ def test_f1_threshold_lies_halfway_between_the_classes():
 
 def test_normal_rules():
     maps = np.linspace(0, 1, 4 * 9).reshape(4, 3, 3)
-    normals = Scored(maps.reshape(4, -1).max(axis=1), np.zeros(4), maps, np.zeros_like(maps, dtype=bool), np.ones(4, bool))
+    normals = Scored(
+        maps.reshape(4, -1).max(axis=1), np.zeros(4), maps, np.zeros_like(maps, dtype=bool), np.ones(4, bool)
+    )
     assert thresholds(Rule("max"), normals, None) == {"threshold": 1.0, "pixel_threshold": 1.0}
     margin = thresholds(Rule("max", margin=0.1), normals, None)
     assert margin["threshold"] == pytest.approx(1.1)
@@ -42,11 +50,15 @@ def test_f1_pixel_threshold_ignores_defective_images_without_a_mask():
     """An unmasked defect's zero mask would count its (high) pixels as normal and push the threshold up."""
     normal_maps = np.full((2, 2, 2), 0.1)
     masked_map = np.array([[[0.1, 0.9], [0.1, 0.1]]])
-    unmasked_map = np.full((1, 2, 2), 0.95)  # a defect everywhere, but its mask is unknown: as "normal" pixels they would spoil F1
+    unmasked_map = np.full(
+        (1, 2, 2), 0.95
+    )  # a defect everywhere, but its mask is unknown: as "normal" pixels they would spoil F1
     normals = Scored(np.array([0.1, 0.1]), np.zeros(2), normal_maps, np.zeros((2, 2, 2), bool), np.ones(2, bool))
     masks = np.zeros((2, 2, 2), bool)
     masks[0, 0, 1] = True
-    anomalies = Scored(np.array([0.9, 0.95]), np.ones(2), np.concatenate([masked_map, unmasked_map]), masks, np.array([True, False]))
+    anomalies = Scored(
+        np.array([0.9, 0.95]), np.ones(2), np.concatenate([masked_map, unmasked_map]), masks, np.array([True, False])
+    )
     result = thresholds(Rule("f1"), normals, anomalies)
     assert result["pixel_f1"] == 1.0 and 0.1 < result["pixel_threshold"] < 0.9
     assert 0.1 < result["threshold"] < 0.9 and result["image_f1"] == 1.0  # both defects count for the image threshold
@@ -104,4 +116,6 @@ def test_binned_f1_search_on_many_pixels_agrees_with_the_exact_one(monkeypatch):
     monkeypatch.setattr(calibration, "EXACT_F1_LIMIT", 1000)
     binned, binned_f1 = f1_threshold(values, positives)
     assert binned_f1 == pytest.approx(exact_f1, abs=2e-3) and binned == pytest.approx(exact, abs=0.05)
-    assert binned_f1 == pytest.approx(2 * ((values > binned) & positives).sum() / ((values > binned).sum() + positives.sum()))
+    assert binned_f1 == pytest.approx(
+        2 * ((values > binned) & positives).sum() / ((values > binned).sum() + positives.sum())
+    )

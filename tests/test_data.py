@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bad_inputs import png_bomb
 from PIL import Image, ImageFile
 
+from bad_inputs import png_bomb
 from snlad.data import (
     AnomalyDataset,
     Sample,
@@ -108,7 +108,16 @@ def check_against_manifest(root: Path) -> None:
 def test_demo_data_matches_its_manifest_and_loads() -> None:
     check_against_manifest(DEMO)
     assert list_categories(DEMO) == [
-        "bottle", "capsule", "casting", "kolektor_sdd", "magnetic_tile", "metal_nut", "mpdd_metal_plate", "pcb_deeppcb", "solar_mono", "solar_poly",
+        "bottle",
+        "capsule",
+        "casting",
+        "kolektor_sdd",
+        "magnetic_tile",
+        "metal_nut",
+        "mpdd_metal_plate",
+        "pcb_deeppcb",
+        "solar_mono",
+        "solar_poly",
     ]
     without_masks = {s.category for s in index_dataset(DEMO, "test") if s.label == 1 and s.mask is None}
     assert without_masks == {"casting", "solar_mono", "solar_poly"}  # image-level labels only, as in realad
@@ -137,7 +146,9 @@ def make_visa(root: Path) -> None:
         images = root / category / "Data" / "Images"
         for i in range(4):
             save(images / "Normal" / f"{i:04d}.JPG", box_image(height + i, width, (0, 0, 0, 0)), quality=95)
-            rows.append([category, "train" if i < 3 else "test", "normal", f"{category}/Data/Images/Normal/{i:04d}.JPG", ""])
+            rows.append(
+                [category, "train" if i < 3 else "test", "normal", f"{category}/Data/Images/Normal/{i:04d}.JPG", ""]
+            )
         for i, box in enumerate([(10, 10, 30, 30), (30, 20, 50, 60)]):
             save(images / "Anomaly" / f"{i:03d}.JPG", box_image(height, width + i, box), quality=95)
             save(root / category / "Data" / "Masks" / "Anomaly" / f"{i:03d}.png", box_mask(height, width + i, box))
@@ -189,7 +200,9 @@ def test_visa_defective_images_without_masks_are_image_level_samples(tmp_path: P
 def test_visa_missing_split_csv_and_missing_named_mask(tmp_path: Path) -> None:
     make_visa(tmp_path)
     (tmp_path / "pcb1" / "Data" / "Masks" / "Anomaly" / "000.png").unlink()  # named in the CSV's mask column
-    with pytest.raises(SnladError, match=r"1cls\.csv line \d+: mask .*Masks/Anomaly/000\.png of image .*000\.JPG does not exist"):
+    with pytest.raises(
+        SnladError, match=r"1cls\.csv line \d+: mask .*Masks/Anomaly/000\.png of image .*000\.JPG does not exist"
+    ):
         index_dataset(tmp_path, "test", ["pcb1"])
     (tmp_path / "split_csv" / "1cls.csv").unlink()
     with pytest.raises(SnladError, match=r"split_csv/1cls\.csv is missing"):
@@ -365,7 +378,13 @@ def test_sixteen_bit_is_scaled_not_clipped(tmp_path: Path) -> None:
     wide = np.array([[-5, 0, 2**20, 2**30, 2**31 - 1]], np.int32)  # signed 32-bit TIFF
     assert load_image(save(tmp_path / "wide.tif", Image.fromarray(wide)))[0, :, 0].tolist() == [0, 0, 0, 128, 255]
     floats = np.array([[0.0, 0.5, 1.0, 3.0, -1.0]], np.float32)
-    assert load_image(save(tmp_path / "float.tif", Image.fromarray(floats, "F")))[0, :, 0].tolist() == [0, 128, 255, 255, 0]
+    assert load_image(save(tmp_path / "float.tif", Image.fromarray(floats, "F")))[0, :, 0].tolist() == [
+        0,
+        128,
+        255,
+        255,
+        0,
+    ]
 
 
 def test_exif_orientation_is_applied(tmp_path: Path) -> None:

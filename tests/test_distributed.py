@@ -26,7 +26,15 @@ from snlad.engine.sampler import ResumableSampler
 
 DEMO = Path(__file__).parents[1] / "data" / "demo"
 CATEGORIES = ["bottle", "kolektor_sdd"]  # 16 training images: 4 global batches of 4 per epoch
-OVERRIDES = ["data.image_size=64", "train.batch_size=4", "data.num_workers=0", "loss.affinity_size=8", "train.epochs=2", "data.holdout_fraction=0", "train.device=cpu"]
+OVERRIDES = [
+    "data.image_size=64",
+    "train.batch_size=4",
+    "data.num_workers=0",
+    "loss.affinity_size=8",
+    "train.epochs=2",
+    "data.holdout_fraction=0",
+    "train.device=cpu",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -86,7 +94,9 @@ def train_without_batch_statistics(out: Path) -> None:
 
 
 def _rank(rank: int, world_size: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
     train_without_batch_statistics(Path(out))
 
@@ -115,11 +125,35 @@ def test_two_gloo_processes_train_exactly_the_single_process_model(tmp_path, mon
     for key in single:
         assert torch.allclose(ddp[key], single[key], atol=1e-4), key
     assert losses(tmp_path / "ddp") == pytest.approx(losses(tmp_path / "single"), rel=1e-5)
-    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == ["checkpoint.pt", "config.yaml", "model.pt", "run.json", "train_log.csv"]
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == [
+        "checkpoint.pt",
+        "config.yaml",
+        "model.pt",
+        "run.json",
+        "train_log.csv",
+    ]
 
 
 def test_torchrun_recipe_with_batchnorm_is_close_to_one_process(tmp_path):
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "snlad.cli", "--quiet", "train", "--data", str(DEMO), "--categories", ",".join(CATEGORIES), "--model", "snl-fd", "--out", str(tmp_path / "ddp")]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "snlad.cli",
+        "--quiet",
+        "train",
+        "--data",
+        str(DEMO),
+        "--categories",
+        ",".join(CATEGORIES),
+        "--model",
+        "snl-fd",
+        "--out",
+        str(tmp_path / "ddp"),
+    ]
     command += [x for item in OVERRIDES for x in ("--set", item)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)

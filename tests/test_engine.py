@@ -49,7 +49,19 @@ def test_snl_fd_learns_to_rank_real_defects_above_good_images(tmp_path, amp):
     (here on the CPU) and must learn as well; the stored weights stay float32.
     """
     torch.manual_seed(0)
-    config = api.resolve_config("snl-fd", None, ["data.image_size=128", "train.batch_size=4", "data.num_workers=0", "train.epochs=8", "data.holdout_fraction=0", f"train.amp={amp}"], categories=["bottle", "metal_nut"])
+    config = api.resolve_config(
+        "snl-fd",
+        None,
+        [
+            "data.image_size=128",
+            "train.batch_size=4",
+            "data.num_workers=0",
+            "train.epochs=8",
+            "data.holdout_fraction=0",
+            f"train.amp={amp}",
+        ],
+        categories=["bottle", "metal_nut"],
+    )
     api.train(config, DEMO, tmp_path / "run", progress=False)
     metrics = api.test(tmp_path / "run", DEMO, progress=False)
     assert metrics["bottle"]["image_auroc"] >= 0.9
@@ -92,7 +104,18 @@ def test_one_class_mode_trains_one_model_per_category(tmp_path):
 
 
 def test_cli_refuses_to_overwrite_and_to_resume_another_config(tmp_path, capsys):
-    args = ["--quiet", "train", "--data", str(DEMO), "--categories", "capsule", "--model", "fd", "--out", str(tmp_path / "run")]
+    args = [
+        "--quiet",
+        "train",
+        "--data",
+        str(DEMO),
+        "--categories",
+        "capsule",
+        "--model",
+        "fd",
+        "--out",
+        str(tmp_path / "run"),
+    ]
     fast = [x for item in FAST + ["train.epochs=1"] for x in ("--set", item)]
     assert main(args + fast) == 0
     before = (tmp_path / "run" / "model.pt").read_bytes()
@@ -114,7 +137,13 @@ def test_rescoring_with_other_map_settings_keeps_the_run_files(tmp_path):
     train_fast("snl-fd", tmp_path / "run", categories=("bottle",), epochs=1)
     api.test(tmp_path / "run", DEMO, progress=False)
     before = (tmp_path / "run" / "metrics.json").read_text()
-    api.test(tmp_path / "run", DEMO, progress=False, map_overrides=["map.image_score=topk", "map.beta=0"], out_dir=tmp_path / "topk")
+    api.test(
+        tmp_path / "run",
+        DEMO,
+        progress=False,
+        map_overrides=["map.image_score=topk", "map.beta=0"],
+        out_dir=tmp_path / "topk",
+    )
     assert (tmp_path / "run" / "metrics.json").read_text() == before
     assert (tmp_path / "topk" / "metrics.json").is_file()
     with pytest.raises(SnladError, match="only map"):
@@ -126,7 +155,23 @@ def test_micro_batch_option_changes_speed_not_results(tmp_path, capsys):
 
     train_fast("snl-fd", tmp_path / "run", categories=("bottle",), epochs=1)
     api.test(tmp_path / "run", DEMO, progress=False)
-    assert main(["--quiet", "test", "--run", str(tmp_path / "run"), "--data", str(DEMO), "--micro-batch", "1", "--out", str(tmp_path / "one")]) == 0
+    assert (
+        main(
+            [
+                "--quiet",
+                "test",
+                "--run",
+                str(tmp_path / "run"),
+                "--data",
+                str(DEMO),
+                "--micro-batch",
+                "1",
+                "--out",
+                str(tmp_path / "one"),
+            ]
+        )
+        == 0
+    )
     whole, one = (json.loads((folder / "metrics.json").read_text()) for folder in (tmp_path / "run", tmp_path / "one"))
     assert whole.keys() == one.keys()
     for category in whole:

@@ -51,7 +51,11 @@ def test_pixel_metrics_of_a_mixed_category_equal_those_of_its_masked_subset(tmp_
     masked_only, _ = evaluate_category(trained, subset, batch_size=3, progress=False)
     for name in PIXEL:
         assert mixed[name] == pytest.approx(masked_only[name], abs=1e-6), name
-    assert (mixed["images"], mixed["defective"], mixed["masked"]) == (len(samples), len(masks), len(masks) - len(unmasked))
+    assert (mixed["images"], mixed["defective"], mixed["masked"]) == (
+        len(samples),
+        len(masks),
+        len(masks) - len(unmasked),
+    )
     assert [row["has_mask"] for row in rows if row["label"] == 1].count(0) == len(unmasked)
 
     # Independently: the exact in-memory metrics on the known pixels, and what the old bug gave.
@@ -80,16 +84,24 @@ def build_mixed_layout_root(root: Path) -> None:
     shutil.copytree(source / "test", plain / "test")
     rows = []
     visa = root / "visa_nomask" / "Data" / "Images"
-    for label, folder in (("normal", "Normal"), ("anomaly", "Anomaly")):
+    for folder in ("Normal", "Anomaly"):
         (visa / folder).mkdir(parents=True)
-    for index, image in enumerate(sorted((source / "train" / "good").iterdir())):
+    for image in sorted((source / "train" / "good").iterdir()):
         shutil.copy(image, visa / "Normal" / f"train_{image.name}")
         rows.append(["visa_nomask", "train", "normal", f"visa_nomask/Data/Images/Normal/train_{image.name}", ""])
     for image in sorted((source / "test").rglob("*.jpg")):
         good = image.parent.name == "good"
         name = f"{image.parent.name}_{image.name}"
         shutil.copy(image, visa / ("Normal" if good else "Anomaly") / name)
-        rows.append(["visa_nomask", "test", "normal" if good else "anomaly", f"visa_nomask/Data/Images/{'Normal' if good else 'Anomaly'}/{name}", ""])
+        rows.append(
+            [
+                "visa_nomask",
+                "test",
+                "normal" if good else "anomaly",
+                f"visa_nomask/Data/Images/{'Normal' if good else 'Anomaly'}/{name}",
+                "",
+            ]
+        )
     (root / "split_csv").mkdir()
     with (root / "split_csv" / "1cls.csv").open("w", newline="") as handle:
         csv.writer(handle).writerows([["object", "split", "label", "image", "mask"], *rows])
@@ -98,7 +110,9 @@ def build_mixed_layout_root(root: Path) -> None:
 def test_every_layout_reads_a_category_without_masks_and_reports_image_metrics_only(tmp_path: Path) -> None:
     root = tmp_path / "data"
     build_mixed_layout_root(root)
-    config = api.resolve_config("fd", None, ["data.image_size=32", "train.batch_size=4", "data.num_workers=0", "train.epochs=1"])
+    config = api.resolve_config(
+        "fd", None, ["data.image_size=32", "train.batch_size=4", "data.num_workers=0", "train.epochs=1"]
+    )
     api.train(config, root, tmp_path / "run", progress=False)
     metrics = api.test(tmp_path / "run", root, progress=False)
 
@@ -117,7 +131,9 @@ def test_every_layout_reads_a_category_without_masks_and_reports_image_metrics_o
     assert stored["visa_nomask"]["pixel_auroc"] is None and stored["mean"]["pixel_categories"] == 1
     with (tmp_path / "run" / "metrics.csv").open(newline="") as handle:
         table = {row["category"]: row for row in csv.DictReader(handle)}
-    assert table["mvtec_nomask"]["aupro"] == "" and float(table["masked"]["aupro"]) == pytest.approx(metrics["masked"]["aupro"], abs=1e-6)
+    assert table["mvtec_nomask"]["aupro"] == "" and float(table["masked"]["aupro"]) == pytest.approx(
+        metrics["masked"]["aupro"], abs=1e-6
+    )
     assert table["mean"]["pixel_categories"] == "1"
     markdown = (tmp_path / "run" / "metrics.md").read_text()
     folder_row = next(line for line in markdown.splitlines() if line.startswith("| folder_nomask |"))

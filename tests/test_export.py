@@ -20,8 +20,16 @@ SIZE = 64
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "run"
-    overrides = [f"data.image_size={SIZE}", "train.batch_size=4", "data.num_workers=0", "loss.affinity_size=8", "train.epochs=1"]
-    api.train(api.resolve_config("snl-fd", None, overrides, categories=["bottle", "metal_nut"]), DEMO, out, progress=False)
+    overrides = [
+        f"data.image_size={SIZE}",
+        "train.batch_size=4",
+        "data.num_workers=0",
+        "loss.affinity_size=8",
+        "train.epochs=1",
+    ]
+    api.train(
+        api.resolve_config("snl-fd", None, overrides, categories=["bottle", "metal_nut"]), DEMO, out, progress=False
+    )
     return out
 
 
@@ -68,7 +76,14 @@ def test_torchscript_export_matches_pytorch(run, reference, tmp_path):
 
 
 def test_export_errors_are_one_line(run, tmp_path, capsys):
-    assert main(["export", "--run", str(tmp_path / "missing"), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 2
-    assert main(["export", "--run", str(run), "--format", "onnx", "--out", str(tmp_path / "m.onnx"), "--category", "zebra"]) == 2
+    assert (
+        main(["export", "--run", str(tmp_path / "missing"), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 2
+    )
+    assert (
+        main(
+            ["export", "--run", str(run), "--format", "onnx", "--out", str(tmp_path / "m.onnx"), "--category", "zebra"]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("snlad: error:") for line in err)

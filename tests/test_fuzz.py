@@ -32,7 +32,9 @@ from snlad.engine.checkpoint import read_checkpoint
 from snlad.errors import SnladError
 
 EXAMPLES = int(os.environ.get("SNLAD_FUZZ_EXAMPLES", "80"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=EXAMPLES <= 100)
+FUZZ = settings(
+    max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=EXAMPLES <= 100
+)
 SIDE = 8
 
 
@@ -134,7 +136,15 @@ def test_mask_bytes_load_or_raise_snlad_error(target: Path, data: bytes) -> None
 
 def _checkpoint_bytes() -> bytes:
     buffer = io.BytesIO()
-    torch.save({"format": "snlad-checkpoint", "version": 1, "kind": "model", "model": {"w": torch.ones(4, 4), "b": torch.zeros(3)}}, buffer)
+    torch.save(
+        {
+            "format": "snlad-checkpoint",
+            "version": 1,
+            "kind": "model",
+            "model": {"w": torch.ones(4, 4), "b": torch.zeros(3)},
+        },
+        buffer,
+    )
     return buffer.getvalue()
 
 
@@ -164,7 +174,11 @@ scalars = st.one_of(
     st.text(max_size=12),
     st.sampled_from(["fd", "snl-rd", "l1", "topk", "cpu", "cuda:7", "efficientnet_lite0", "resnet18"]),
 )
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=6)
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6,
+)
 section_names = st.sampled_from(sorted(CONFIG_KEYS)) | st.text(max_size=8)
 
 
@@ -210,7 +224,9 @@ yaml_text = st.one_of(
 
 @FUZZ
 @given(text=yaml_text, model=st.sampled_from([None, "fd", "snl-rd"]))
-def test_config_file_gives_config_or_snlad_error(tmp_path_factory: pytest.TempPathFactory, text: str, model: str | None) -> None:
+def test_config_file_gives_config_or_snlad_error(
+    tmp_path_factory: pytest.TempPathFactory, text: str, model: str | None
+) -> None:
     path = tmp_path_factory.getbasetemp() / "fuzz.yaml"
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
     _checked(lambda: load_config(model, path))

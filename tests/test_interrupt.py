@@ -45,11 +45,15 @@ ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 def spawn(argv: list[str]) -> subprocess.Popen:
     """`python -m snlad.cli` in its own process group, as a shell would start it."""
     command = [sys.executable, "-m", "snlad.cli", *argv]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, env=ONE_THREAD)
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, env=ONE_THREAD
+    )
 
 
 def run_cli(argv: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "snlad.cli", *argv], capture_output=True, text=True, timeout=300, env=ONE_THREAD)
+    return subprocess.run(
+        [sys.executable, "-m", "snlad.cli", *argv], capture_output=True, text=True, timeout=300, env=ONE_THREAD
+    )
 
 
 def wait_for_checkpoint(path: Path, process: subprocess.Popen, newer_than: int | None) -> bool:
@@ -108,7 +112,9 @@ def straight(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 # ---------------------------------------------------------------- signals
 
 
-def test_ctrl_c_saves_a_resumable_checkpoint_and_resume_matches_an_uninterrupted_run(data: Path, straight: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_ctrl_c_saves_a_resumable_checkpoint_and_resume_matches_an_uninterrupted_run(
+    data: Path, straight: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     run = tmp_path / "run"
     argv = train_argv(data, run, 1)  # a DataLoader worker too: Ctrl-C reaches the whole process group
     process = spawn(argv)
@@ -132,7 +138,9 @@ def test_ctrl_c_saves_a_resumable_checkpoint_and_resume_matches_an_uninterrupted
     assert_same_weights(model_weights(straight), model_weights(run))
 
 
-def test_sigterm_then_sigkill_at_random_moments_never_break_the_checkpoint(data: Path, straight: Path, tmp_path: Path) -> None:
+def test_sigterm_then_sigkill_at_random_moments_never_break_the_checkpoint(
+    data: Path, straight: Path, tmp_path: Path
+) -> None:
     """A scheduler's SIGTERM, then kill -9 twice at random points of an epoch; resuming each time.
 
     After every fault the last checkpoint loads (atomic writes: never half a
@@ -170,7 +178,7 @@ class _FullDiskFile:
     def __init__(self, file: object) -> None:
         self.file = file
 
-    def __enter__(self) -> "_FullDiskFile":
+    def __enter__(self) -> _FullDiskFile:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -198,7 +206,9 @@ def disk_full(fails: Callable[[str], bool]) -> Iterator[None]:
         yield
 
 
-def test_full_disk_during_training_keeps_the_last_checkpoint(data: Path, straight: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_full_disk_during_training_keeps_the_last_checkpoint(
+    data: Path, straight: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     run = tmp_path / "run"
     writes = {"checkpoint": 0}
 
@@ -210,13 +220,18 @@ def test_full_disk_during_training_keeps_the_last_checkpoint(data: Path, straigh
     with disk_full(second_checkpoint_onwards):
         assert main(train_argv(data, run)) == 2
     err = capsys.readouterr().err
-    assert err == f"snlad: error: cannot write {run / 'checkpoint.pt'}: No space left on device; earlier files there are unchanged\n"
+    assert (
+        err
+        == f"snlad: error: cannot write {run / 'checkpoint.pt'}: No space left on device; earlier files there are unchanged\n"
+    )
     assert read_checkpoint(run / "checkpoint.pt")["epoch"] == 1 and not leftovers(run)
     assert main([*train_argv(data, run), "--resume"]) == 0  # space freed: continue
     assert_same_weights(model_weights(straight), model_weights(run))
 
 
-def test_full_disk_during_predict_leaves_earlier_results(straight: Path, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_full_disk_during_predict_leaves_earlier_results(
+    straight: Path, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     images = data / "widget" / "test" / "good"
     argv = ["--quiet", "predict", str(images), "--run", str(straight), "--out", str(tmp_path / "pred")]
     assert main(argv) == 0
@@ -227,7 +242,9 @@ def test_full_disk_during_predict_leaves_earlier_results(straight: Path, data: P
     assert {path: path.read_bytes() for path in (tmp_path / "pred").rglob("*") if path.is_file()} == earlier
 
 
-def test_read_only_run_folder_fails_clearly_and_keeps_the_model(straight: Path, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_read_only_run_folder_fails_clearly_and_keeps_the_model(
+    straight: Path, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     """Root ignores chmod, so the read-only file system is simulated with the errno the kernel gives (EROFS)."""
     run = tmp_path / "run"
     shutil.copytree(straight, run)
@@ -242,7 +259,9 @@ def test_read_only_run_folder_fails_clearly_and_keeps_the_model(straight: Path, 
     with mock.patch.object(tempfile, "mkstemp", mkstemp):
         assert main(["--quiet", "test", "--run", str(run), "--data", str(data)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"snlad: error: cannot write {run}/") and "Read-only file system" in err and err.count("\n") == 1
+    assert (
+        err.startswith(f"snlad: error: cannot write {run}/") and "Read-only file system" in err and err.count("\n") == 1
+    )
     assert {path.name: path.read_bytes() for path in run.iterdir()} == before
 
 
@@ -252,7 +271,9 @@ def small_disk(tmp_path: Path, straight: Path) -> Iterator[Path]:
     size = (straight / "checkpoint.pt").stat().st_size * 3 // 2
     mount_point = tmp_path / "disk"
     mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)], capture_output=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)], capture_output=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.decode().strip()})")
     try:
@@ -261,7 +282,9 @@ def small_disk(tmp_path: Path, straight: Path) -> Iterator[Path]:
         subprocess.run(["umount", str(mount_point)], check=False)
 
 
-def test_real_full_disk_keeps_the_last_checkpoint(small_disk: Path, data: Path, straight: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_real_full_disk_keeps_the_last_checkpoint(
+    small_disk: Path, data: Path, straight: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     run = small_disk / "run"
     assert main(train_argv(data, run)) == 2
     err = capsys.readouterr().err

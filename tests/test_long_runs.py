@@ -51,7 +51,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_shared(tmp_path_factory.mktemp("shared")) / "run"
 
 
-def test_long_predict_skips_and_reports_corrupt_files_and_keeps_no_maps(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_long_predict_skips_and_reports_corrupt_files_and_keeps_no_maps(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     broken = make_folder(tmp_path / "in")
     traced: list[tuple[int, float]] = []
     original = predict_module.infer
@@ -64,18 +66,35 @@ def test_long_predict_skips_and_reports_corrupt_files_and_keeps_no_maps(run: Pat
             traced.append((done, rss_bytes()))
 
     monkeypatch.setattr(predict_module, "infer", tracing_infer)
-    code = main(["--quiet", "predict", str(tmp_path / "in"), "--run", str(run), "--out", str(tmp_path / "out"), "--batch-size", "8"])
+    code = main(
+        [
+            "--quiet",
+            "predict",
+            str(tmp_path / "in"),
+            "--run",
+            str(run),
+            "--out",
+            str(tmp_path / "out"),
+            "--batch-size",
+            "8",
+        ]
+    )
 
     assert code == PARTIAL_FAILURE
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert [Path(line.split(":", 1)[0].removeprefix("skipped ")).name for line in lines[:-1]] == broken
-    assert lines[-1] == f"snlad: {len(broken)} of {GOOD + len(broken)} files could not be read and were skipped (listed above)"
+    assert (
+        lines[-1]
+        == f"snlad: {len(broken)} of {GOOD + len(broken)} files could not be read and were skipped (listed above)"
+    )
     assert "Traceback" not in captured.err and captured.out.startswith(f"scored {GOOD} images")
     with (tmp_path / "out" / "scores.csv").open() as handle:
         scored = [Path(row["image"]).name for row in csv.DictReader(handle)]
     assert len(scored) == GOOD and not set(scored) & set(broken)
-    assert len(list((tmp_path / "out" / "maps").iterdir())) == GOOD == len(list((tmp_path / "out" / "overlays").iterdir()))
+    assert (
+        len(list((tmp_path / "out" / "maps").iterdir())) == GOOD == len(list((tmp_path / "out" / "overlays").iterdir()))
+    )
 
     # Resident memory growth per image (median over batches, so one-time costs such as Pillow
     # loading all its plugins at the first unidentified file do not count) stays far below one kept map.
@@ -83,7 +102,9 @@ def test_long_predict_skips_and_reports_corrupt_files_and_keeps_no_maps(run: Pat
     assert per_image[len(per_image) // 2] < SIDE * SIDE * 4 / 4, per_image
 
 
-def test_ctrl_c_during_predict_keeps_the_scores_so_far(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ctrl_c_during_predict_keeps_the_scores_so_far(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for index in range(40):
         save(tmp_path / "in" / f"img_{index:03d}.png", texture(index % 7))
     original = predict_module.infer
@@ -96,8 +117,13 @@ def test_ctrl_c_during_predict_keeps_the_scores_so_far(run: Path, tmp_path: Path
 
     monkeypatch.setattr(predict_module, "infer", interrupted_infer)
     out = tmp_path / "out"
-    assert main(["--quiet", "predict", str(tmp_path / "in"), "--run", str(run), "--out", str(out), "--batch-size", "8"]) == 130
-    assert capsys.readouterr().err == f"snlad: interrupted; scores of the images done so far are in {out / 'scores.csv'}\n"
+    assert (
+        main(["--quiet", "predict", str(tmp_path / "in"), "--run", str(run), "--out", str(out), "--batch-size", "8"])
+        == 130
+    )
+    assert (
+        capsys.readouterr().err == f"snlad: interrupted; scores of the images done so far are in {out / 'scores.csv'}\n"
+    )
     with (out / "scores.csv").open() as handle:
         scored = [Path(row["image"]).stem for row in csv.DictReader(handle)]
     assert len(scored) == 16 and sorted(scored) == sorted(path.stem for path in (out / "maps").iterdir())

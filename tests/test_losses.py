@@ -63,8 +63,12 @@ def test_spatial_and_channel_losses_match_definitions():
     torch.manual_seed(3)
     teacher, student = torch.randn(2, 3, 4, 5), torch.randn(2, 3, 4, 5)
     cos = torch.nn.functional.cosine_similarity
-    channel = torch.stack([1 - cos(teacher[b, :, i, j], student[b, :, i, j], dim=0) for b in range(2) for i in range(4) for j in range(5)]).mean()
-    spatial = torch.stack([1 - cos(teacher[b, c].flatten(), student[b, c].flatten(), dim=0) for b in range(2) for c in range(3)]).mean()
+    channel = torch.stack(
+        [1 - cos(teacher[b, :, i, j], student[b, :, i, j], dim=0) for b in range(2) for i in range(4) for j in range(5)]
+    ).mean()
+    spatial = torch.stack(
+        [1 - cos(teacher[b, c].flatten(), student[b, c].flatten(), dim=0) for b in range(2) for c in range(3)]
+    ).mean()
     assert channel_loss(teacher, student, L1).item() == pytest.approx(channel.item(), rel=1e-5)
     assert spatial_loss(teacher, student, L1).item() == pytest.approx(spatial.item(), rel=1e-5)
 

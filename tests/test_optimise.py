@@ -75,7 +75,9 @@ def test_same_conv_equals_explicit_tensorflow_same_padding(kernel, stride, size)
     conv = SameConv2d(4, 4, kernel, stride, groups=4, bias=True)
     x = torch.randn(2, 4, size, size)
     pad = max((-(-size // stride) - 1) * stride + kernel - size, 0)  # TensorFlow's total 'same' padding
-    reference = F.conv2d(F.pad(x, (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2)), conv.weight, conv.bias, stride, 0, 1, 4)
+    reference = F.conv2d(
+        F.pad(x, (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2)), conv.weight, conv.bias, stride, 0, 1, 4
+    )
     assert conv(x).shape == reference.shape == (2, 4, -(-size // stride), -(-size // stride))
     assert torch.allclose(conv(x), reference, atol=1e-6)
 
@@ -83,8 +85,11 @@ def test_same_conv_equals_explicit_tensorflow_same_padding(kernel, stride, size)
 def test_folding_a_transposed_conv_and_a_grouped_conv_keeps_their_output():
     torch.manual_seed(1)
     block = torch.nn.Sequential(
-        torch.nn.ConvTranspose2d(6, 4, 2, stride=2, bias=False), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
-        torch.nn.Conv2d(4, 4, 3, padding=1, groups=4), torch.nn.BatchNorm2d(4),
+        torch.nn.ConvTranspose2d(6, 4, 2, stride=2, bias=False),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(4, 4, 3, padding=1, groups=4),
+        torch.nn.BatchNorm2d(4),
     )
     for bn in (block[1], block[4]):
         bn.running_mean.uniform_(-0.5, 0.5)
@@ -118,7 +123,9 @@ def test_cpu_micro_batch_keeps_pixels_per_pass_constant():
     assert optimise_for_inference(trained, micro_batch=3).micro_batch == 3
 
 
-@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile on a CPU needs a C++ compiler")
+@pytest.mark.skipif(
+    not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile on a CPU needs a C++ compiler"
+)
 def test_compiled_model_gives_the_same_maps():
     trained = trained_with_moved_statistics("snl-fd", 64)
     images = demo_images(64, 4)
@@ -139,5 +146,7 @@ def test_a_failing_compile_is_one_clear_error(monkeypatch):
 
     monkeypatch.setattr(torch, "compile", lambda module, **kwargs: Broken())
     trained = trained_with_moved_statistics("fd", 64)
-    with pytest.raises(SnladError, match=r"torch.compile failed \(RuntimeError: C\+\+ compiler not found\); run without --compile"):
+    with pytest.raises(
+        SnladError, match=r"torch.compile failed \(RuntimeError: C\+\+ compiler not found\); run without --compile"
+    ):
         optimise_for_inference(trained, torch_compile=True)

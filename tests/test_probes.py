@@ -68,7 +68,9 @@ def test_mixup_probe_is_deterministic_and_writes_its_outputs(run_dir, tmp_path):
 def test_cutpaste_cli_is_deterministic_and_reports_all_three_metrics(run_dir, tmp_path, capsys):
     def probe(out: Path) -> str:
         args = ["--quiet", "probe", "cutpaste", "--run", str(run_dir), "--data", str(DEMO), "--source", "bottle"]
-        assert main([*args, "--target", "kolektor_sdd,metal_nut", "--count", "4", "--seed", "1", "--out", str(out)]) == 0
+        assert (
+            main([*args, "--target", "kolektor_sdd,metal_nut", "--count", "4", "--seed", "1", "--out", str(out)]) == 0
+        )
         return (out / "cutpaste.csv").read_text()
 
     table = probe(tmp_path / "a")
@@ -82,8 +84,46 @@ def test_cutpaste_cli_is_deterministic_and_reports_all_three_metrics(run_dir, tm
 
 
 def test_probe_errors_are_one_line(run_dir, tmp_path, capsys):
-    assert main(["probe", "mixup", "--run", str(run_dir), "--data", str(DEMO), "--base", "capsule", "--other", "bottle", "--out", str(tmp_path)]) == 2
-    assert main(["probe", "cutpaste", "--run", str(run_dir), "--data", str(DEMO), "--source", "bottle", "--target", "metal_nut", "--patch-size", "1.5", "--out", str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "probe",
+                "mixup",
+                "--run",
+                str(run_dir),
+                "--data",
+                str(DEMO),
+                "--base",
+                "capsule",
+                "--other",
+                "bottle",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
+    assert (
+        main(
+            [
+                "probe",
+                "cutpaste",
+                "--run",
+                str(run_dir),
+                "--data",
+                str(DEMO),
+                "--source",
+                "bottle",
+                "--target",
+                "metal_nut",
+                "--patch-size",
+                "1.5",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 2 and "not trained on 'capsule'" in errors[0] and "patch size" in errors[1]
     with pytest.raises(SnladError, match="two different categories"):

@@ -58,8 +58,22 @@ def write_results(folder: Path, mode: str, rows: list[tuple]) -> None:
 
 @pytest.fixture
 def experiment_dir(tmp_path) -> Path:
-    write_results(tmp_path, "one-class", [("fd", 0, "a", 0.9, 0.8, 0.7), ("fd", 0, "b", 1.0, 1.0, 0.7), ("fd", 0, "mean", 0.1, 0.1, 0.1), ("fd", 1, "a", 0.8, 0.9, 0.7), ("fd", 1, "b", 0.8, "", 0.7)])
-    write_results(tmp_path, "multi-class", [("fd", 0, "a", 0.6, 0.7, 0.5), ("fd", 0, "b", 0.8, 0.7, 0.5), ("snl-fd", 0, "a", 0.7, 0.8, 0.5)])
+    write_results(
+        tmp_path,
+        "one-class",
+        [
+            ("fd", 0, "a", 0.9, 0.8, 0.7),
+            ("fd", 0, "b", 1.0, 1.0, 0.7),
+            ("fd", 0, "mean", 0.1, 0.1, 0.1),
+            ("fd", 1, "a", 0.8, 0.9, 0.7),
+            ("fd", 1, "b", 0.8, "", 0.7),
+        ],
+    )
+    write_results(
+        tmp_path,
+        "multi-class",
+        [("fd", 0, "a", 0.6, 0.7, 0.5), ("fd", 0, "b", 0.8, 0.7, 0.5), ("snl-fd", 0, "a", 0.7, 0.8, 0.5)],
+    )
     return tmp_path
 
 
@@ -94,11 +108,18 @@ def test_broken_run_directories_give_one_line_errors(runs, tmp_path, capsys):
     corrupt = tmp_path / "corrupt"
     shutil.copytree(runs[0], corrupt)
     (corrupt / "model.pt").write_bytes(b"not a checkpoint")
-    cases = {tmp_path / "missing": "does not exist", tmp_path: "no metrics.json", untested: "snlad test --run", corrupt: "corrupt"}
+    cases = {
+        tmp_path / "missing": "does not exist",
+        tmp_path: "no metrics.json",
+        untested: "snlad test --run",
+        corrupt: "corrupt",
+    }
     for run_dir, message in cases.items():
         with pytest.raises(SnladError, match=message):
             build_report([runs[0], run_dir], DEMO, tmp_path / "out")
-    assert main(["report", "--run", str(tmp_path / "missing"), "--data", str(DEMO), "--out", str(tmp_path / "out")]) == 2
+    assert (
+        main(["report", "--run", str(tmp_path / "missing"), "--data", str(DEMO), "--out", str(tmp_path / "out")]) == 2
+    )
     assert capsys.readouterr().err.count("\n") == 1
 
 
@@ -108,7 +129,9 @@ def test_onevsmulti_figure_from_small_csvs(experiment_dir, tmp_path, capsys):
     assert seeds == 2 and mean == pytest.approx(0.875) and std == pytest.approx(0.075)  # seeds 0.95 and 0.8
     assert summary["one-class"]["fd"]["pixel_auroc"][0] == pytest.approx((0.9 + 0.9) / 2)  # the blank cell is skipped
     assert summary["multi-class"]["snl-fd"]["image_auroc"] == (pytest.approx(0.7), 0.0, 1)
-    assert main(["figure", "onevsmulti", "--experiment-dir", str(experiment_dir), "--out", str(tmp_path / "fig.png")]) == 0
+    assert (
+        main(["figure", "onevsmulti", "--experiment-dir", str(experiment_dir), "--out", str(tmp_path / "fig.png")]) == 0
+    )
     assert Image.open(tmp_path / "fig.png").size[0] > 400
     with pytest.raises(SnladError, match="results-one-class.csv"):
         onevsmulti_figure(tmp_path / "nowhere", tmp_path / "x.png")
@@ -118,6 +141,11 @@ def test_onevsmulti_figure_from_small_csvs(experiment_dir, tmp_path, capsys):
 def test_screenshot_script_renders_the_page(tmp_path):
     page = tmp_path / "index.html"
     page.write_text("<!DOCTYPE html><html><body style='background:#f00'><h1>snlad</h1></body></html>")
-    subprocess.run([str(ROOT / "scripts" / "screenshot_report.sh"), str(page), str(tmp_path / "shot.png"), "400", "300"], check=True, timeout=60, capture_output=True)
+    subprocess.run(
+        [str(ROOT / "scripts" / "screenshot_report.sh"), str(page), str(tmp_path / "shot.png"), "400", "300"],
+        check=True,
+        timeout=60,
+        capture_output=True,
+    )
     pixels = np.asarray(Image.open(tmp_path / "shot.png").convert("RGB"))
     assert pixels.shape == (300, 400, 3) and tuple(pixels[-1, -1]) == (255, 0, 0)

@@ -20,7 +20,9 @@ def reference_maps(teacher, student, image_size: int, beta: float, sigma: float,
         total += F.interpolate(level, size=(image_size, image_size), mode="bilinear", align_corners=False)
         if beta:
             structural = structural_distance(t, s, affinity_size).unsqueeze(1).double()
-            total += beta * F.interpolate(structural, size=(image_size, image_size), mode="bilinear", align_corners=False)
+            total += beta * F.interpolate(
+                structural, size=(image_size, image_size), mode="bilinear", align_corners=False
+            )
     maps = total[:, 0].numpy()
     return np.stack([gaussian_filter(m, sigma, mode="mirror", truncate=4.0) for m in maps]) if sigma else maps
 
@@ -31,7 +33,9 @@ def test_scorer_equals_interpolate_sum_and_scipy_blur(beta, sigma):
     sides = (16, 8, 4)
     teacher = [torch.randn(2, 5, side, side) for side in sides]
     student = [torch.randn(2, 5, side, side) for side in sides]
-    scorer = AnomalyScorer(MapConfig(beta=beta, sigma=sigma, image_score="max"), image_size=64, affinity_size=8, level_sides=sides)
+    scorer = AnomalyScorer(
+        MapConfig(beta=beta, sigma=sigma, image_score="max"), image_size=64, affinity_size=8, level_sides=sides
+    )
     maps, scores = scorer(teacher, student)
     expected = reference_maps(teacher, student, 64, beta, sigma, 8)
     assert maps.shape == (2, 64, 64)

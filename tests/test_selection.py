@@ -12,7 +12,9 @@ DEMO = Path(__file__).parents[1] / "data" / "demo"
 
 
 def test_validation_set_is_held_out_normals_plus_pasted_copies():
-    config = api.resolve_config("snl-fd", None, ["data.image_size=64", "data.holdout_fraction=0.25"], categories=["bottle", "metal_nut"])
+    config = api.resolve_config(
+        "snl-fd", None, ["data.image_size=64", "data.holdout_fraction=0.25"], categories=["bottle", "metal_nut"]
+    )
     batches = synthetic_validation(DEMO, config, pastes_per_image=2, fraction=0.25, seed=3)
     _, held_out = holdout_split(index_dataset(DEMO, "train", ["bottle", "metal_nut"]), 0.25, config.train.seed)
     assert [b["category"] for b in batches] == ["bottle", "metal_nut"]
@@ -25,6 +27,7 @@ def test_validation_set_is_held_out_normals_plus_pasted_copies():
             changed = (image != normals[k % n]).any(dim=0)  # pastes go to the held-out normals in turn
             assert int(mask.sum()) == round(0.25 * 64) ** 2
             assert not changed[~mask].any() and changed[mask].any()
+
 
 def test_same_seed_same_validation_set():
     config = api.resolve_config("fd", None, ["data.image_size=64"], categories=["bottle", "capsule"])

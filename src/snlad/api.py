@@ -43,23 +43,51 @@ def metrics_table(per_category: dict[str, dict[str, float]], title: str | None =
     return metrics_markdown(per_category, title)
 
 
-def experiment(path: str | Path, data_root: str | Path, out_dir: str | Path, only: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
-               modes: Sequence[str] | None = None, tables_only: bool = False, progress: bool = True) -> dict[str, Path]:
+def experiment(
+    path: str | Path,
+    data_root: str | Path,
+    out_dir: str | Path,
+    only: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+    modes: Sequence[str] | None = None,
+    tables_only: bool = False,
+    progress: bool = True,
+) -> dict[str, Path]:
     """Train and test every configuration x seed x mode of an experiment file; returns each mode's table."""
-    return run_experiment(load_experiment(path), data_root, out_dir, list(only) if only else None, list(seeds) if seeds else None, list(modes) if modes else None, tables_only, progress)
+    return run_experiment(
+        load_experiment(path),
+        data_root,
+        out_dir,
+        list(only) if only else None,
+        list(seeds) if seeds else None,
+        list(modes) if modes else None,
+        tables_only,
+        progress,
+    )
 
 
-def probe_mixup(runs: Sequence[str | Path], data_root: str | Path, settings: MixupSettings, out_dir: str | Path) -> list[dict]:
+def probe_mixup(
+    runs: Sequence[str | Path], data_root: str | Path, settings: MixupSettings, out_dir: str | Path
+) -> list[dict]:
     """Mixup interference probe (paper Fig. 2, left); see :mod:`snlad.probes.mixup`."""
     return run_mixup(runs, data_root, settings, out_dir)
 
 
-def probe_cutpaste(runs: Sequence[str | Path], data_root: str | Path, settings: CutPasteSettings, out_dir: str | Path) -> list[dict]:
+def probe_cutpaste(
+    runs: Sequence[str | Path], data_root: str | Path, settings: CutPasteSettings, out_dir: str | Path
+) -> list[dict]:
     """Cut-paste interference probe (paper Fig. 2, right); see :mod:`snlad.probes.cutpaste`."""
     return run_cutpaste(runs, data_root, settings, out_dir)
 
 
-def report(runs: Sequence[str | Path], data_root: str | Path, out_dir: str | Path, probe_dirs: Sequence[str | Path] = (), experiment_dir: str | Path | None = None, examples: int = 3) -> Path:
+def report(
+    runs: Sequence[str | Path],
+    data_root: str | Path,
+    out_dir: str | Path,
+    probe_dirs: Sequence[str | Path] = (),
+    experiment_dir: str | Path | None = None,
+    examples: int = 3,
+) -> Path:
     """The HTML report comparing tested runs; returns ``OUT/index.html``."""
     return build_report(runs, data_root, out_dir, probe_dirs, experiment_dir, examples)
 

@@ -25,48 +25,90 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", action="append", required=True, help="run directory (repeatable: one per model to compare)")
-    parser.add_argument("--data", required=True, help="data root; the probes use its defect-free TEST images, never training images")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the numpy generator that picks pairs and places (default 0)")
+    parser.add_argument(
+        "--run", action="append", required=True, help="run directory (repeatable: one per model to compare)"
+    )
+    parser.add_argument(
+        "--data", required=True, help="data root; the probes use its defect-free TEST images, never training images"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the numpy generator that picks pairs and places (default 0)"
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--out", required=True, help="output directory for the CSV, JSON and PNG files")
 
 
 def _add_probe(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("probe", help="cross-class interference probes (mixup, cut-paste)", description="Synthetic anomalies made of another class's normal content (paper Fig. 2).")
+    parser = commands.add_parser(
+        "probe",
+        help="cross-class interference probes (mixup, cut-paste)",
+        description="Synthetic anomalies made of another class's normal content (paper Fig. 2).",
+    )
     probes = parser.add_subparsers(dest="probe", required=True)
-    mixup = probes.add_parser("mixup", help="blend two categories' normal images", description="Anomalies (1 - lambda) * base + lambda * other from both categories' good test images; writes mixup.csv/json (AUROC normal vs mixture per lambda), mixup_auroc.png, mixup_scores.png, mixup_examples.png.")
+    mixup = probes.add_parser(
+        "mixup",
+        help="blend two categories' normal images",
+        description="Anomalies (1 - lambda) * base + lambda * other from both categories' good test images; writes mixup.csv/json (AUROC normal vs mixture per lambda), mixup_auroc.png, mixup_scores.png, mixup_examples.png.",
+    )
     _add_common(mixup)
     mixup.add_argument("--base", required=True, help="category whose normals are the negatives and whose model scores")
     mixup.add_argument("--other", required=True, help="category blended in")
-    mixup.add_argument("--lambdas", type=_floats, default=DEFAULT_LAMBDAS, help="comma-separated ratios in [0, 1] (default 0.1,...,0.9)")
-    mixup.add_argument("--pairs", type=int, default=40, help="(base, other) image pairs, drawn without replacement (default 40; all when fewer)")
+    mixup.add_argument(
+        "--lambdas",
+        type=_floats,
+        default=DEFAULT_LAMBDAS,
+        help="comma-separated ratios in [0, 1] (default 0.1,...,0.9)",
+    )
+    mixup.add_argument(
+        "--pairs",
+        type=int,
+        default=40,
+        help="(base, other) image pairs, drawn without replacement (default 40; all when fewer)",
+    )
     mixup.set_defaults(handler=_mixup)
-    cutpaste = probes.add_parser("cutpaste", help="paste one category's patches onto another", description="A square cut from a good test image of --source pasted at a random place onto good test images of each --target; writes cutpaste.csv/json (image AUROC, pixel AUROC, AUPRO), cutpaste_metrics.png and cutpaste_examples_<target>.png.")
+    cutpaste = probes.add_parser(
+        "cutpaste",
+        help="paste one category's patches onto another",
+        description="A square cut from a good test image of --source pasted at a random place onto good test images of each --target; writes cutpaste.csv/json (image AUROC, pixel AUROC, AUPRO), cutpaste_metrics.png and cutpaste_examples_<target>.png.",
+    )
     _add_common(cutpaste)
     cutpaste.add_argument("--source", required=True, help="category the patches are cut from")
     cutpaste.add_argument("--target", type=_names, required=True, help="comma-separated categories pasted onto")
-    cutpaste.add_argument("--patch-size", type=float, default=0.15, help="patch side as a fraction of the image side (default 0.15)")
+    cutpaste.add_argument(
+        "--patch-size", type=float, default=0.15, help="patch side as a fraction of the image side (default 0.15)"
+    )
     cutpaste.add_argument("--count", type=int, default=40, help="synthetic anomalies per target (default 40)")
     cutpaste.add_argument("--examples", type=int, default=4, help="rows of the example figure (default 4)")
     cutpaste.set_defaults(handler=_cutpaste)
 
 
 def _add_report(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("report", help="HTML report comparing runs", description="Write OUT/index.html (images in OUT/images): metrics, per-category test images with each run's anomaly map, score histograms, ROC curves, and optionally probe results and the one-class vs multi-class figure. Runs must have been tested (`snlad test`).")
+    parser = commands.add_parser(
+        "report",
+        help="HTML report comparing runs",
+        description="Write OUT/index.html (images in OUT/images): metrics, per-category test images with each run's anomaly map, score histograms, ROC curves, and optionally probe results and the one-class vs multi-class figure. Runs must have been tested (`snlad test`).",
+    )
     parser.add_argument("--run", action="append", required=True, help="run directory (repeatable)")
     parser.add_argument("--data", required=True, help="data root the runs were tested on")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--probes", action="append", default=[], help="output directory of `snlad probe` (repeatable)")
     parser.add_argument("--experiment-dir", help="output directory of `snlad experiment` (results-<mode>.csv)")
-    parser.add_argument("--examples", type=int, default=3, help="defective test images shown per category, plus one good (default 3)")
+    parser.add_argument(
+        "--examples", type=int, default=3, help="defective test images shown per category, plus one good (default 3)"
+    )
     parser.set_defaults(handler=_report)
 
 
 def _add_figure(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("figure", help="paper figures from experiment results", description="Figures drawn from finished experiments.")
+    parser = commands.add_parser(
+        "figure", help="paper figures from experiment results", description="Figures drawn from finished experiments."
+    )
     figures = parser.add_subparsers(dest="figure", required=True)
-    onevsmulti = figures.add_parser("onevsmulti", help="I-AUROC and P-AUROC bars, one-class vs multi-class (paper Fig. 1)", description="Bars per configuration from OUT/results-one-class.csv and OUT/results-multi-class.csv: mean over categories and seeds, error bars = std over seeds.")
+    onevsmulti = figures.add_parser(
+        "onevsmulti",
+        help="I-AUROC and P-AUROC bars, one-class vs multi-class (paper Fig. 1)",
+        description="Bars per configuration from OUT/results-one-class.csv and OUT/results-multi-class.csv: mean over categories and seeds, error bars = std over seeds.",
+    )
     onevsmulti.add_argument("--experiment-dir", required=True, help="output directory of `snlad experiment`")
     onevsmulti.add_argument("--out", required=True, help="PNG file to write")
     onevsmulti.set_defaults(handler=_onevsmulti)
@@ -99,8 +141,14 @@ def _mixup(args: argparse.Namespace) -> None:
 def _cutpaste(args: argparse.Namespace) -> None:
     _positive("--batch-size", args.batch_size)
     _positive("--count", args.count)
-    settings = api.CutPasteSettings(args.source, args.target, args.patch_size, args.count, args.seed, args.batch_size, args.examples)
-    _print_rows(api.probe_cutpaste(args.run, args.data, settings, args.out), ("target", "image_auroc", "pixel_auroc", "aupro"), args.out)
+    settings = api.CutPasteSettings(
+        args.source, args.target, args.patch_size, args.count, args.seed, args.batch_size, args.examples
+    )
+    _print_rows(
+        api.probe_cutpaste(args.run, args.data, settings, args.out),
+        ("target", "image_auroc", "pixel_auroc", "aupro"),
+        args.out,
+    )
 
 
 def _report(args: argparse.Namespace) -> None:

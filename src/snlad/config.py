@@ -203,7 +203,10 @@ def _validate(config: Config, source: str) -> None:
     """Value checks that types alone cannot express."""
     checks = [
         (config.model.name in MODEL_NAMES, f"model.name must be one of {', '.join(MODEL_NAMES)}"),
-        (config.data.image_size >= 32 and config.data.image_size % 16 == 0, "data.image_size must be a multiple of 16, >= 32"),
+        (
+            config.data.image_size >= 32 and config.data.image_size % 16 == 0,
+            "data.image_size must be a multiple of 16, >= 32",
+        ),
         (0.0 <= config.data.holdout_fraction < 1.0, "data.holdout_fraction must be in [0, 1)"),
         (config.train.epochs >= 1, "train.epochs must be >= 1"),
         (config.train.batch_size >= 1, "train.batch_size must be >= 1"),
@@ -215,7 +218,10 @@ def _validate(config: Config, source: str) -> None:
         (0.0 < config.map.topk_fraction <= 1.0, "map.topk_fraction must be in (0, 1]"),
         (config.map.sigma >= 0, "map.sigma must be >= 0"),
         (config.train.amp in ("none", "bf16"), "train.amp must be 'none' or 'bf16'"),
-        (config.train.device in ("auto", "cpu") or config.train.device.startswith("cuda"), "train.device must be auto, cpu or cuda[:N]"),
+        (
+            config.train.device in ("auto", "cpu") or config.train.device.startswith("cuda"),
+            "train.device must be auto, cpu or cuda[:N]",
+        ),
     ]
     checks += [(weight >= 0, f"loss.{name} must be >= 0") for name, weight in term_weights(config.loss).items()]
     checks.append((config.loss.channel + config.loss.whole_map > 0, "loss.channel or loss.whole_map must be > 0"))
@@ -233,7 +239,9 @@ def parse_override(text: str) -> dict[str, Any]:
     try:
         value = yaml.safe_load(raw)
     except (yaml.YAMLError, ValueError) as error:  # ValueError: an integer of over 4300 digits
-        raise SnladError(f"override {text!r}: the value is not valid YAML ({brief(error, 120)}); quote text values, e.g. model.teacher_weights='my [1].pth'") from None
+        raise SnladError(
+            f"override {text!r}: the value is not valid YAML ({brief(error, 120)}); quote text values, e.g. model.teacher_weights='my [1].pth'"
+        ) from None
     return {section: {name: value}}
 
 
@@ -263,7 +271,12 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         values = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise SnladError(f"config file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError) as error:  # ValueError: an integer of over 4300 digits
+    except (
+        OSError,
+        UnicodeDecodeError,
+        yaml.YAMLError,
+        ValueError,
+    ) as error:  # ValueError: an integer of over 4300 digits
         raise SnladError(f"config file {path} cannot be read as YAML ({brief(error)})") from None
     if values is None:
         return {}

@@ -22,6 +22,7 @@ from snlad.data import list_categories
 from snlad.engine.run import MODES, ONE_CLASS, Run
 from snlad.errors import SnladError
 from snlad.files import atomic_write_text, write_csv
+
 TABLE_METRICS = (("image_auroc", "I-AUROC"), ("pixel_auroc", "P-AUROC"), ("aupro", "AUPRO"))
 
 
@@ -40,7 +41,9 @@ def load_experiment(path: str | Path) -> Experiment:
     known = {"name", "settings", "seeds", "modes", "configurations", "categories"}
     unknown = set(values) - known
     if unknown:
-        raise SnladError(f"{path}: unknown experiment key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
+        raise SnladError(
+            f"{path}: unknown experiment key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})"
+        )
     settings = [f"{key}={json.dumps(value)}" for key, value in (values.get("settings") or {}).items()]
     modes = list(values.get("modes", MODES))
     bad = [m for m in modes if m not in MODES]
@@ -52,10 +55,26 @@ def load_experiment(path: str | Path) -> Experiment:
     for name, spec in configurations.items():
         if not isinstance(spec, dict) or "model" not in spec:
             raise SnladError(f"{path}: configuration '{name}' needs a 'model' (and optional 'set' overrides)")
-    return Experiment(values.get("name", Path(path).stem), settings, list(values.get("seeds", [0])), modes, configurations, values.get("categories"))
+    return Experiment(
+        values.get("name", Path(path).stem),
+        settings,
+        list(values.get("seeds", [0])),
+        modes,
+        configurations,
+        values.get("categories"),
+    )
 
 
-def run_experiment(experiment: Experiment, data_root: str | Path, out_dir: str | Path, only: list[str] | None = None, seeds: list[int] | None = None, modes: list[str] | None = None, tables_only: bool = False, progress: bool = True) -> dict[str, Path]:
+def run_experiment(
+    experiment: Experiment,
+    data_root: str | Path,
+    out_dir: str | Path,
+    only: list[str] | None = None,
+    seeds: list[int] | None = None,
+    modes: list[str] | None = None,
+    tables_only: bool = False,
+    progress: bool = True,
+) -> dict[str, Path]:
     """Train and test every (mode, configuration, seed) not yet done; write one table per mode.
 
     ``only``/``seeds``/``modes`` restrict what is trained (several processes can
@@ -65,7 +84,9 @@ def run_experiment(experiment: Experiment, data_root: str | Path, out_dir: str |
     categories = experiment.categories or list_categories(data_root)
     unknown = [n for n in only or [] if n not in experiment.configurations]
     if unknown:
-        raise SnladError(f"unknown configuration(s) {', '.join(unknown)} (the experiment has {', '.join(experiment.configurations)})")
+        raise SnladError(
+            f"unknown configuration(s) {', '.join(unknown)} (the experiment has {', '.join(experiment.configurations)})"
+        )
     names = [n for n in experiment.configurations if only is None or n in only]
     tables = {}
     for mode in experiment.modes:
@@ -79,7 +100,15 @@ def run_experiment(experiment: Experiment, data_root: str | Path, out_dir: str |
                 config = workflow.resolve_config(spec["model"], None, overrides, categories=categories)
                 resume = any(folder.checkpoint.exists() for folder in run.model_dirs())
                 print(f"[{experiment.name}] {mode} {name} seed {seed}", flush=True)
-                workflow.train(config, data_root, run.path, one_class=mode == ONE_CLASS, resume=resume, overwrite=not resume, progress=progress)
+                workflow.train(
+                    config,
+                    data_root,
+                    run.path,
+                    one_class=mode == ONE_CLASS,
+                    resume=resume,
+                    overwrite=not resume,
+                    progress=progress,
+                )
                 workflow.test(run.path, data_root, categories, progress=progress)
         tables[mode] = write_tables(out_dir, mode, list(experiment.configurations), experiment.seeds, categories)
     return tables
@@ -107,7 +136,12 @@ def _coverage_note(out_dir: Path, mode: str, names: list[str], seeds: list[int],
     """Under a pixel-metric table: over how many categories its 'mean' column is taken (categories without masks have none)."""
     if key == "image_auroc":
         return ""
-    covered = {r["mean"].get("pixel_categories") for n in names for r in collect(out_dir, mode, n, seeds).values() if "mean" in r}
+    covered = {
+        r["mean"].get("pixel_categories")
+        for n in names
+        for r in collect(out_dir, mode, n, seeds).values()
+        if "mean" in r
+    }
     covered.discard(None)
     if not covered or covered == {total}:
         return ""
@@ -119,7 +153,12 @@ def write_tables(out_dir: Path, mode: str, names: list[str], seeds: list[int], c
     columns = [*categories, "mean"]
     lines = [f"## {mode}", ""]
     for key, label in TABLE_METRICS:
-        lines += [f"### {label} (%, mean ± std over seeds)", "", "| configuration | seeds | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 2)]
+        lines += [
+            f"### {label} (%, mean ± std over seeds)",
+            "",
+            "| configuration | seeds | " + " | ".join(columns) + " |",
+            "|" + "---|" * (len(columns) + 2),
+        ]
         for name in names:
             results = collect(out_dir, mode, name, seeds).values()
             if not results:
@@ -136,5 +175,7 @@ def write_tables(out_dir: Path, mode: str, names: list[str], seeds: list[int], c
     ]
     path = out_dir / f"results-{mode}.md"
     atomic_write_text(path, "\n".join(lines))
-    write_csv(out_dir / f"results-{mode}.csv", ["configuration", "seed", "category", *(key for key, _ in TABLE_METRICS)], rows)
+    write_csv(
+        out_dir / f"results-{mode}.csv", ["configuration", "seed", "category", *(key for key, _ in TABLE_METRICS)], rows
+    )
     return path

@@ -67,7 +67,9 @@ def export_metadata(trained: TrainedModel, category: str | None) -> dict[str, An
         "image_size": config.data.image_size,
         "input": "images: float32 B x 3 x S x S, RGB in [0, 1], resized (not cropped) to S x S",
         "outputs": "maps: B x S x S; scores: B",
-        "cpu_images_per_run": cpu_micro_batch(config.data.image_size),  # fastest batch to feed on a CPU (docs/scaling.md)
+        "cpu_images_per_run": cpu_micro_batch(
+            config.data.image_size
+        ),  # fastest batch to feed on a CPU (docs/scaling.md)
         "categories": list(trained.categories),
         "category": category,
         "threshold": calibration.get("threshold"),
@@ -100,7 +102,9 @@ def _onnx_bytes(graph: AnomalyGraph, example: torch.Tensor, metadata: dict[str, 
     try:
         import onnx
     except ImportError:
-        raise SnladError("ONNX export needs the onnx package: pip install 'snlad[export]' (or pip install onnx)") from None
+        raise SnladError(
+            "ONNX export needs the onnx package: pip install 'snlad[export]' (or pip install onnx)"
+        ) from None
     buffer = io.BytesIO()
     torch.onnx.export(
         graph,
@@ -132,4 +136,6 @@ def read_onnx_metadata(path: Path) -> dict[str, Any]:
     import onnx
 
     proto = onnx.load(str(path), load_external_data=False)
-    return {p.key.removeprefix("snlad."): json.loads(p.value) for p in proto.metadata_props if p.key.startswith("snlad.")}
+    return {
+        p.key.removeprefix("snlad."): json.loads(p.value) for p in proto.metadata_props if p.key.startswith("snlad.")
+    }

@@ -119,7 +119,9 @@ def load_torch(path: Path, what: str, fix: str) -> Any:
             f"other than tensors ({unpickling_detail(error)[:200]}); snlad never does that: {fix}"
         ) from None
     except Exception as error:  # corrupt bytes surface as a dozen exception types (found by fuzzing)
-        raise SnladError(f"{what} {path} is truncated or corrupt, or not a torch file ({brief(error)}); {fix}") from None
+        raise SnladError(
+            f"{what} {path} is truncated or corrupt, or not a torch file ({brief(error)}); {fix}"
+        ) from None
 
 
 def unpickling_detail(error: pickle.UnpicklingError) -> str:

@@ -297,7 +297,6 @@ class PixelMetricAccumulator:
             yield score_buf[:n], size_buf[:n]
 
 
-
 def _release(files: tuple[BinaryIO, ...], directory: Path) -> None:
     """Close and delete the accumulator's files; a finalizer, so it must not hold the accumulator."""
     for f in files:

@@ -32,7 +32,9 @@ def save(figure: Figure, path: Path, palette: bool = False) -> Path:
 def palette_png(png: bytes) -> bytes:
     """Re-encode a PNG with a 256-colour palette, so example grids stay small enough to commit."""
     buffer = io.BytesIO()
-    Image.open(io.BytesIO(png)).convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE).save(buffer, format="PNG", optimize=True)
+    Image.open(io.BytesIO(png)).convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE).save(
+        buffer, format="PNG", optimize=True
+    )
     return buffer.getvalue()
 
 
@@ -43,7 +45,14 @@ def _panels(count: int, title: str, width: float = _PANEL[0]) -> tuple[Figure, l
     return figure, list(axes)
 
 
-def curves(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: Path, title: str, xlabel: str, ylabel: str, chance: float | None = 0.5) -> Path:
+def curves(
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    path: Path,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    chance: float | None = 0.5,
+) -> Path:
     """One line with markers per series (e.g. AUROC against the mixup ratio, one per run)."""
     figure = Figure(figsize=(6.0, 4.0))
     axis = figure.subplots()
@@ -101,7 +110,13 @@ def roc_curves(per_run: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path,
 Series = Mapping[str, tuple[Sequence[float], Sequence[float] | None]]  # label -> (bar heights, error bars)
 
 
-def bar_panels(panels: Mapping[str, tuple[Sequence[str], Series]], path: Path, title: str, ylabel: str, limits: tuple[float, float] = (0.0, 1.05)) -> Path:
+def bar_panels(
+    panels: Mapping[str, tuple[Sequence[str], Series]],
+    path: Path,
+    title: str,
+    ylabel: str,
+    limits: tuple[float, float] = (0.0, 1.05),
+) -> Path:
     """One panel per entry, each with grouped bars: a group per name, a bar per series."""
     most = max(len(groups) for groups, _ in panels.values())
     figure, axes = _panels(len(panels), title, max(_PANEL[0], 1.5 + 0.45 * most))
@@ -115,13 +130,21 @@ def _bars(axis, groups: Sequence[str], series: Series) -> None:
     width = 0.8 / max(len(series), 1)
     positions = np.arange(len(groups))
     for offset, (label, (heights, errors)) in enumerate(series.items()):
-        axis.bar(positions + (offset - (len(series) - 1) / 2) * width, heights, width, yerr=errors, capsize=3, label=label)
+        axis.bar(
+            positions + (offset - (len(series) - 1) / 2) * width, heights, width, yerr=errors, capsize=3, label=label
+        )
     axis.set_xticks(positions, list(groups), rotation=35, ha="right", fontsize=8)
     axis.grid(axis="y", alpha=0.3)
     axis.legend(fontsize=8)
 
 
-def image_grid(cells: Sequence[Sequence[np.ndarray]], row_titles: Sequence[str], column_titles: Sequence[str], path: Path, title: str) -> Path:
+def image_grid(
+    cells: Sequence[Sequence[np.ndarray]],
+    row_titles: Sequence[str],
+    column_titles: Sequence[str],
+    path: Path,
+    title: str,
+) -> Path:
     """A table of uint8 H x W x 3 images; row and column titles say what each shows."""
     rows, columns = len(cells), len(column_titles)
     figure = Figure(figsize=(1.9 * columns, 1.9 * rows + 0.5), layout="constrained")

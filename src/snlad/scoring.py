@@ -104,7 +104,9 @@ class AnomalyScorer(nn.Module):
         height, width = maps.shape[-2:]
         for side in (height, width):
             if not hasattr(self, f"k{side}"):
-                raise ValueError(f"this scorer for {self.image_size} px has no {side}-wide level (another image size or model?)")
+                raise ValueError(
+                    f"this scorer for {self.image_size} px has no {side}-wide level (another image size or model?)"
+                )
         return getattr(self, f"k{height}") @ maps @ getattr(self, f"k{width}").T
 
     def level_map(self, teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:

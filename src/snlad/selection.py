@@ -29,7 +29,9 @@ from snlad.metrics import image_metrics, mean_over_categories, pixel_metrics
 from snlad.synthesis import cut_paste, paste_plan
 
 
-def synthetic_validation(data_root: str | Path, config: Config, pastes_per_image: int = 3, fraction: float = 0.15, seed: int = 0) -> list[dict]:
+def synthetic_validation(
+    data_root: str | Path, config: Config, pastes_per_image: int = 3, fraction: float = 0.15, seed: int = 0
+) -> list[dict]:
     """Batches (one per category) of held-out normals followed by their cut-paste anomalies.
 
     Each batch: "image" N x 3 x S x S, "mask" N x S x S bool, "label" N, "category".
@@ -38,7 +40,9 @@ def synthetic_validation(data_root: str | Path, config: Config, pastes_per_image
     samples = index_dataset(data_root, "train", categories)
     _, held_out = holdout_split(samples, config.data.holdout_fraction, config.train.seed)
     if not held_out:
-        raise SnladError("the run held back no normal training images (data.holdout_fraction=0): nothing to validate on")
+        raise SnladError(
+            "the run held back no normal training images (data.holdout_fraction=0): nothing to validate on"
+        )
     size = config.data.image_size
     rng = np.random.default_rng(seed)
     batches = []
@@ -48,7 +52,10 @@ def synthetic_validation(data_root: str | Path, config: Config, pastes_per_image
         if not sources:
             raise SnladError("synthetic validation needs at least two categories (patches come from another category)")
         plan = paste_plan(len(normals), len(sources), pastes_per_image * len(normals), fraction, rng)
-        pasted = [cut_paste(normals[p.target], AnomalyDataset([sources[p.source]], size)[0]["image"], p, fraction) for p in plan]
+        pasted = [
+            cut_paste(normals[p.target], AnomalyDataset([sources[p.source]], size)[0]["image"], p, fraction)
+            for p in plan
+        ]
         images = torch.stack(normals + [image for image, _ in pasted])
         masks = torch.stack([torch.zeros(size, size, dtype=torch.bool)] * len(normals) + [mask for _, mask in pasted])
         labels = torch.tensor([0] * len(normals) + [1] * len(pasted))
@@ -65,12 +72,16 @@ def _metrics(batch: dict, maps: torch.Tensor, scores: torch.Tensor) -> dict[str,
 def validation_metrics(trained: TrainedModel, batches: Sequence[dict]) -> dict[str, dict[str, float]]:
     """Image AUROC, pixel AUROC and AUPRO per category on the synthetic validation set, plus the mean."""
     fast = optimise_for_inference(trained)
-    results = {batch["category"]: _metrics(batch, maps, scores) for batch, maps, scores in infer(fast, batches, progress=False)}
+    results = {
+        batch["category"]: _metrics(batch, maps, scores) for batch, maps, scores in infer(fast, batches, progress=False)
+    }
     results["mean"] = mean_over_categories(results)
     return results
 
 
-def map_grid(trained: TrainedModel, batches: Sequence[dict], betas: Sequence[float], image_scores: Sequence[str]) -> list[dict]:
+def map_grid(
+    trained: TrainedModel, batches: Sequence[dict], betas: Sequence[float], image_scores: Sequence[str]
+) -> list[dict]:
     """Validation means for every (beta, image score) of the anomaly map: one model, no retraining.
 
     The networks run once per batch (``TrainedModel.score_with``); only the scorer changes between
@@ -78,11 +89,21 @@ def map_grid(trained: TrainedModel, batches: Sequence[dict], betas: Sequence[flo
     """
     fast = optimise_for_inference(trained)
     variants = list(itertools.product(betas, image_scores))
-    scorers = [build_scorer(dataclasses.replace(trained.config, map=dataclasses.replace(trained.config.map, beta=beta, image_score=image_score)), fast.model) for beta, image_score in variants]
+    scorers = [
+        build_scorer(
+            dataclasses.replace(
+                trained.config, map=dataclasses.replace(trained.config.map, beta=beta, image_score=image_score)
+            ),
+            fast.model,
+        )
+        for beta, image_score in variants
+    ]
     per_variant: list[dict[str, dict[str, float]]] = [{} for _ in variants]
     with torch.inference_mode():
         for batch in batches:
-            for results, (maps, scores) in zip(per_variant, fast.score_with(batch["image"].to(fast.device), scorers), strict=True):
+            for results, (maps, scores) in zip(
+                per_variant, fast.score_with(batch["image"].to(fast.device), scorers), strict=True
+            ):
                 results[batch["category"]] = _metrics(batch, maps.cpu(), scores.cpu())
     return [
         {"beta": beta, "image_score": image_score, **mean_over_categories(results)}

@@ -74,7 +74,9 @@ def patch_side(size: int, fraction: float) -> int:
     return max(1, round(fraction * size))
 
 
-def cut_paste(target: torch.Tensor, source: torch.Tensor, paste: Paste, fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+def cut_paste(
+    target: torch.Tensor, source: torch.Tensor, paste: Paste, fraction: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Copy a square of ``source`` into a copy of ``target`` (both 3 x S x S).
 
     Returns the new image and its ground truth, S x S bool: exactly the pasted square.

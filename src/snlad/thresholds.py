@@ -61,7 +61,7 @@ class Scored:
     masks: np.ndarray
     has_mask: np.ndarray
 
-    def subset(self, keep: np.ndarray) -> "Scored":
+    def subset(self, keep: np.ndarray) -> Scored:
         return Scored(self.scores[keep], self.labels[keep], self.maps[keep], self.masks[keep], self.has_mask[keep])
 
 
@@ -123,7 +123,12 @@ def thresholds(rule: Rule, normals: Scored, anomalies: Scored | None) -> dict[st
     masked = anomalies.subset(anomalies.has_mask)
     if len(masked.scores) == 0:  # image-level labels only: no pixel F1 to optimise
         pixel_threshold = float(normals.maps.max()) * (1 + rule.margin)
-        return {"threshold": image, "pixel_threshold": pixel_threshold, "image_f1": image_f1, "pixel_rule": "max (no defect masks)"}
+        return {
+            "threshold": image,
+            "pixel_threshold": pixel_threshold,
+            "image_f1": image_f1,
+            "pixel_rule": "max (no defect masks)",
+        }
     pixels = np.concatenate([normals.maps.ravel(), masked.maps.ravel()])
     pixel, pixel_f1 = f1_threshold(pixels, np.concatenate([normals.masks.ravel(), masked.masks.ravel()]))
     return {"threshold": image, "pixel_threshold": pixel, "image_f1": image_f1, "pixel_f1": pixel_f1}

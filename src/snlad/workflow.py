@@ -29,7 +29,14 @@ from snlad.export import export as export_graph
 from snlad.thresholds import Rule
 
 
-def resolve_config(model: str | None = None, config_file: str | Path | None = None, overrides: Sequence[str] = (), teacher: str | None = None, teacher_weights: str | None = None, categories: Sequence[str] | None = None) -> Config:
+def resolve_config(
+    model: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    teacher: str | None = None,
+    teacher_weights: str | None = None,
+    categories: Sequence[str] | None = None,
+) -> Config:
     """Preset -> file -> overrides, then the explicit arguments (they win)."""
     extra = list(overrides)
     if teacher is not None:
@@ -42,7 +49,15 @@ def resolve_config(model: str | None = None, config_file: str | Path | None = No
     return config
 
 
-def _train_one(config: Config, samples: Sequence[Sample], folder: ModelDir, context: DistContext, resume: bool, overwrite: bool, progress: bool) -> TrainedModel:
+def _train_one(
+    config: Config,
+    samples: Sequence[Sample],
+    folder: ModelDir,
+    context: DistContext,
+    resume: bool,
+    overwrite: bool,
+    progress: bool,
+) -> TrainedModel:
     """Train on all but the held-out normals, calibrate thresholds on those, save ``model.pt`` (rank 0)."""
     train_samples, held_out = holdout_split(samples, config.data.holdout_fraction, config.train.seed)
     model = train_model(config, train_samples, folder, context, resume, overwrite, progress)
@@ -54,7 +69,15 @@ def _train_one(config: Config, samples: Sequence[Sample], folder: ModelDir, cont
     return trained
 
 
-def train(config: Config, data_root: str | Path, out_dir: str | Path, one_class: bool = False, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict[str, TrainedModel]:
+def train(
+    config: Config,
+    data_root: str | Path,
+    out_dir: str | Path,
+    one_class: bool = False,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, TrainedModel]:
     """Train one multi-class model (or one model per category) and write the run directory."""
     run = Run(Path(out_dir))
     samples = index_dataset(data_root, "train", config.data.categories)
@@ -74,7 +97,9 @@ def train(config: Config, data_root: str | Path, out_dir: str | Path, one_class:
             # A category finished before an interruption resumes at its last epoch: nothing left to train.
             sub_resume = resume and folder.checkpoint.exists()
             category_samples = [s for s in samples if s.category == category]
-            models[category] = _train_one(category_config, category_samples, folder, context, sub_resume, overwrite, progress)
+            models[category] = _train_one(
+                category_config, category_samples, folder, context, sub_resume, overwrite, progress
+            )
     if context.is_main:
         run.write_index(mode, categories)
     return models
@@ -93,7 +118,9 @@ def with_map_settings(models: dict[str, TrainedModel], overrides: Sequence[str])
             config = trained.config
             for text, update in zip(overrides, parsed, strict=True):
                 config = merge(config, update, source=f"override '{text}'")
-            rescored[id(trained)] = dataclasses.replace(trained, config=config, scorer=build_scorer(config, trained.model))
+            rescored[id(trained)] = dataclasses.replace(
+                trained, config=config, scorer=build_scorer(config, trained.model)
+            )
     return {category: rescored[id(trained)] for category, trained in models.items()}
 
 
@@ -103,8 +130,17 @@ def _known_categories(run: Run, models: dict[str, TrainedModel], wanted: Sequenc
         raise SnladError(f"the run {run.path} was not trained on {', '.join(unknown)} (it knows {', '.join(models)})")
 
 
-def test(run_dir: str | Path, data_root: str | Path, categories: Sequence[str] | None = None, batch_size: int = 8, progress: bool = True, map_overrides: Sequence[str] = (), out_dir: str | Path | None = None,
-         micro_batch: int | None = None, torch_compile: bool = False) -> dict[str, dict[str, float]]:
+def test(
+    run_dir: str | Path,
+    data_root: str | Path,
+    categories: Sequence[str] | None = None,
+    batch_size: int = 8,
+    progress: bool = True,
+    map_overrides: Sequence[str] = (),
+    out_dir: str | Path | None = None,
+    micro_batch: int | None = None,
+    torch_compile: bool = False,
+) -> dict[str, dict[str, float]]:
     """Evaluate a run on the test split of ``data_root``; write metrics files into ``out_dir`` (default: the run).
 
     ``map_overrides`` (e.g. ``["map.beta=2"]``) score the same networks with another anomaly map;
@@ -117,7 +153,12 @@ def test(run_dir: str | Path, data_root: str | Path, categories: Sequence[str] |
     samples = index_dataset(data_root, "test", wanted)
     per_category, rows = evaluate(models, samples, batch_size, progress)
     first = next(iter(models.values())).config
-    write_metrics(Path(out_dir or run_dir), per_category, rows, title=f"{first.model.name} ({first.model.teacher}, {first.data.image_size} px)")
+    write_metrics(
+        Path(out_dir or run_dir),
+        per_category,
+        rows,
+        title=f"{first.model.name} ({first.model.teacher}, {first.data.image_size} px)",
+    )
     return per_category
 
 
@@ -132,14 +173,30 @@ def run_model(run_dir: str | Path, category: str | None = None) -> TrainedModel:
     return models[category] if category is not None else next(iter(models.values()))
 
 
-def predict(run_dir: str | Path, inputs: Iterable[str | Path], out_dir: str | Path, category: str | None = None, batch_size: int = 8, progress: bool = True,
-            micro_batch: int | None = None, torch_compile: bool = False) -> tuple[list[dict], list[tuple[str, str]]]:
+def predict(
+    run_dir: str | Path,
+    inputs: Iterable[str | Path],
+    out_dir: str | Path,
+    category: str | None = None,
+    batch_size: int = 8,
+    progress: bool = True,
+    micro_batch: int | None = None,
+    torch_compile: bool = False,
+) -> tuple[list[dict], list[tuple[str, str]]]:
     """Score images with a trained run; see :func:`snlad.engine.predict.predict` (speed options as in :func:`test`)."""
     trained = optimise_for_inference(run_model(run_dir, category), micro_batch=micro_batch, torch_compile=torch_compile)
     return predict_images(trained, inputs, Path(out_dir), category, batch_size, progress)
 
 
-def calibrate(run_dir: str | Path, data_root: str | Path, split: str = "train", rule: str = "max", quantile: float = 1.0, margin: float = 0.0, categories: Sequence[str] | None = None) -> dict[str, dict]:
+def calibrate(
+    run_dir: str | Path,
+    data_root: str | Path,
+    split: str = "train",
+    rule: str = "max",
+    quantile: float = 1.0,
+    margin: float = 0.0,
+    categories: Sequence[str] | None = None,
+) -> dict[str, dict]:
     """Recompute a run's decision thresholds and store them in its model files; see docs/thresholds.md."""
     return recalibrate_run(Path(run_dir), data_root, split, Rule(rule, quantile, margin), categories)
 

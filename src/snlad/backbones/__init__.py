@@ -10,4 +10,12 @@ from snlad.backbones.build import BACKBONE_NAMES, build_backbone
 from snlad.backbones.fold import ConvBN, fold_batchnorm
 from snlad.backbones.weights import read_state_dict
 
-__all__ = ["BACKBONE_NAMES", "LEVEL_STRIDES", "Backbone", "ConvBN", "build_backbone", "fold_batchnorm", "read_state_dict"]
+__all__ = [
+    "BACKBONE_NAMES",
+    "LEVEL_STRIDES",
+    "Backbone",
+    "ConvBN",
+    "build_backbone",
+    "fold_batchnorm",
+    "read_state_dict",
+]

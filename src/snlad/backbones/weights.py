@@ -39,8 +39,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     for key, value in loaded.items():
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
             raise SnladError(
-                f"teacher weights {path} are not a state dict: entry {key!r} holds "
-                f"{type(value).__name__}, not a tensor"
+                f"teacher weights {path} are not a state dict: entry {key!r} holds {type(value).__name__}, not a tensor"
             )
     return {key.removeprefix("module."): value for key, value in loaded.items()}
 

@@ -15,6 +15,7 @@ from snlad.data.image_io import load_mask, read_rgb
 from snlad.data.sample import Sample
 from snlad.errors import SnladError
 
+
 class AnomalyDataset(Dataset):
     """Decode, resize and tensorise samples lazily, one item at a time.
 

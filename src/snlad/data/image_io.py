@@ -84,7 +84,9 @@ def _decode(path: Path, what: str) -> tuple[Image.Image, float]:
             f"{2 * Image.MAX_IMAGE_PIXELS} pixels; downscale it, or raise PIL.Image.MAX_IMAGE_PIXELS if it is genuine"
         ) from None
     except PermissionError:
-        raise SnladError(f"cannot read {what} file {path}: permission denied; check its permissions (chmod a+r)") from None
+        raise SnladError(
+            f"cannot read {what} file {path}: permission denied; check its permissions (chmod a+r)"
+        ) from None
     except _DECODE_ERRORS as error:
         reason = " ".join(str(error).split())  # keep the message on one line
         raise SnladError(

@@ -125,7 +125,9 @@ def _scan(root: str | Path) -> tuple[Path, dict[str, tuple[Path, str]]]:
     if not root_path.exists():
         raise SnladError(f"dataset root {root_path} does not exist; pass the folder that holds one folder per category")
     if not root_path.is_dir():
-        raise SnladError(f"dataset root {root_path} is not a folder; pass the folder that holds one folder per category")
+        raise SnladError(
+            f"dataset root {root_path} is not a folder; pass the folder that holds one folder per category"
+        )
     found: dict[str, tuple[Path, str]] = {}
     unmatched: list[str] = []
     for folder in _subdirs(root_path):
@@ -192,9 +194,7 @@ def _mask_index(folder: Path) -> dict[str, Path]:
 
 def _orphan_error(mask: Path, expected: str) -> SnladError:
     """The error for a mask whose image is missing."""
-    return SnladError(
-        f"mask {mask} has no defective image: expected {expected}; restore the image or delete the mask"
-    )
+    return SnladError(f"mask {mask} has no defective image: expected {expected}; restore the image or delete the mask")
 
 
 def _index_test(category: str, category_dir: Path, mask_root: Path, *, mvtec: bool) -> list[Sample]:
@@ -294,7 +294,9 @@ def _index_visa(
         if mask_entry:
             mask: Path | None = root / mask_entry
             if not mask.is_file():
-                raise SnladError(f"{where}: mask {mask} of image {image} does not exist; restore it or empty the row's mask column")
+                raise SnladError(
+                    f"{where}: mask {mask} of image {image} does not exist; restore it or empty the row's mask column"
+                )
         else:
             conventional = mask_dir / f"{image.stem}.png"
             mask = conventional if conventional.is_file() else None

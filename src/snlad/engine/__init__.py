@@ -1,1 +1,1 @@
-"""Training, evaluation and prediction loops, checkpoints and run directories."""
+"""Loops and their state: training, the trained model and its run directory, inference, evaluation, prediction, calibration."""

@@ -31,11 +31,16 @@ SYNTHETIC_PATCH = 0.15  # of the image side (2 % of the area): the scale of MVTe
 SYNTHETIC_PER_NORMAL = 2  # cut-paste anomalies per held-out normal image
 
 
-def score_samples(trained: TrainedModel, samples: Sequence[Sample], batch_size: int = 8, num_workers: int = 0) -> Scored:
+def score_samples(
+    trained: TrainedModel, samples: Sequence[Sample], batch_size: int = 8, num_workers: int = 0
+) -> Scored:
     """Maps and scores of ``samples`` at the model's resolution, with their labels and masks."""
     dataset = AnomalyDataset(samples, trained.config.data.image_size)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
-    parts = [(scores, batch["label"], maps, batch["mask"][:, 0] > 0.5, batch["has_mask"]) for batch, maps, scores in infer(trained, loader, progress=False)]
+    parts = [
+        (scores, batch["label"], maps, batch["mask"][:, 0] > 0.5, batch["has_mask"])
+        for batch, maps, scores in infer(trained, loader, progress=False)
+    ]
     return Scored(*(torch.cat(column).numpy() for column in zip(*parts)))
 
 
@@ -50,7 +55,13 @@ def synthetic_anomalies(trained: TrainedModel, normals: Sequence[Sample], seed: 
     synthetic, masks = torch.stack([image for image, _ in pasted]), torch.stack([mask for _, mask in pasted])
     batches = [{"image": chunk} for chunk in synthetic.split(batch_size)]
     maps, scores = zip(*[(m, s) for _, m, s in infer(trained, batches, progress=False)])
-    return Scored(torch.cat(scores).numpy(), np.ones(len(plan), dtype=np.int64), torch.cat(maps).numpy(), masks.numpy(), np.ones(len(plan), dtype=bool))
+    return Scored(
+        torch.cat(scores).numpy(),
+        np.ones(len(plan), dtype=np.int64),
+        torch.cat(maps).numpy(),
+        masks.numpy(),
+        np.ones(len(plan), dtype=bool),
+    )
 
 
 def calibrate_category(trained: TrainedModel, samples: Sequence[Sample], rule: Rule, seed: int, source: str) -> dict:
@@ -77,7 +88,9 @@ def calibrate_category(trained: TrainedModel, samples: Sequence[Sample], rule: R
     return result
 
 
-def calibrate(trained: TrainedModel, held_out: Sequence[Sample], config: Config, rule: Rule = Rule()) -> dict[str, dict]:
+def calibrate(
+    trained: TrainedModel, held_out: Sequence[Sample], config: Config, rule: Rule = Rule()
+) -> dict[str, dict]:
     """Thresholds per category from held-back normal training images (never test images).
 
     A category with no held-out image gets no entry; its predictions then carry scores only.
@@ -92,7 +105,9 @@ def calibrate(trained: TrainedModel, held_out: Sequence[Sample], config: Config,
     }
 
 
-def recalibrate_run(run_dir: Path, data_root: str | Path, split: str, rule: Rule, categories: Sequence[str] | None = None) -> dict[str, dict]:
+def recalibrate_run(
+    run_dir: Path, data_root: str | Path, split: str, rule: Rule, categories: Sequence[str] | None = None
+) -> dict[str, dict]:
     """Recompute thresholds of a finished run from ``split`` of ``data_root`` and store them in its model files.
 
     Split ``train`` uses the held-out normals of training (the same hold-out as
@@ -112,7 +127,9 @@ def recalibrate_run(run_dir: Path, data_root: str | Path, split: str, rule: Rule
         if split == "train":
             samples = holdout_split(samples, trained.config.data.holdout_fraction, trained.config.train.seed)[1]
             if not samples:
-                raise SnladError(f"category {category}: no held-out training image (data.holdout_fraction=0); use --split with a labelled validation set")
+                raise SnladError(
+                    f"category {category}: no held-out training image (data.holdout_fraction=0); use --split with a labelled validation set"
+                )
         result = calibrate_category(trained, samples, rule, trained.config.train.seed, f"{split} split of {data_root}")
         updates.setdefault(files[category], {})[category] = result
     for path, calibration in updates.items():

@@ -30,5 +30,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise SnladError(f"checkpoint {path} is not an snlad checkpoint; use a run written by `snlad train`")
     if payload.get("version") != CHECKPOINT_VERSION:
-        raise SnladError(f"checkpoint {path} has format version {payload.get('version')}, this snlad reads {CHECKPOINT_VERSION}")
+        raise SnladError(
+            f"checkpoint {path} has format version {payload.get('version')}, this snlad reads {CHECKPOINT_VERSION}"
+        )
     return payload

@@ -79,7 +79,9 @@ def init_distributed(device: torch.device) -> DistContext:
     if not dist.is_initialized():
         if device.type == "cuda":
             if local_rank >= torch.cuda.device_count():
-                raise SnladError(f"local rank {local_rank} has no GPU ({torch.cuda.device_count()} visible): lower --nproc_per_node")
+                raise SnladError(
+                    f"local rank {local_rank} has no GPU ({torch.cuda.device_count()} visible): lower --nproc_per_node"
+                )
             torch.cuda.set_device(local_rank)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         atexit.register(_destroy)
@@ -116,7 +118,12 @@ def wrap_student(model: TeacherStudent, context: DistContext, device: torch.devi
     frozen = [name for name, _ in model.named_parameters() if name.startswith("teacher.")]
     frozen += [name for name, _ in model.named_buffers() if name.startswith("teacher.")]
     DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, frozen)
-    return DistributedDataParallel(model, device_ids=[device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None)
+    return DistributedDataParallel(
+        model,
+        device_ids=[device.index if device.index is not None else torch.cuda.current_device()]
+        if device.type == "cuda"
+        else None,
+    )
 
 
 def unwrap(model: TeacherStudent) -> TeacherStudent:
@@ -124,7 +131,9 @@ def unwrap(model: TeacherStudent) -> TeacherStudent:
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.SyncBatchNorm):
-                plain = nn.BatchNorm2d(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+                plain = nn.BatchNorm2d(
+                    child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
+                )
                 plain.load_state_dict(child.state_dict())
                 setattr(parent, name, plain.to(child.weight.device).train(child.training))
     return model

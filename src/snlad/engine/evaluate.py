@@ -39,10 +39,14 @@ def pixel_ground_truth(batch: dict) -> torch.Tensor:
     return (batch["label"] == 0) | batch["has_mask"]
 
 
-def evaluate_category(trained: TrainedModel, samples: Sequence[Sample], batch_size: int, progress: bool = True) -> tuple[dict[str, float], list[dict]]:
+def evaluate_category(
+    trained: TrainedModel, samples: Sequence[Sample], batch_size: int, progress: bool = True
+) -> tuple[dict[str, float], list[dict]]:
     """Metrics and image counts of one category's test images, and one row per image (path, label, mask, score)."""
     config = trained.config
-    loader = DataLoader(AnomalyDataset(samples, config.data.image_size), batch_size=batch_size, num_workers=config.data.num_workers)
+    loader = DataLoader(
+        AnomalyDataset(samples, config.data.image_size), batch_size=batch_size, num_workers=config.data.num_workers
+    )
     accumulator = PixelMetricAccumulator()
     rows: list[dict] = []
     for batch, maps, scores in infer(trained, loader, progress, desc=f"testing {samples[0].category}"):
@@ -51,11 +55,17 @@ def evaluate_category(trained: TrainedModel, samples: Sequence[Sample], batch_si
             accumulator.update(maps[known].numpy(), batch["mask"][known, 0].numpy() > 0.5)
         rows += [
             {"image": path, "category": category, "label": int(label), "has_mask": int(has_mask), "score": float(score)}
-            for path, category, label, has_mask, score in zip(batch["path"], batch["category"], batch["label"], batch["has_mask"], scores)
+            for path, category, label, has_mask, score in zip(
+                batch["path"], batch["category"], batch["label"], batch["has_mask"], scores
+            )
         ]
     labels = np.array([row["label"] for row in rows])
     scores = np.array([row["score"] for row in rows])
-    counts = {"images": len(rows), "defective": int(labels.sum()), "masked": sum(row["label"] * row["has_mask"] for row in rows)}
+    counts = {
+        "images": len(rows),
+        "defective": int(labels.sum()),
+        "masked": sum(row["label"] * row["has_mask"] for row in rows),
+    }
     return {**image_metrics(scores, labels), **accumulator.compute(), **counts}, rows
 
 
@@ -68,7 +78,9 @@ def mean_row(per_category: dict[str, dict[str, float]]) -> dict[str, float]:
     return row
 
 
-def evaluate(models: dict[str, TrainedModel], samples: Sequence[Sample], batch_size: int = 8, progress: bool = True) -> tuple[dict[str, dict[str, float]], list[dict]]:
+def evaluate(
+    models: dict[str, TrainedModel], samples: Sequence[Sample], batch_size: int = 8, progress: bool = True
+) -> tuple[dict[str, dict[str, float]], list[dict]]:
     """Per-category metrics plus the 'mean' row, and every test image's score."""
     per_category: dict[str, dict[str, float]] = {}
     all_rows: list[dict] = []
@@ -95,18 +107,29 @@ def metrics_markdown(per_category: dict[str, dict[str, float]], title: str | Non
     lines += [header, "|" + "---|" * (len(TABLE_COLUMNS) + 2)]
     for category, values in categories.items():
         cells = [_percent(values[name]) for name in TABLE_COLUMNS]
-        lines.append(f"| {category} | " + " | ".join(cells) + f" | {values['images']} ({values['defective']} / {values['masked']}) |")
+        lines.append(
+            f"| {category} | "
+            + " | ".join(cells)
+            + f" | {values['images']} ({values['defective']} / {values['masked']}) |"
+        )
     if "mean" in per_category:
         mean = per_category["mean"]
         cells = []
         for name in TABLE_COLUMNS:
             covered = mean["pixel_categories" if name.startswith(("pixel", "aupro")) else "image_categories"]
-            cells.append(_percent(mean[name]) + (f" ({covered}/{len(categories)})" if covered < len(categories) else ""))
-        lines.append("| **mean** | " + " | ".join(cells) + f" | {mean['images']} ({mean['defective']} / {mean['masked']}) |")
+            cells.append(
+                _percent(mean[name]) + (f" ({covered}/{len(categories)})" if covered < len(categories) else "")
+            )
+        lines.append(
+            "| **mean** | " + " | ".join(cells) + f" | {mean['images']} ({mean['defective']} / {mean['masked']}) |"
+        )
         unmasked = [c for c, values in categories.items() if np.isnan(values["pixel_auroc"])]
         if unmasked:
-            lines += ["", f"Pixel metrics (pixel_*, aupro): mean over the {mean['pixel_categories']} of {len(categories)} categories with defect masks; "
-                      f"{', '.join(unmasked)}: image-level labels only (n/a)."]
+            lines += [
+                "",
+                f"Pixel metrics (pixel_*, aupro): mean over the {mean['pixel_categories']} of {len(categories)} categories with defect masks; "
+                f"{', '.join(unmasked)}: image-level labels only (n/a).",
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -114,7 +137,9 @@ def _csv_cell(value: float) -> str:
     return "" if np.isnan(value) else f"{value:.6f}"
 
 
-def write_metrics(out_dir: Path, per_category: dict[str, dict[str, float]], rows: list[dict], title: str | None = None) -> None:
+def write_metrics(
+    out_dir: Path, per_category: dict[str, dict[str, float]], rows: list[dict], title: str | None = None
+) -> None:
     """metrics.csv, metrics.json, metrics.md and test_scores.csv in ``out_dir`` (a run), each written atomically.
 
     A metric a category does not have is an empty CSV cell and ``null`` in JSON.
@@ -122,10 +147,20 @@ def write_metrics(out_dir: Path, per_category: dict[str, dict[str, float]], rows
     run = Run(Path(out_dir))
     header = ["category", *METRIC_NAMES, *COUNT_COLUMNS, *COVERAGE_COLUMNS]
     table = [
-        {"category": category, **{name: _csv_cell(values[name]) for name in METRIC_NAMES}, **{name: values[name] for name in (*COUNT_COLUMNS, *COVERAGE_COLUMNS) if name in values}}
+        {
+            "category": category,
+            **{name: _csv_cell(values[name]) for name in METRIC_NAMES},
+            **{name: values[name] for name in (*COUNT_COLUMNS, *COVERAGE_COLUMNS) if name in values},
+        }
         for category, values in per_category.items()
     ]
     write_csv(run.metrics_csv, header, table)
-    write_json(run.metrics_json, {c: {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in values.items()} for c, values in per_category.items()})
+    write_json(
+        run.metrics_json,
+        {
+            c: {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in values.items()}
+            for c, values in per_category.items()
+        },
+    )
     atomic_write_text(run.metrics_md, metrics_markdown(per_category, title))
     write_csv(run.test_scores, ["image", "category", "label", "has_mask", "score"], rows)

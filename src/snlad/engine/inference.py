@@ -17,7 +17,9 @@ from snlad.engine.trained import TrainedModel
 from snlad.errors import SnladError
 
 
-def infer(trained: TrainedModel, batches: Iterable[dict[str, Any]], progress: bool = True, desc: str = "scoring") -> Iterator[tuple[dict[str, Any], torch.Tensor, torch.Tensor]]:
+def infer(
+    trained: TrainedModel, batches: Iterable[dict[str, Any]], progress: bool = True, desc: str = "scoring"
+) -> Iterator[tuple[dict[str, Any], torch.Tensor, torch.Tensor]]:
     """Yield (batch, maps B x S x S, scores B) for every batch (a dict with ``image``), maps and scores on the CPU.
 
     A batch with no images (every file in it unreadable) yields empty tensors.
@@ -33,7 +35,9 @@ def infer(trained: TrainedModel, batches: Iterable[dict[str, Any]], progress: bo
             yield batch, maps.cpu(), scores.cpu()
 
 
-def score_tensors(trained: TrainedModel, images: torch.Tensor, batch_size: int = 8, desc: str = "scoring", progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def score_tensors(
+    trained: TrainedModel, images: torch.Tensor, batch_size: int = 8, desc: str = "scoring", progress: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Anomaly maps N x S x S and image scores N of ``images`` (N x 3 x S x S in [0, 1]) already in memory."""
     size = trained.config.data.image_size
     if images.ndim != 4 or tuple(images.shape[1:]) != (3, size, size):

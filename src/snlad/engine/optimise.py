@@ -67,7 +67,9 @@ def compile_for_inference(trained: TrainedModel) -> TrainedModel:
     return compiled
 
 
-def optimise_for_inference(trained: TrainedModel, channels_last: bool = True, micro_batch: int | None = None, torch_compile: bool = False) -> TrainedModel:
+def optimise_for_inference(
+    trained: TrainedModel, channels_last: bool = True, micro_batch: int | None = None, torch_compile: bool = False
+) -> TrainedModel:
     """A new TrainedModel for scoring only: BatchNorm folded, NHWC weights, no grads.
 
     ``micro_batch`` images go through the networks at a time (None: :func:`cpu_micro_batch` on a
@@ -78,11 +80,15 @@ def optimise_for_inference(trained: TrainedModel, channels_last: bool = True, mi
         model = model.to(memory_format=torch.channels_last)
     if micro_batch is None:
         micro_batch = cpu_micro_batch(trained.config.data.image_size) if trained.device.type == "cpu" else 0
-    fast = TrainedModel(trained.config, model, copy.deepcopy(trained.scorer), list(trained.categories), trained.calibration, micro_batch).eval()
+    fast = TrainedModel(
+        trained.config, model, copy.deepcopy(trained.scorer), list(trained.categories), trained.calibration, micro_batch
+    ).eval()
     return compile_for_inference(fast) if torch_compile else fast
 
 
-def optimise_run(models: dict[str, TrainedModel], micro_batch: int | None = None, torch_compile: bool = False) -> dict[str, TrainedModel]:
+def optimise_run(
+    models: dict[str, TrainedModel], micro_batch: int | None = None, torch_compile: bool = False
+) -> dict[str, TrainedModel]:
     """``optimise_for_inference`` for every distinct model of a run (a multi-class model once)."""
     done: dict[int, TrainedModel] = {}
     for trained in models.values():

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 import torch
 
 
-
 @contextlib.contextmanager
 def autocast(device: torch.device, amp: str) -> Iterator[None]:
     """bfloat16 autocast when ``amp == "bf16"`` (weights and optimiser stay float32); plain float32 otherwise."""

@@ -76,7 +76,14 @@ def _unique_stems(paths: Sequence[Path]) -> dict[str, str]:
     return stems
 
 
-def predict(trained: TrainedModel, inputs: Iterable[str | Path], out_dir: Path, category: str | None = None, batch_size: int = 8, progress: bool = True) -> tuple[list[dict], list[tuple[str, str]]]:
+def predict(
+    trained: TrainedModel,
+    inputs: Iterable[str | Path],
+    out_dir: Path,
+    category: str | None = None,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> tuple[list[dict], list[tuple[str, str]]]:
     """Write scores.csv, maps/<stem>.npy (float32, original H x W) and overlays/<stem>.png.
 
     With a calibrated ``category``, scores.csv gets ``is_anomalous`` (score > threshold) and
@@ -90,7 +97,12 @@ def predict(trained: TrainedModel, inputs: Iterable[str | Path], out_dir: Path, 
     calibration = trained.calibration.get(category, {}) if category else {}
     threshold, pixel_threshold = calibration.get("threshold"), calibration.get("pixel_threshold")
     samples = [Sample(image=p, category=category or "", label=0, defect="unknown", mask=None) for p in paths]
-    loader = DataLoader(SkippingDataset(samples, trained.config.data.image_size), batch_size=batch_size, collate_fn=_collate, num_workers=trained.config.data.num_workers)
+    loader = DataLoader(
+        SkippingDataset(samples, trained.config.data.image_size),
+        batch_size=batch_size,
+        collate_fn=_collate,
+        num_workers=trained.config.data.num_workers,
+    )
     stems = _unique_stems(paths)
     rows: list[dict] = []
     failed: list[tuple[str, str]] = []
@@ -99,13 +111,19 @@ def predict(trained: TrainedModel, inputs: Iterable[str | Path], out_dir: Path, 
             failed += batch["failed"]
             for path, size, anomaly_map, score in zip(batch.get("path", []), batch.get("orig_hw", []), maps, scores):
                 height, width = (int(v) for v in size)
-                full = F.interpolate(anomaly_map[None, None], size=(height, width), mode="bilinear", align_corners=False)[0, 0].numpy()
+                full = F.interpolate(
+                    anomaly_map[None, None], size=(height, width), mode="bilinear", align_corners=False
+                )[0, 0].numpy()
                 stem = stems[path]
                 write_npy(out_dir / "maps" / f"{stem}.npy", full.astype(np.float32))
                 scale = ColourScale(0.0, 2 * threshold if threshold else float(full.max()))
-                atomic_write_bytes(out_dir / "overlays" / f"{stem}.png", png_bytes(overlay(load_image(path), full, scale)))
+                atomic_write_bytes(
+                    out_dir / "overlays" / f"{stem}.png", png_bytes(overlay(load_image(path), full, scale))
+                )
                 if pixel_threshold is not None:
-                    atomic_write_bytes(out_dir / "masks" / f"{stem}.png", png_bytes(mask_to_uint8(full > pixel_threshold)))
+                    atomic_write_bytes(
+                        out_dir / "masks" / f"{stem}.png", png_bytes(mask_to_uint8(full > pixel_threshold))
+                    )
                 row = {"image": path, "score": float(score)}
                 if threshold is not None:
                     row["is_anomalous"] = int(float(score) > threshold)

@@ -92,7 +92,9 @@ class Run:
 
     def model_dirs(self) -> list[ModelDir]:
         """Every model folder that holds training files, whether or not the run finished (resume, cleanup)."""
-        folders = [self.path, *(sub for sub in sorted(self.path.glob("*")) if sub.is_dir())] if self.path.is_dir() else []
+        folders = (
+            [self.path, *(sub for sub in sorted(self.path.glob("*")) if sub.is_dir())] if self.path.is_dir() else []
+        )
         return [ModelDir(folder) for folder in folders if ModelDir(folder).started()]
 
     def write_index(self, mode: str, categories: list[str]) -> None:
@@ -103,13 +105,19 @@ class Run:
     def read_index(self) -> RunIndex:
         """The run's mode and categories; a clear error for anything that is not a finished run."""
         if self.path.is_file():
-            raise SnladError(f"--run takes the run folder, not a file: use --run {self.path.parent} (the folder that holds {self.path.name})")
+            raise SnladError(
+                f"--run takes the run folder, not a file: use --run {self.path.parent} (the folder that holds {self.path.name})"
+            )
         if not self.path.is_dir():
             raise SnladError(f"run directory {self.path} does not exist")
         if not self.index_file.is_file():
             if self.model_dirs():
-                raise SnladError(f"{self.path} is not a finished snlad run (no run.json; its training was interrupted): continue it with the same `snlad train --out {self.path}` command plus --resume")
-            raise SnladError(f"{self.path} is not a finished snlad run (no run.json): train it with `snlad train --out {self.path}`")
+                raise SnladError(
+                    f"{self.path} is not a finished snlad run (no run.json; its training was interrupted): continue it with the same `snlad train --out {self.path}` command plus --resume"
+                )
+            raise SnladError(
+                f"{self.path} is not a finished snlad run (no run.json): train it with `snlad train --out {self.path}`"
+            )
         try:
             index = json.loads(self.index_file.read_text())
             mode, categories = index["mode"], index["categories"]

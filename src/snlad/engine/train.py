@@ -50,7 +50,9 @@ def _prepare(folder: ModelDir, config: Config, resume: bool, overwrite: bool) ->
     """Refuse to clobber a finished or started run; return the checkpoint to resume from."""
     if resume:
         if not folder.checkpoint.exists():
-            raise SnladError(f"nothing to resume in {folder.path}: {folder.checkpoint.name} is missing (start without --resume)")
+            raise SnladError(
+                f"nothing to resume in {folder.path}: {folder.checkpoint.name} is missing (start without --resume)"
+            )
         state = read_checkpoint(folder.checkpoint)
         saved = from_dict(state["config"], source=str(folder.checkpoint))
         if _comparable(saved) != _comparable(config):
@@ -65,11 +67,15 @@ def _prepare(folder: ModelDir, config: Config, resume: bool, overwrite: bool) ->
             )
         return state
     if folder.started() and not overwrite:
-        raise SnladError(f"{folder.path} already holds a run: use --resume to continue it, --overwrite to replace it, or another --out")
+        raise SnladError(
+            f"{folder.path} already holds a run: use --resume to continue it, --overwrite to replace it, or another --out"
+        )
     return None
 
 
-def _loader(samples: Sequence[Sample], config: Config, sampler: ResumableSampler | None, batch_size: int | None = None) -> DataLoader:
+def _loader(
+    samples: Sequence[Sample], config: Config, sampler: ResumableSampler | None, batch_size: int | None = None
+) -> DataLoader:
     return DataLoader(
         AnomalyDataset(samples, config.data.image_size),
         batch_size=batch_size or config.train.batch_size,
@@ -86,7 +92,9 @@ def _ignore_interrupts(worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _training_state(model: TeacherStudent, optimizer: torch.optim.Optimizer, config: Config, epoch: int, position: int) -> dict:
+def _training_state(
+    model: TeacherStudent, optimizer: torch.optim.Optimizer, config: Config, epoch: int, position: int
+) -> dict:
     return {
         "kind": "training",
         "config": config.to_dict(),
@@ -97,7 +105,15 @@ def _training_state(model: TeacherStudent, optimizer: torch.optim.Optimizer, con
     }
 
 
-def fit(model: TeacherStudent, samples: Sequence[Sample], config: Config, folder: ModelDir, resume_state: dict | None, progress: bool = True, context: DistContext = DistContext()) -> None:
+def fit(
+    model: TeacherStudent,
+    samples: Sequence[Sample],
+    config: Config,
+    folder: ModelDir,
+    resume_state: dict | None,
+    progress: bool = True,
+    context: DistContext = DistContext(),
+) -> None:
     """Train the student; checkpoint every epoch and on interruption (rank 0 of a distributed job)."""
     optimizer = torch.optim.Adam(
         model.student_parameters(), lr=config.train.lr, betas=config.train.betas, weight_decay=config.train.weight_decay
@@ -120,7 +136,9 @@ def fit(model: TeacherStudent, samples: Sequence[Sample], config: Config, folder
         with deferred_interrupts() as interrupted:
             for batch in bar:
                 with autocast(device, config.train.amp):
-                    teacher_features, student_features = step(batch["image"].to(device, non_blocking=True, memory_format=torch.channels_last))
+                    teacher_features, student_features = step(
+                        batch["image"].to(device, non_blocking=True, memory_format=torch.channels_last)
+                    )
                     loss, _ = distillation_loss(teacher_features, student_features, config.loss)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -171,7 +189,15 @@ def _append_log(path: Path, epoch: int, loss: float, seconds: float) -> None:
     atomic_write_text(path, rows + f"{epoch},{loss:.6f},{seconds:.2f}\n")
 
 
-def train_model(config: Config, samples: Sequence[Sample], folder: ModelDir, context: DistContext, resume: bool = False, overwrite: bool = False, progress: bool = True) -> TeacherStudent:
+def train_model(
+    config: Config,
+    samples: Sequence[Sample],
+    folder: ModelDir,
+    context: DistContext,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> TeacherStudent:
     """Train one model on ``samples`` (one category or many, held-out images already removed) into ``folder``."""
     resume_state = _prepare(folder, config, resume, overwrite)
     if overwrite and not resume and context.is_main:

@@ -54,7 +54,9 @@ class TrainedModel:
         for EfficientNet-Lite0 (``snlad.engine.optimise.cpu_micro_batch``, docs/results/bench-speed.md).
         Each image's map depends on that image alone, so the result is the same either way.
         """
-        chunks = [images] if self.micro_batch <= 0 or len(images) <= self.micro_batch else images.split(self.micro_batch)
+        chunks = (
+            [images] if self.micro_batch <= 0 or len(images) <= self.micro_batch else images.split(self.micro_batch)
+        )
         parts = []
         for chunk in chunks:
             teacher, student = self.model(chunk)
@@ -106,8 +108,12 @@ def load_trained(path: Path) -> TrainedModel:
     """The finished model in ``path`` (a ``model.pt``), on the device its config names."""
     payload = read_checkpoint(path)
     if payload.get("kind") != "model":
-        raise SnladError(f"{path} is a training checkpoint, not a finished model: finish it with `snlad train --resume`")
+        raise SnladError(
+            f"{path} is a training checkpoint, not a finished model: finish it with `snlad train --resume`"
+        )
     config = from_dict(payload["config"], source=str(path))
     model = model_from_state(config, payload["model"], path).to(resolve_device(config.train.device))
-    trained = TrainedModel(config, model, build_scorer(config, model), list(payload["categories"]), payload.get("calibration", {}))
+    trained = TrainedModel(
+        config, model, build_scorer(config, model), list(payload["categories"]), payload.get("calibration", {})
+    )
     return trained.eval()

@@ -61,10 +61,14 @@ TERMS: dict[str, Term] = {
     "inter": inter_affinity_loss,
 }
 if set(TERMS) != set(term_weights(LossConfig())):
-    raise ImportError(f"snlad.losses.TERMS {sorted(TERMS)} must implement exactly the LossConfig terms {sorted(term_weights(LossConfig()))}")
+    raise ImportError(
+        f"snlad.losses.TERMS {sorted(TERMS)} must implement exactly the LossConfig terms {sorted(term_weights(LossConfig()))}"
+    )
 
 
-def distillation_loss(teacher: Features, student: Features, config: LossConfig) -> tuple[torch.Tensor, dict[str, float]]:
+def distillation_loss(
+    teacher: Features, student: Features, config: LossConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted sum over levels and terms; also returns each term's value (summed over levels) for logging.
 
     Terms with weight 0 are not computed at all, so an ablation also costs less.

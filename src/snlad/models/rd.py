@@ -76,7 +76,9 @@ class DecoderStage(nn.Module):
             nn.BatchNorm2d(out_channels),
             nn.ReLU(inplace=True),
         )
-        self.refine = nn.Sequential(conv_bn_relu(out_channels, out_channels), nn.Conv2d(out_channels, out_channels, 3, padding=1))
+        self.refine = nn.Sequential(
+            conv_bn_relu(out_channels, out_channels), nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         up = self.up(x)

@@ -24,7 +24,7 @@ class TeacherStudent(nn.Module):
         self.teacher.requires_grad_(False)
         self.teacher.eval()
 
-    def train(self, mode: bool = True) -> "TeacherStudent":
+    def train(self, mode: bool = True) -> TeacherStudent:
         """Train the student only: the teacher's BatchNorm statistics must never move."""
         super().train(mode)
         self.teacher.eval()

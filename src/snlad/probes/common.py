@@ -41,4 +41,6 @@ class ImageCache:
 
 def write_rows(path: Path, rows: Sequence[dict]) -> None:
     """One CSV row per result, floats to 6 decimals."""
-    write_csv(path, list(rows[0]), ({k: f"{v:.6f}" if isinstance(v, float) else v for k, v in row.items()} for row in rows))
+    write_csv(
+        path, list(rows[0]), ({k: f"{v:.6f}" if isinstance(v, float) else v for k, v in row.items()} for row in rows)
+    )

@@ -22,11 +22,11 @@ import torch
 from snlad import plots, render
 from snlad.engine.inference import score_tensors
 from snlad.errors import SnladError
-from snlad.metrics import image_metrics, pixel_metrics
 from snlad.files import write_json
+from snlad.metrics import image_metrics, pixel_metrics
 from snlad.probes.common import ImageCache, good_test_samples, write_rows
-from snlad.synthesis import Paste, check_patch_fraction, cut_paste, paste_plan
 from snlad.runset import LabelledRun, load_runs
+from snlad.synthesis import Paste, check_patch_fraction, cut_paste, paste_plan
 
 METRICS = ("image_auroc", "pixel_auroc", "aupro")
 
@@ -60,14 +60,18 @@ def plan_for(settings: CutPasteSettings, target: str, cache: ImageCache) -> list
     return paste_plan(*counts, settings.count, settings.patch_size, rng)
 
 
-def synthesise(cache: ImageCache, settings: CutPasteSettings, target: str, plan: Sequence[Paste], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def synthesise(
+    cache: ImageCache, settings: CutPasteSettings, target: str, plan: Sequence[Paste], size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The planned anomalies at ``size``: images N x 3 x S x S and masks N x S x S."""
     targets, sources = cache.images(target, size), cache.images(settings.source, size)
     made = [cut_paste(targets[p.target], sources[p.source], p, settings.patch_size) for p in plan]
     return torch.stack([image for image, _ in made]), torch.stack([mask for _, mask in made])
 
 
-def score_run(run: LabelledRun, cache: ImageCache, settings: CutPasteSettings, target: str, plan: Sequence[Paste]) -> CutPasteResult:
+def score_run(
+    run: LabelledRun, cache: ImageCache, settings: CutPasteSettings, target: str, plan: Sequence[Paste]
+) -> CutPasteResult:
     trained = run.model_for(target)
     size = trained.config.data.image_size
     normals = cache.images(target, size)
@@ -79,7 +83,9 @@ def score_run(run: LabelledRun, cache: ImageCache, settings: CutPasteSettings, t
     return CutPasteResult(maps, scores, masks, labels, {name: metrics[name] for name in METRICS})
 
 
-def run_cutpaste(run_dirs: Sequence[str | Path], data_root: str | Path, settings: CutPasteSettings, out_dir: str | Path) -> list[dict]:
+def run_cutpaste(
+    run_dirs: Sequence[str | Path], data_root: str | Path, settings: CutPasteSettings, out_dir: str | Path
+) -> list[dict]:
     """Score every run on every target; write cutpaste.csv, cutpaste.json and the figures."""
     check_patch_fraction(settings.patch_size)
     if not settings.targets or settings.source in settings.targets:
@@ -94,7 +100,9 @@ def run_cutpaste(run_dirs: Sequence[str | Path], data_root: str | Path, settings
         rows += [_row(run, results[run.label], settings, target) for run in runs]
         _example_grid(runs, results, cache, settings, target, plan, out_dir / f"cutpaste_examples_{target}.png")
     write_rows(out_dir / "cutpaste.csv", rows)
-    write_json(out_dir / "cutpaste.json", {"probe": "cut-paste", "data": str(data_root), **settings.__dict__, "rows": rows})
+    write_json(
+        out_dir / "cutpaste.json", {"probe": "cut-paste", "data": str(data_root), **settings.__dict__, "rows": rows}
+    )
     _metric_figure(rows, settings, out_dir / "cutpaste_metrics.png")
     return rows
 
@@ -122,7 +130,15 @@ def _metric_figure(rows: Sequence[dict], settings: CutPasteSettings, path: Path)
     plots.bar_panels(panels, path, f"cut-paste, patch {settings.patch_size:g} of the side", "score")
 
 
-def _example_grid(runs: Sequence[LabelledRun], results: dict[str, CutPasteResult], cache: ImageCache, settings: CutPasteSettings, target: str, plan: Sequence[Paste], path: Path) -> None:
+def _example_grid(
+    runs: Sequence[LabelledRun],
+    results: dict[str, CutPasteResult],
+    cache: ImageCache,
+    settings: CutPasteSettings,
+    target: str,
+    plan: Sequence[Paste],
+    path: Path,
+) -> None:
     """Rows: the first synthetic anomalies; columns: image, ground truth, each run's map."""
     shown = plan[: settings.examples]
     size = runs[0].first.config.data.image_size
@@ -134,6 +150,16 @@ def _example_grid(runs: Sequence[LabelledRun], results: dict[str, CutPasteResult
         maps = result.maps[first : first + len(shown)].numpy()
         run_images, _ = synthesise(cache, settings, target, shown, run.first.config.data.image_size)
         for row, image, anomaly_map in zip(rows, run_images, maps):
-            row.append(render.overlay(render.to_uint8(image), anomaly_map, render.ColourScale(float(maps.min()), float(maps.max()))))
+            row.append(
+                render.overlay(
+                    render.to_uint8(image), anomaly_map, render.ColourScale(float(maps.min()), float(maps.max()))
+                )
+            )
     titles = [f"{target} #{p.target} + {settings.source} #{p.source}" for p in shown]
-    plots.image_grid(rows, titles, ["image", "ground truth", *(run.label for run in runs)], path, f"{settings.source} patches pasted on {target}")
+    plots.image_grid(
+        rows,
+        titles,
+        ["image", "ground truth", *(run.label for run in runs)],
+        path,
+        f"{settings.source} patches pasted on {target}",
+    )

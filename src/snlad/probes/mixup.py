@@ -22,11 +22,11 @@ import torch
 from snlad import plots, render
 from snlad.engine.inference import score_tensors
 from snlad.errors import SnladError
-from snlad.metrics import image_metrics
 from snlad.files import write_json
+from snlad.metrics import image_metrics
 from snlad.probes.common import ImageCache, good_test_samples, write_rows
-from snlad.synthesis import DEFAULT_LAMBDAS, mix, pair_plan
 from snlad.runset import LabelledRun, load_runs
+from snlad.synthesis import DEFAULT_LAMBDAS, mix, pair_plan
 
 EXAMPLE_LAMBDAS = 5  # columns of the example figure, spread over the sweep
 
@@ -55,7 +55,9 @@ class MixupResult:
         return image_metrics(scores, labels)["image_auroc"]
 
 
-def score_run(run: LabelledRun, cache: ImageCache, pairs: Sequence[tuple[int, int]], settings: MixupSettings) -> MixupResult:
+def score_run(
+    run: LabelledRun, cache: ImageCache, pairs: Sequence[tuple[int, int]], settings: MixupSettings
+) -> MixupResult:
     trained = run.model_for(settings.base)
     size = trained.config.data.image_size
     base, other = cache.images(settings.base, size), cache.images(settings.other, size)
@@ -64,12 +66,16 @@ def score_run(run: LabelledRun, cache: ImageCache, pairs: Sequence[tuple[int, in
     normal_maps, normal = score_tensors(trained, base, settings.batch_size)
     mixtures, example_maps = {}, [normal_maps[pairs[0][0]]]
     for lam in settings.lambdas:
-        maps, mixtures[lam] = score_tensors(trained, mix(base[base_index], other[other_index], lam), settings.batch_size)
+        maps, mixtures[lam] = score_tensors(
+            trained, mix(base[base_index], other[other_index], lam), settings.batch_size
+        )
         example_maps.append(maps[0])
     return MixupResult(normal, mixtures, example_maps)
 
 
-def run_mixup(run_dirs: Sequence[str | Path], data_root: str | Path, settings: MixupSettings, out_dir: str | Path) -> list[dict]:
+def run_mixup(
+    run_dirs: Sequence[str | Path], data_root: str | Path, settings: MixupSettings, out_dir: str | Path
+) -> list[dict]:
     """Score every run; write mixup.csv, mixup.json and the three figures into ``out_dir``."""
     if settings.base == settings.other:
         raise SnladError("mixup needs two different categories (--base and --other)")
@@ -79,7 +85,9 @@ def run_mixup(run_dirs: Sequence[str | Path], data_root: str | Path, settings: M
     runs = load_runs(run_dirs)
     cache = ImageCache({c: good_test_samples(data_root, c) for c in (settings.base, settings.other)})
     counts = {c: len(s) for c, s in cache.samples.items()}
-    pairs = pair_plan(counts[settings.base], counts[settings.other], settings.pairs, np.random.default_rng(settings.seed))
+    pairs = pair_plan(
+        counts[settings.base], counts[settings.other], settings.pairs, np.random.default_rng(settings.seed)
+    )
     results = {run.label: score_run(run, cache, pairs, settings) for run in runs}
     rows = [_row(run, results[run.label], lam, settings) for run in runs for lam in settings.lambdas]
     write_rows(out_dir / "mixup.csv", rows)
@@ -103,7 +111,13 @@ def _row(run: LabelledRun, result: MixupResult, lam: float, settings: MixupSetti
     }
 
 
-def _payload(runs: Sequence[LabelledRun], results: dict[str, MixupResult], pairs: Sequence[tuple[int, int]], settings: MixupSettings, data_root: str) -> dict:
+def _payload(
+    runs: Sequence[LabelledRun],
+    results: dict[str, MixupResult],
+    pairs: Sequence[tuple[int, int]],
+    settings: MixupSettings,
+    data_root: str,
+) -> dict:
     return {
         "probe": "mixup",
         "data": data_root,
@@ -127,30 +141,62 @@ def _payload(runs: Sequence[LabelledRun], results: dict[str, MixupResult], pairs
     }
 
 
-def _figures(runs: Sequence[LabelledRun], results: dict[str, MixupResult], cache: ImageCache, pairs: Sequence[tuple[int, int]], settings: MixupSettings, out_dir: Path) -> None:
+def _figures(
+    runs: Sequence[LabelledRun],
+    results: dict[str, MixupResult],
+    cache: ImageCache,
+    pairs: Sequence[tuple[int, int]],
+    settings: MixupSettings,
+    out_dir: Path,
+) -> None:
     title = f"mixup {settings.base} + lambda x {settings.other}"
     lambdas = list(settings.lambdas)
     curves = {run.label: (lambdas, [results[run.label].auroc(lam) for lam in lambdas]) for run in runs}
-    plots.curves(curves, out_dir / "mixup_auroc.png", f"{title}: normal vs mixture", "lambda (share of the other image)", "image AUROC")
-    groups = {run.label: {"normal": results[run.label].normal, **{f"{lam:g}": s for lam, s in results[run.label].mixtures.items()}} for run in runs}
+    plots.curves(
+        curves,
+        out_dir / "mixup_auroc.png",
+        f"{title}: normal vs mixture",
+        "lambda (share of the other image)",
+        "image AUROC",
+    )
+    groups = {
+        run.label: {
+            "normal": results[run.label].normal,
+            **{f"{lam:g}": s for lam, s in results[run.label].mixtures.items()},
+        }
+        for run in runs
+    }
     plots.distributions(groups, out_dir / "mixup_scores.png", f"{title}: image scores")
     _example_grid(runs, results, cache, pairs[0], settings, out_dir / "mixup_examples.png")
 
 
-def _example_grid(runs: Sequence[LabelledRun], results: dict[str, MixupResult], cache: ImageCache, pair: tuple[int, int], settings: MixupSettings, path: Path) -> None:
+def _example_grid(
+    runs: Sequence[LabelledRun],
+    results: dict[str, MixupResult],
+    cache: ImageCache,
+    pair: tuple[int, int],
+    settings: MixupSettings,
+    path: Path,
+) -> None:
     """Row 1: the base image and a few mixtures; one row per run: its maps on a shared colour scale."""
     shown = sorted(set(np.linspace(0, len(settings.lambdas) - 1, EXAMPLE_LAMBDAS).round().astype(int)))
     lams = [0.0] + [settings.lambdas[i] for i in shown]
     rows = [_mixed(cache, settings, pair, lams, runs[0].first.config.data.image_size)]
     for run in runs:
-        maps = [results[run.label].example_maps[0].numpy()] + [results[run.label].example_maps[i + 1].numpy() for i in shown]
+        maps = [results[run.label].example_maps[0].numpy()] + [
+            results[run.label].example_maps[i + 1].numpy() for i in shown
+        ]
         low, high = min(m.min() for m in maps), max(m.max() for m in maps)
         images = _mixed(cache, settings, pair, lams, run.first.config.data.image_size)
         rows.append([render.overlay(image, m, render.ColourScale(low, high)) for image, m in zip(images, maps)])
     titles = ["images", *(run.label for run in runs)]
-    plots.image_grid(rows, titles, [f"lambda={lam:g}" for lam in lams], path, f"{settings.base} mixed with {settings.other}")
+    plots.image_grid(
+        rows, titles, [f"lambda={lam:g}" for lam in lams], path, f"{settings.base} mixed with {settings.other}"
+    )
 
 
-def _mixed(cache: ImageCache, settings: MixupSettings, pair: tuple[int, int], lams: Sequence[float], size: int) -> list[np.ndarray]:
+def _mixed(
+    cache: ImageCache, settings: MixupSettings, pair: tuple[int, int], lams: Sequence[float], size: int
+) -> list[np.ndarray]:
     base, other = cache.images(settings.base, size)[pair[0]], cache.images(settings.other, size)[pair[1]]
     return [render.to_uint8(mix(base, other, lam)) for lam in lams]

@@ -15,8 +15,7 @@ import numpy as np
 import torch.nn.functional as F
 
 from snlad import render
-from snlad.data import Sample
-from snlad.data import load_tensors
+from snlad.data import Sample, load_tensors
 from snlad.engine.inference import score_tensors
 from snlad.files import atomic_write_bytes
 from snlad.report.html import esc, image
@@ -44,7 +43,9 @@ def pick_examples(samples: Sequence[Sample], count: int) -> list[Sample]:
     return chosen + [s for s in ordered if not s.label][:1]
 
 
-def _run_cells(report_run: ReportRun, category: str, shown: Sequence[Sample], pictures: np.ndarray, folder: Path, prefix: str) -> list[str]:
+def _run_cells(
+    report_run: ReportRun, category: str, shown: Sequence[Sample], pictures: np.ndarray, folder: Path, prefix: str
+) -> list[str]:
     """One cell per shown image: the run's overlay and its image score."""
     if category not in report_run.run.models:
         return [f'<span class="note">not trained on {esc(category)}</span>'] * len(shown)
@@ -69,7 +70,10 @@ def category_grid(runs: Sequence[ReportRun], category: str, samples: Sequence[Sa
     columns = [[], []]
     for index, (picture, mask) in enumerate(zip(pictures, masks)):
         write_png(picture, folder / f"{category}-image-{index}.png")
-        columns[0].append(image(f"{folder.name}/{category}-image-{index}.png", shown[index].image.name) + f"{esc(shown[index].defect)}: {esc(shown[index].image.name)}")
+        columns[0].append(
+            image(f"{folder.name}/{category}-image-{index}.png", shown[index].image.name)
+            + f"{esc(shown[index].defect)}: {esc(shown[index].image.name)}"
+        )
         if shown[index].label and shown[index].mask is None:
             columns[1].append('<span class="note">no mask (image-level label only)</span>')
             continue

@@ -20,7 +20,9 @@ from snlad.errors import SnladError
 MODES = ("one-class", "multi-class")
 METRICS = (("image_auroc", "I-AUROC"), ("pixel_auroc", "P-AUROC"))
 
-Summary = dict[str, dict[str, dict[str, tuple[float, float, int]]]]  # mode -> configuration -> metric -> (mean, std, seeds)
+Summary = dict[
+    str, dict[str, dict[str, tuple[float, float, int]]]
+]  # mode -> configuration -> metric -> (mean, std, seeds)
 
 
 def _value(text: str | None) -> float:
@@ -41,11 +43,15 @@ def read_results(path: Path) -> dict[str, dict[str, dict[str, float]]]:
                 for metric, _ in METRICS:
                     values.setdefault((row["configuration"], row["seed"], metric), []).append(_value(row[metric]))
     except KeyError as error:
-        raise SnladError(f"{path} lacks the column {error}: expected configuration,seed,category,{','.join(m for m, _ in METRICS)}") from None
+        raise SnladError(
+            f"{path} lacks the column {error}: expected configuration,seed,category,{','.join(m for m, _ in METRICS)}"
+        ) from None
     results: dict[str, dict[str, dict[str, float]]] = {}
     for (configuration, seed, metric), numbers in values.items():
         finite = [v for v in numbers if not math.isnan(v)]
-        results.setdefault(configuration, {}).setdefault(seed, {})[metric] = float(np.mean(finite)) if finite else math.nan
+        results.setdefault(configuration, {}).setdefault(seed, {})[metric] = (
+            float(np.mean(finite)) if finite else math.nan
+        )
     return results
 
 
@@ -65,7 +71,9 @@ def summarise(experiment_dir: str | Path) -> Summary:
                 mean, std = (float(np.mean(numbers)), float(np.std(numbers))) if numbers else (math.nan, math.nan)
                 summary[mode][configuration][metric] = (mean, std, len(numbers))
     if not summary:
-        raise SnladError(f"{experiment_dir} has neither results-one-class.csv nor results-multi-class.csv (run `snlad experiment` first)")
+        raise SnladError(
+            f"{experiment_dir} has neither results-one-class.csv nor results-multi-class.csv (run `snlad experiment` first)"
+        )
     return summary
 
 
@@ -86,5 +94,11 @@ def onevsmulti_figure(experiment_dir: str | Path, out_png: str | Path) -> Path:
 
 def _floor(panels: dict) -> float:
     """A y-axis start 5 points below the lowest bar (rounded down to 10), so close bars stay apart."""
-    lows = [m - (s or 0) for _, series in panels.values() for means, stds in series.values() for m, s in zip(means, stds) if not math.isnan(m)]
+    lows = [
+        m - (s or 0)
+        for _, series in panels.values()
+        for means, stds in series.values()
+        for m, s in zip(means, stds)
+        if not math.isnan(m)
+    ]
     return max(0.0, 10 * math.floor((min(lows, default=5.0) - 5) / 10))

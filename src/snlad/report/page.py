@@ -30,30 +30,67 @@ def _runs_section(runs: Sequence[ReportRun]) -> str:
     rows = []
     for run in runs:
         config = run.run.first.config
-        rows.append([run.label, config.model.name, config.model.teacher, config.data.image_size, run.run.mode, ", ".join(run.run.models), run.run.path])
-    return "<h2 id='runs'>Runs</h2>" + table(["run", "model", "teacher", "image size", "mode", "categories", "path"], rows)
+        rows.append(
+            [
+                run.label,
+                config.model.name,
+                config.model.teacher,
+                config.data.image_size,
+                run.run.mode,
+                ", ".join(run.run.models),
+                run.run.path,
+            ]
+        )
+    return "<h2 id='runs'>Runs</h2>" + table(
+        ["run", "model", "teacher", "image size", "mode", "categories", "path"], rows
+    )
 
 
 def _metrics_section(runs: Sequence[ReportRun]) -> str:
     summary = [[run.label, *(percent(run.metrics.get("mean", {}).get(name)) for name in TABLE_COLUMNS)] for run in runs]
-    parts = ["<h2 id='metrics'>Metrics (%)</h2><h3>Mean over categories</h3>", table(["run", *TABLE_COLUMNS], summary), "<div class='side'>"]
+    parts = [
+        "<h2 id='metrics'>Metrics (%)</h2><h3>Mean over categories</h3>",
+        table(["run", *TABLE_COLUMNS], summary),
+        "<div class='side'>",
+    ]
     for run in runs:
-        rows = [[category, *(percent(values.get(name)) for name in TABLE_COLUMNS)] for category, values in run.metrics.items()]
-        parts += [f"<div><h3>{esc(run.label)}</h3>", table(["category", *TABLE_COLUMNS], rows, f'data-run="{esc(run.label)}"'), "</div>"]
+        rows = [
+            [category, *(percent(values.get(name)) for name in TABLE_COLUMNS)]
+            for category, values in run.metrics.items()
+        ]
+        parts += [
+            f"<div><h3>{esc(run.label)}</h3>",
+            table(["category", *TABLE_COLUMNS], rows, f'data-run="{esc(run.label)}"'),
+            "</div>",
+        ]
     return "".join(parts) + "</div>"
 
 
-def _category_section(runs: Sequence[ReportRun], category: str, data_root: Path, available: set[str], examples: int, folder: Path) -> str:
-    parts = [f'<section class="category" data-category="{esc(category)}"><h3 id="cat-{esc(category)}">{esc(category)}</h3>']
+def _category_section(
+    runs: Sequence[ReportRun], category: str, data_root: Path, available: set[str], examples: int, folder: Path
+) -> str:
+    parts = [
+        f'<section class="category" data-category="{esc(category)}"><h3 id="cat-{esc(category)}">{esc(category)}</h3>'
+    ]
     if category not in available:
         return parts[0] + f'<p class="note">{esc(category)} is not in {esc(data_root)}</p></section>'
     parts.append(category_grid(runs, category, index_dataset(data_root, "test", [category]), examples, folder))
     tested = {run.label: run for run in runs if category in run.scores}
     if tested:
-        split = {label: (run.scores[category][run.labels[category] == 0], run.scores[category][run.labels[category] == 1]) for label, run in tested.items()}
+        split = {
+            label: (run.scores[category][run.labels[category] == 0], run.scores[category][run.labels[category] == 1])
+            for label, run in tested.items()
+        }
         plots.histograms(split, folder / f"{category}-histograms.png", f"{category}: image scores, good vs defective")
-        plots.roc_curves({label: (run.labels[category], run.scores[category]) for label, run in tested.items()}, folder / f"{category}-roc.png", f"{category}: ROC")
-        parts.append(image(f"{IMAGES}/{category}-histograms.png", f"{category} histograms", "plot") + image(f"{IMAGES}/{category}-roc.png", f"{category} ROC", "plot"))
+        plots.roc_curves(
+            {label: (run.labels[category], run.scores[category]) for label, run in tested.items()},
+            folder / f"{category}-roc.png",
+            f"{category}: ROC",
+        )
+        parts.append(
+            image(f"{IMAGES}/{category}-histograms.png", f"{category} histograms", "plot")
+            + image(f"{IMAGES}/{category}-roc.png", f"{category} ROC", "plot")
+        )
     else:
         parts.append(f'<p class="note">no run has test scores for {esc(category)}</p>')
     return "".join(parts) + "</section>"
@@ -79,7 +116,9 @@ def _probes_section(probe_dirs: Sequence[Path], folder: Path) -> str:
     parts = ["<h2 id='probes'>Cross-class interference probes</h2>"]
     for index, probe_dir in enumerate(probe_dirs):
         if not probe_dir.is_dir():
-            raise SnladError(f"probe directory {probe_dir} does not exist (write it with `snlad probe mixup|cutpaste --out`)")
+            raise SnladError(
+                f"probe directory {probe_dir} does not exist (write it with `snlad probe mixup|cutpaste --out`)"
+            )
         parts.append(f'<section class="probe" data-probe="{esc(probe_dir)}"><h3>{esc(probe_dir.name)}</h3>')
         parts += [_csv_table(path) for path in sorted(probe_dir.glob("*.csv"))]
         for picture in sorted(probe_dir.glob("*.png")):
@@ -93,7 +132,11 @@ def _probes_section(probe_dirs: Sequence[Path], folder: Path) -> str:
 def _experiment_section(experiment_dir: Path, folder: Path) -> str:
     onevsmulti_figure(experiment_dir, folder / "onevsmulti.png")
     rows = [
-        [mode, configuration, *(f"{percent(values[m][0])} ± {percent(values[m][1])} ({values[m][2]} seeds)" for m, _ in METRICS)]
+        [
+            mode,
+            configuration,
+            *(f"{percent(values[m][0])} ± {percent(values[m][1])} ({values[m][2]} seeds)" for m, _ in METRICS),
+        ]
         for mode, configurations in summarise(experiment_dir).items()
         for configuration, values in configurations.items()
     ]
@@ -104,7 +147,14 @@ def _experiment_section(experiment_dir: Path, folder: Path) -> str:
     )
 
 
-def build_report(run_dirs: Sequence[str | Path], data_root: str | Path, out_dir: str | Path, probe_dirs: Sequence[str | Path] = (), experiment_dir: str | Path | None = None, examples: int = 3) -> Path:
+def build_report(
+    run_dirs: Sequence[str | Path],
+    data_root: str | Path,
+    out_dir: str | Path,
+    probe_dirs: Sequence[str | Path] = (),
+    experiment_dir: str | Path | None = None,
+    examples: int = 3,
+) -> Path:
     """Write OUT/index.html and OUT/images/*; return the page's path."""
     runs = load_report_runs(run_dirs)
     out_dir, data_root = Path(out_dir), Path(data_root)
@@ -112,7 +162,13 @@ def build_report(run_dirs: Sequence[str | Path], data_root: str | Path, out_dir:
     folder.mkdir(parents=True, exist_ok=True)
     categories = sorted({c for run in runs for c in run.run.models})
     nav = "<nav>" + "".join(f'<a href="#cat-{esc(c)}">{esc(c)}</a>' for c in categories) + "</nav>"
-    parts = [f"<h1>snlad report</h1><p class='note'>data: {esc(data_root)}</p>", nav, _runs_section(runs), _metrics_section(runs), "<h2 id='categories'>Per category</h2>"]
+    parts = [
+        f"<h1>snlad report</h1><p class='note'>data: {esc(data_root)}</p>",
+        nav,
+        _runs_section(runs),
+        _metrics_section(runs),
+        "<h2 id='categories'>Per category</h2>",
+    ]
     available = set(list_categories(data_root))
     parts += [_category_section(runs, category, data_root, available, examples, folder) for category in categories]
     if probe_dirs:

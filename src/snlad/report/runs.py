@@ -37,7 +37,9 @@ def _test_output(run_dir: Path, path: Path) -> Path:
     if not run_dir.is_dir():
         raise SnladError(f"run directory {run_dir} does not exist")
     if not path.is_file():
-        raise SnladError(f"run {run_dir} has no {path.name}: evaluate it first with `snlad test --run {run_dir} --data ROOT`")
+        raise SnladError(
+            f"run {run_dir} has no {path.name}: evaluate it first with `snlad test --run {run_dir} --data ROOT`"
+        )
     return path
 
 
@@ -61,11 +63,15 @@ def read_test_scores(run_dir: Path) -> tuple[dict[str, np.ndarray], dict[str, np
                 labels.setdefault(row["category"], []).append(int(row["label"]))
                 scores.setdefault(row["category"], []).append(float(row["score"]))
     except (KeyError, ValueError, TypeError):
-        raise SnladError(f"{path} is corrupt (expected columns image,category,label,score); rerun `snlad test --run {run_dir}`") from None
+        raise SnladError(
+            f"{path} is corrupt (expected columns image,category,label,score); rerun `snlad test --run {run_dir}`"
+        ) from None
     return {c: np.array(v) for c, v in labels.items()}, {c: np.array(v) for c, v in scores.items()}
 
 
 def load_report_runs(paths: Sequence[str | Path]) -> list[ReportRun]:
     """Check every run's test outputs before loading any model, so a broken run fails fast."""
     outputs = [(read_metrics(Path(p)), *read_test_scores(Path(p))) for p in paths]
-    return [ReportRun(run, metrics, labels, scores) for run, (metrics, labels, scores) in zip(load_runs(paths), outputs)]
+    return [
+        ReportRun(run, metrics, labels, scores) for run, (metrics, labels, scores) in zip(load_runs(paths), outputs)
+    ]
