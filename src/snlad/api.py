@@ -13,15 +13,39 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from snlad.backbones import BACKBONE_NAMES
+from snlad.config import MODEL_NAMES
 from snlad.engine.evaluate import metrics_markdown
+from snlad.engine.predict import MAP_DTYPES, MAP_RESOLUTIONS
+from snlad.engine.run import Run
+from snlad.engine.train import TrainingInterrupted
 from snlad.experiments import load_experiment, run_experiment
 from snlad.probes import CutPasteSettings, MixupSettings, run_cutpaste, run_mixup
 from snlad.report import build_report, onevsmulti_figure
-from snlad.workflow import calibrate, export, predict, resolve_config, run_model, test, train
+from snlad.thresholds import RULES
+from snlad.workflow import (
+    RESUMABLE_SETTINGS,
+    calibrate,
+    export,
+    predict,
+    resolve_config,
+    resume_config,
+    run_model,
+    test,
+    train,
+)
 
 __all__ = [
+    "BACKBONE_NAMES",
+    "MAP_DTYPES",
+    "MAP_RESOLUTIONS",
+    "MODEL_NAMES",
+    "RESUMABLE_SETTINGS",
+    "RULES",
     "CutPasteSettings",
     "MixupSettings",
+    "Run",
+    "TrainingInterrupted",
     "calibrate",
     "experiment",
     "export",
@@ -32,6 +56,7 @@ __all__ = [
     "probe_mixup",
     "report",
     "resolve_config",
+    "resume_config",
     "run_model",
     "test",
     "train",
@@ -87,9 +112,10 @@ def report(
     probe_dirs: Sequence[str | Path] = (),
     experiment_dir: str | Path | None = None,
     examples: int = 3,
+    progress: bool = True,
 ) -> Path:
     """The HTML report comparing tested runs; returns ``OUT/index.html``."""
-    return build_report(runs, data_root, out_dir, probe_dirs, experiment_dir, examples)
+    return build_report(runs, data_root, out_dir, probe_dirs, experiment_dir, examples, progress)
 
 
 def figure_onevsmulti(experiment_dir: str | Path, out_png: str | Path) -> Path:

@@ -1,10 +1,12 @@
-"""Command line: ``snlad train | test | predict``, thin over :mod:`snlad.api`.
+"""Command line: ``snlad train | test | predict | calibrate | export | experiment | probe | report | figure``.
 
-A user-fixable problem prints one line, ``snlad: error: ...``, and exits 2;
-Ctrl-C during training saves a resumable state and exits 130. ``--debug``
-shows the full traceback instead. ``snlad predict`` exits 3 (partial failure)
-when it skipped unreadable files but scored the others; each skipped file is
-listed on stderr. Exit codes: 0 ok, 2 error, 3 partial, 130 interrupted.
+A thin layer over :mod:`snlad.api`: each subcommand's parser names its
+handler, which calls one api function and prints what it returned. A
+user-fixable problem prints one line, ``snlad: error: ...``, and exits 2;
+Ctrl-C (or SIGTERM) keeps what was done and exits 130. ``--debug`` shows the
+full traceback instead. ``snlad predict`` exits 3 (partial failure) when it
+skipped unreadable files but scored the others; each skipped file is listed
+on stderr. Exit codes: 0 ok, 2 error, 3 partial, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -15,28 +17,74 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from snlad import api, cli_report
-from snlad.backbones import BACKBONE_NAMES
-from snlad.config import MODEL_NAMES
-from snlad.engine.train import TrainingInterrupted
+import torch
+
+from snlad import __version__, api, cli_report
+from snlad.api import (
+    BACKBONE_NAMES,
+    MAP_DTYPES,
+    MAP_RESOLUTIONS,
+    MODEL_NAMES,
+    RESUMABLE_SETTINGS,
+    RULES,
+    Run,
+    TrainingInterrupted,
+)
 from snlad.errors import SnladError, one_line
 
 PARTIAL_FAILURE = 3  # predict skipped unreadable files and scored the rest
+BATCH_HELP = "images per batch (default 8); speed and memory only, the results do not change"
 
 
-def _categories(text: str | None) -> list[str] | None:
+def _names(text: str | None) -> list[str] | None:
     return [c.strip() for c in text.split(",") if c.strip()] if text else None
 
 
-def _add_train(commands: argparse._SubParsersAction) -> None:
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """--debug, --quiet and --threads, before or after the subcommand (``suppress``: a subcommand's copy keeps the top's value)."""
+    default = {"default": argparse.SUPPRESS} if suppress else {}
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks", **default)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars", **default)
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        metavar="N",
+        help="compute threads (default: one per core); when several jobs share a machine, give each its share",
+        **default,
+    )
+
+
+def _category_options(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """``--category`` (comma-separated where several make sense); ``--categories`` is the same option."""
+    parser.add_argument("--category", help=help_text)
+    parser.add_argument("--categories", dest="category", help=argparse.SUPPRESS)
+
+
+def _add_train(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = commands.add_parser(
         "train",
+        parents=[common],
         help="train a model (multi-class by default)",
-        description="Train one multi-class model on the union of the categories' normal training images (or one model per category with --one-class).",
+        description="Train one multi-class model on the union of the categories' normal training images (or one model per category with --one-class). "
+        "Prints one line per epoch; writes RUN/model.pt, config.yaml, train_log.csv (loss and each term per epoch) and keeps checkpoint.pt for --resume.",
     )
     parser.add_argument("--data", required=True, help="data root (MVTec AD, VisA or plain-folder layout)")
     parser.add_argument("--out", required=True, help="run directory to write (model.pt, config.yaml, train_log.csv)")
-    parser.add_argument("--categories", help="comma-separated categories (default: all under --data)")
+    _category_options(parser, "comma-separated categories (default: all under --data)")
     parser.add_argument(
         "--model", choices=MODEL_NAMES, default=None, help="model (default: snl-fd, or the config file's)"
     )
@@ -53,72 +101,76 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
         help="override one config value, e.g. --set train.epochs=5 (repeatable)",
     )
     parser.add_argument("--one-class", action="store_true", help="train one model per category instead of one for all")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the interrupted (or finished) run in --out with its stored settings; only "
+        f"{', '.join(RESUMABLE_SETTINGS)} may change (--set train.epochs=40 trains on to 40 epochs); "
+        "--model, --teacher, --config, --category and --one-class come from the run",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    parser.add_argument(
+        "--drop-checkpoint",
+        action="store_true",
+        help="delete the training state (checkpoint.pt, about 3x the model) once model.pt is written; the run can then not be resumed with more epochs",
+    )
     parser.set_defaults(handler=_train)
 
 
 def _train(args: argparse.Namespace) -> None:
-    config = api.resolve_config(
-        args.model, args.config, args.set, args.teacher, args.teacher_weights, _categories(args.categories)
-    )
+    if args.resume:
+        given = [
+            flag
+            for flag, value in (
+                ("--model", args.model),
+                ("--teacher", args.teacher),
+                ("--teacher-weights", args.teacher_weights),
+                ("--config", args.config),
+                ("--category", args.category),
+                ("--one-class", args.one_class),
+            )
+            if value
+        ]
+        if given:
+            raise SnladError(
+                f"--resume continues {args.out} with its stored settings: drop {', '.join(given)} (only --set {', --set '.join(RESUMABLE_SETTINGS)} may change)"
+            )
+        config, one_class = api.resume_config(args.out, args.set)
+    else:
+        config = api.resolve_config(
+            args.model, args.config, args.set, args.teacher, args.teacher_weights, _names(args.category)
+        )
+        one_class = args.one_class
     api.train(
         config,
         args.data,
         args.out,
-        one_class=args.one_class,
+        one_class=one_class,
         resume=args.resume,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        drop_checkpoint=args.drop_checkpoint,
     )
-    print(f"trained {config.model.name} on {', '.join(config.data.categories)} -> {args.out}")
+    kept = (
+        ""
+        if args.drop_checkpoint
+        else "; checkpoint.pt is kept for `--resume --set train.epochs=N` (delete it, or train with --drop-checkpoint, if you will not continue)"
+    )
+    print(f"trained {config.model.name} on {', '.join(config.data.categories)} -> {args.out}{kept}")
 
 
-def _add_test(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser(
-        "test",
-        help="evaluate a run on test images",
-        description="Evaluate a run on the test split; writes metrics.csv, metrics.json, metrics.md and test_scores.csv into the run.",
-    )
-    parser.add_argument("--run", required=True, help="run directory written by `snlad train`")
-    parser.add_argument("--data", required=True, help="data root with test images and masks")
-    parser.add_argument("--categories", help="comma-separated subset of the run's categories")
-    parser.add_argument("--batch-size", type=int, default=8)
+def _map_settings(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="map.KEY=VALUE",
-        help="score with another anomaly map, e.g. --set map.image_score=topk (repeatable; map.* only)",
+        help="score with another anomaly map, e.g. --set map.beta=2 (repeatable; map.* only)",
     )
-    parser.add_argument("--out", help="write the metrics files here instead of into the run")
-    _add_speed_options(parser)
-    parser.set_defaults(handler=_test)
-
-
-def _test(args: argparse.Namespace) -> None:
-    per_category = api.test(
-        args.run,
-        args.data,
-        _categories(args.categories),
-        args.batch_size,
-        not args.quiet,
-        args.set,
-        args.out,
-        args.micro_batch,
-        args.compile,
-    )
-    print(api.metrics_table(per_category), end="")
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
 
 
 def _add_speed_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--batch-size", type=_positive_int, default=8, help=BATCH_HELP)
     parser.add_argument(
         "--micro-batch",
         type=_non_negative,
@@ -132,32 +184,92 @@ def _add_speed_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_predict(commands: argparse._SubParsersAction) -> None:
+def _add_test(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = commands.add_parser(
+        "test",
+        parents=[common],
+        help="evaluate a run on test images",
+        description="Evaluate a run on the test split; writes metrics.csv, metrics.json, metrics.md and test_scores.csv into the run "
+        "(interrupted: the scores so far in test_scores.partial.csv).",
+    )
+    parser.add_argument("--run", required=True, help="run directory written by `snlad train`")
+    parser.add_argument("--data", required=True, help="data root with test images (and masks, where there are)")
+    _category_options(parser, "comma-separated subset of the run's categories")
+    _map_settings(parser)
+    parser.add_argument("--out", help="write the metrics files here instead of into the run")
+    _add_speed_options(parser)
+    parser.set_defaults(handler=_test)
+
+
+def _test(args: argparse.Namespace) -> None:
+    per_category = api.test(
+        args.run,
+        args.data,
+        _names(args.category),
+        args.batch_size,
+        not args.quiet,
+        args.set,
+        args.out,
+        args.micro_batch,
+        args.compile,
+    )
+    print(api.metrics_table(per_category), end="")
+
+
+def _add_predict(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = commands.add_parser(
         "predict",
+        parents=[common],
         help="score new images",
-        description="Score images: writes OUT/scores.csv (image,score[,is_anomalous]), OUT/maps/<stem>.npy (float32, original size) and OUT/overlays/<stem>.png.",
+        description="Score images: writes OUT/scores.csv (image, output, score[, is_anomalous]), OUT/maps/<output>.npy (the anomaly map), "
+        "OUT/overlays/<output>.png (the map over the image; blue = typical normal, yellow-orange = the decision threshold) and, "
+        "for a calibrated --category, OUT/masks/<output>.png (255 = defect). <output> is the image's stem; a repeated stem gets "
+        "its folder's name prefixed (scores.csv says which).",
     )
     parser.add_argument("inputs", nargs="+", help="image files or folders of images")
     parser.add_argument("--run", required=True, help="run directory written by `snlad train`")
-    parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument(
-        "--category", help="category of the images: picks the model of a one-class run and the decision threshold"
+        "--out", required=True, help="output directory (refused if it holds an earlier prediction, unless --overwrite)"
     )
-    parser.add_argument("--batch-size", type=int, default=8)
+    _category_options(parser, "category of the images: picks the model of a one-class run and the decision thresholds")
+    parser.add_argument(
+        "--maps",
+        choices=MAP_RESOLUTIONS,
+        default="original",
+        help="original (default): maps, overlays and masks at each image's size (a float32 map is 4 bytes per pixel: 96 MB for 6000 x 4000); "
+        "model: all at the model's size (cheap for huge images); none: no .npy files",
+    )
+    parser.add_argument("--map-dtype", choices=MAP_DTYPES, default="float32", help="float16 halves the .npy files")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier prediction in --out (only the files predict writes)",
+    )
+    _map_settings(parser)
     _add_speed_options(parser)
     parser.set_defaults(handler=_predict)
 
 
 def _predict(args: argparse.Namespace) -> int | None:
     rows, failed = api.predict(
-        args.run, args.inputs, args.out, args.category, args.batch_size, not args.quiet, args.micro_batch, args.compile
+        args.run,
+        args.inputs,
+        args.out,
+        args.category,
+        args.batch_size,
+        not args.quiet,
+        args.micro_batch,
+        args.compile,
+        args.set,
+        args.maps,
+        args.map_dtype,
+        args.overwrite,
     )
     for path, error in failed:
         print(f"skipped {path}: {error}", file=sys.stderr)
     if failed and not rows:
         raise SnladError(f"none of the {len(failed)} input files could be read (each is listed above)")
-    print(f"scored {len(rows)} images -> {args.out}/scores.csv")
+    print(f"scored {len(rows)} image{'s' if len(rows) != 1 else ''} -> {Path(args.out) / 'scores.csv'}")
     if failed:
         print(
             f"snlad: {len(failed)} of {len(rows) + len(failed)} files could not be read and were skipped (listed above)",
@@ -167,28 +279,39 @@ def _predict(args: argparse.Namespace) -> int | None:
     return None
 
 
-def _add_export(commands: argparse._SubParsersAction) -> None:
+def _add_export(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = commands.add_parser(
         "export",
+        parents=[common],
         help="export a run's model as one ONNX or TorchScript graph",
-        description="Write one graph from images (float32 B x 3 x S x S, RGB in [0, 1]) to anomaly maps (B x S x S) and scores (B): teacher, student, map and smoothing included; thresholds travel as metadata.",
+        description="Write one graph from images (float32 B x 3 x S x S, RGB in [0, 1]) to anomaly maps (B x S x S) and scores (B): "
+        "teacher, student, map and smoothing included; the category's thresholds travel as metadata.",
     )
     parser.add_argument("--run", required=True, help="run directory written by `snlad train`")
     parser.add_argument("--format", required=True, choices=("onnx", "torchscript"))
-    parser.add_argument("--out", required=True, help="file to write, e.g. model.onnx")
-    parser.add_argument("--category", help="category whose model (one-class run) and thresholds to export")
+    parser.add_argument(
+        "--out", required=True, help="file to write, e.g. model.onnx (refused if it exists, unless --overwrite)"
+    )
+    _category_options(
+        parser,
+        "category whose model (one-class run) and thresholds to embed; without it a multi-class file has no thresholds",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.set_defaults(handler=_export)
 
 
 def _export(args: argparse.Namespace) -> None:
-    print(f"exported -> {api.export(args.run, args.format, args.out, args.category)}")
+    print(f"exported -> {api.export(args.run, args.format, args.out, args.category, args.overwrite)}")
 
 
-def _add_calibrate(commands: argparse._SubParsersAction) -> None:
+def _add_calibrate(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = commands.add_parser(
         "calibrate",
+        parents=[common],
         help="recompute a run's decision thresholds",
-        description="Recompute the image and pixel thresholds of a run (stored in its model.pt) from held-out normals (--split train), synthetic cut-paste anomalies, or a labelled split. Rules in docs/thresholds.md; never calibrate on the split you report results on.",
+        description="Recompute the image and pixel thresholds of a run (stored in its model.pt) from held-out normals (--split train), "
+        "synthetic cut-paste anomalies, or a labelled split. Rules in docs/thresholds.md; never calibrate on the split you report results on. "
+        "A category calibrated on fewer than 10 normal images gets a note: its thresholds are noisy.",
     )
     parser.add_argument("--run", required=True, help="run directory written by `snlad train`")
     parser.add_argument(
@@ -203,32 +326,40 @@ def _add_calibrate(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--rule",
         default="max",
-        choices=("max", "quantile", "synthetic-f1", "f1"),
-        help="max (default), quantile, synthetic-f1 (cut-paste anomalies from held-out normals), f1 (labelled defects)",
+        choices=RULES,
+        help="max (default): the largest normal score and pixel; quantile: a quantile of them (--quantile 1.0, the default, is max); "
+        "synthetic-f1: F1-optimal against cut-paste anomalies made from the normals; f1: F1-optimal on labelled defects (--split test)",
     )
     parser.add_argument(
-        "--quantile", type=float, default=1.0, help="rule quantile: quantile of normal scores and pixels"
+        "--quantile",
+        type=float,
+        default=1.0,
+        help="rule quantile: the quantile of normal scores and pixels (default 1.0 = the max rule)",
     )
     parser.add_argument("--margin", type=float, default=0.0, help="normal-based rules: threshold x (1 + margin)")
-    parser.add_argument("--categories", help="comma-separated subset of the run's categories")
+    _category_options(parser, "comma-separated subset of the run's categories")
     parser.set_defaults(handler=_calibrate)
 
 
 def _calibrate(args: argparse.Namespace) -> None:
     results = api.calibrate(
-        args.run, args.data, args.split, args.rule, args.quantile, args.margin, _categories(args.categories)
+        args.run, args.data, args.split, args.rule, args.quantile, args.margin, _names(args.category), not args.quiet
     )
     for category, result in results.items():
+        normals = len(result["normal_scores"])
         print(
-            f"{category}: threshold {result['threshold']:.6g}, pixel threshold {result['pixel_threshold']:.6g} ({result['rule']} on {len(result['normal_scores'])} normal + {result['anomalous_images']} anomalous images)"
+            f"{category}: threshold {result['threshold']:.6g}, pixel threshold {result['pixel_threshold']:.6g} "
+            f"({result['rule']} on {normals} normal image{'s' if normals != 1 else ''} + {result['anomalous_images']} anomalous)"
         )
 
 
-def _add_experiment(commands: argparse._SubParsersAction) -> None:
+def _add_experiment(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = commands.add_parser(
         "experiment",
+        parents=[common],
         help="train and test a list of configurations; write comparison tables",
-        description="Run an experiment file (configs/experiments/*.yaml): every configuration x seed x mode is trained and tested into OUT/<mode>/<name>/seed<k>; finished runs are skipped, interrupted ones resumed. Writes OUT/results-<mode>.md and .csv.",
+        description="Run an experiment file (configs/experiments/*.yaml): every configuration x seed x mode is trained and tested into "
+        "OUT/<mode>/<name>/seed<k>; finished runs are skipped, interrupted ones resumed. Writes OUT/results-<mode>.md and .csv.",
     )
     parser.add_argument("--experiment", required=True, help="experiment YAML, e.g. configs/experiments/cpu.yaml")
     parser.add_argument("--data", required=True, help="data root")
@@ -243,14 +374,14 @@ def _add_experiment(commands: argparse._SubParsersAction) -> None:
 
 
 def _experiment(args: argparse.Namespace) -> None:
-    seeds = [int(s) for s in _categories(args.seeds)] if args.seeds else None
+    seeds = [int(s) for s in _names(args.seeds)] if args.seeds else None
     tables = api.experiment(
         args.experiment,
         args.data,
         args.out,
-        _categories(args.only),
+        _names(args.only),
         seeds,
-        _categories(args.modes),
+        _names(args.modes),
         args.tables_only,
         not args.quiet,
     )
@@ -262,16 +393,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="snlad", description="Multi-class anomaly detection with structural teacher-student normality learning."
     )
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--version", action="version", version=f"snlad {__version__}")
+    global_options(parser, suppress=False)
+    common = argparse.ArgumentParser(add_help=False)
+    global_options(common, suppress=True)
     commands = parser.add_subparsers(dest="command", required=True)
-    _add_train(commands)
-    _add_test(commands)
-    _add_predict(commands)
-    _add_experiment(commands)
-    _add_export(commands)
-    _add_calibrate(commands)
-    cli_report.add_commands(commands)  # probe, report, figure
+    for add in (
+        _add_train,
+        _add_test,
+        _add_predict,
+        _add_experiment,
+        _add_export,
+        _add_calibrate,
+        cli_report.add_commands,
+    ):
+        add(commands, common)
     return parser
 
 
@@ -281,6 +417,8 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # a scheduler's stop saves state like Ctrl-C
     try:
         status = args.handler(args)
@@ -293,18 +431,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"snlad: error: {one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"snlad: interrupted{_resume_hint(args)}", file=sys.stderr)
+        print(f"snlad: interrupted{_kept(args)}", file=sys.stderr)
         return 130
     return status or 0
 
 
-def _resume_hint(args: argparse.Namespace) -> str:
-    """What Ctrl-C kept: training's last checkpoint (also outside a step), predict's scores so far."""
+def _kept(args: argparse.Namespace) -> str:
+    """What Ctrl-C kept: training's last checkpoint (also outside a step), predict's and test's scores so far."""
     if args.command == "predict" and (Path(args.out) / "scores.csv").is_file():
         return f"; scores of the images done so far are in {Path(args.out) / 'scores.csv'}"
-    if args.command != "train" or not any(Path(args.out).glob("**/checkpoint.pt")):
-        return ""
-    return f"; the last saved state in {args.out} is kept: continue with the same command plus --resume"
+    if args.command == "test" and Run(Path(args.out or args.run)).partial_test_scores.is_file():
+        return f"; scores of the images done so far are in {Run(Path(args.out or args.run)).partial_test_scores}"
+    if args.command == "train" and any(folder.checkpoint.exists() for folder in Run(Path(args.out)).model_dirs()):
+        return f"; the last saved state in {args.out} is kept: continue with `snlad train --data {args.data} --out {args.out} --resume`"
+    return ""
 
 
 if __name__ == "__main__":

@@ -38,15 +38,17 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output directory for the CSV, JSON and PNG files")
 
 
-def _add_probe(commands: argparse._SubParsersAction) -> None:
+def _add_probe(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = commands.add_parser(
         "probe",
+        parents=[common],
         help="cross-class interference probes (mixup, cut-paste)",
         description="Synthetic anomalies made of another class's normal content (paper Fig. 2).",
     )
     probes = parser.add_subparsers(dest="probe", required=True)
     mixup = probes.add_parser(
         "mixup",
+        parents=[common],
         help="blend two categories' normal images",
         description="Anomalies (1 - lambda) * base + lambda * other from both categories' good test images; writes mixup.csv/json (AUROC normal vs mixture per lambda), mixup_auroc.png, mixup_scores.png, mixup_examples.png.",
     )
@@ -68,6 +70,7 @@ def _add_probe(commands: argparse._SubParsersAction) -> None:
     mixup.set_defaults(handler=_mixup)
     cutpaste = probes.add_parser(
         "cutpaste",
+        parents=[common],
         help="paste one category's patches onto another",
         description="A square cut from a good test image of --source pasted at a random place onto good test images of each --target; writes cutpaste.csv/json (image AUROC, pixel AUROC, AUPRO), cutpaste_metrics.png and cutpaste_examples_<target>.png.",
     )
@@ -82,9 +85,10 @@ def _add_probe(commands: argparse._SubParsersAction) -> None:
     cutpaste.set_defaults(handler=_cutpaste)
 
 
-def _add_report(commands: argparse._SubParsersAction) -> None:
+def _add_report(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = commands.add_parser(
         "report",
+        parents=[common],
         help="HTML report comparing runs",
         description="Write OUT/index.html (images in OUT/images): metrics, per-category test images with each run's anomaly map, score histograms, ROC curves, and optionally probe results and the one-class vs multi-class figure. Runs must have been tested (`snlad test`).",
     )
@@ -99,13 +103,17 @@ def _add_report(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_report)
 
 
-def _add_figure(commands: argparse._SubParsersAction) -> None:
+def _add_figure(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = commands.add_parser(
-        "figure", help="paper figures from experiment results", description="Figures drawn from finished experiments."
+        "figure",
+        parents=[common],
+        help="paper figures from experiment results",
+        description="Figures drawn from finished experiments.",
     )
     figures = parser.add_subparsers(dest="figure", required=True)
     onevsmulti = figures.add_parser(
         "onevsmulti",
+        parents=[common],
         help="I-AUROC and P-AUROC bars, one-class vs multi-class (paper Fig. 1)",
         description="Bars per configuration from OUT/results-one-class.csv and OUT/results-multi-class.csv: mean over categories and seeds, error bars = std over seeds.",
     )
@@ -114,10 +122,10 @@ def _add_figure(commands: argparse._SubParsersAction) -> None:
     onevsmulti.set_defaults(handler=_onevsmulti)
 
 
-def add_commands(commands: argparse._SubParsersAction) -> None:
-    _add_probe(commands)
-    _add_report(commands)
-    _add_figure(commands)
+def add_commands(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    _add_probe(commands, common)
+    _add_report(commands, common)
+    _add_figure(commands, common)
 
 
 def _positive(name: str, value: int) -> None:
@@ -153,7 +161,7 @@ def _cutpaste(args: argparse.Namespace) -> None:
 
 def _report(args: argparse.Namespace) -> None:
     _positive("--examples", args.examples)
-    print(api.report(args.run, args.data, args.out, args.probes, args.experiment_dir, args.examples))
+    print(api.report(args.run, args.data, args.out, args.probes, args.experiment_dir, args.examples, not args.quiet))
 
 
 def _onevsmulti(args: argparse.Namespace) -> None:

@@ -7,6 +7,8 @@ and, where possible, the fix.
 
 from __future__ import annotations
 
+import sys
+
 
 class SnladError(Exception):
     """A user-fixable problem: bad input, bad config, incompatible checkpoint."""
@@ -34,3 +36,8 @@ def one_line(error: SnladError) -> str:
     if text.startswith("Caught ") and "\n" in text:
         return text.rstrip().splitlines()[-1].split(": ", 1)[-1]
     return " ".join(text.split())
+
+
+def notice(message: str) -> None:
+    """Tell the user something worth knowing that is not an error (one line on stderr, ``snlad: note: ...``)."""
+    print(f"snlad: note: {message}", file=sys.stderr, flush=True)

@@ -161,3 +161,16 @@ def image_grid(
             if c == 0:
                 axis.set_ylabel(row_titles[r], fontsize=8)
     return save(figure, path, palette=True)
+
+
+def colour_legend(path: Path, threshold_at: float) -> Path:
+    """The overlays' colour bar: jet from the typical normal pixel to past the decision threshold (at ``threshold_at``)."""
+    figure = Figure(figsize=(6.0, 0.9), layout="constrained")
+    axis = figure.subplots()
+    axis.imshow(np.linspace(0, 1, 256)[None, :], cmap="jet", aspect="auto", extent=(0, 1, 0, 1))
+    axis.set_yticks([])
+    axis.set_xticks(
+        [0, threshold_at, 1], ["typical normal pixel", "decision threshold", "further above it"], fontsize=8
+    )
+    axis.axvline(threshold_at, color="black", linewidth=1)
+    return save(figure, path)

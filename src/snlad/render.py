@@ -1,7 +1,11 @@
 """Pictures of images, masks and anomaly maps as uint8 arrays and PNG bytes (predict, probes, report).
 
 One overlay for every place that shows a map: the map, mapped through a
-:class:`ColourScale` to the jet colours, blended half and half over the image.
+:class:`ColourScale` to the jet colours, blended half and half over the image,
+and one rule for the scale (:func:`colour_scale`): with a calibrated
+category, blue is the typical normal pixel and the decision threshold sits at
+two thirds of the colour bar (yellow-orange), so everything the model would
+mark as defect is yellow to red, whatever range the model's maps live in.
 """
 
 from __future__ import annotations
@@ -24,6 +28,23 @@ class ColourScale:
 
     def normalise(self, values: np.ndarray) -> np.ndarray:
         return np.clip((np.asarray(values, dtype=np.float64) - self.low) / max(self.high - self.low, 1e-12), 0.0, 1.0)
+
+
+THRESHOLD_AT = 2 / 3  # where the decision threshold sits on the colour bar (jet: yellow-orange)
+
+
+def colour_scale(calibration: dict | None, maps: np.ndarray) -> ColourScale:
+    """The colour scale of a category's maps: from its calibration when it has one, else the range of ``maps``.
+
+    Calibrated: ``low`` = the median held-out normal pixel (``pixel_floor``),
+    ``pixel_threshold`` at :data:`THRESHOLD_AT` of the range. Uncalibrated (no
+    category given, no held-out normals, or a run calibrated before
+    ``pixel_floor`` existed): the lowest to the highest value of ``maps``.
+    """
+    floor, threshold = (calibration or {}).get("pixel_floor"), (calibration or {}).get("pixel_threshold")
+    if floor is not None and threshold is not None and threshold > floor:
+        return ColourScale(floor, floor + (threshold - floor) / THRESHOLD_AT)
+    return ColourScale(float(np.min(maps)), float(np.max(maps)))
 
 
 def overlay(image: np.ndarray, anomaly_map: np.ndarray, scale: ColourScale) -> np.ndarray:

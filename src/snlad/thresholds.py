@@ -117,7 +117,10 @@ def thresholds(rule: Rule, normals: Scored, anomalies: Scored | None) -> dict[st
             "pixel_threshold": float(np.quantile(normals.maps, q)) * (1 + rule.margin),
         }
     if anomalies is None or len(anomalies.scores) == 0:
-        raise SnladError(f"rule '{rule.name}' needs anomalous images, and the calibration set has none")
+        raise SnladError(
+            f"rule '{rule.name}' needs anomalous images, and the calibration set has none: give a labelled validation root "
+            "with --split test (not the root you report on), or use --rule synthetic-f1"
+        )
     labels = np.r_[np.zeros(len(normals.scores), bool), np.ones(len(anomalies.scores), bool)]
     image, image_f1 = f1_threshold(np.r_[normals.scores, anomalies.scores], labels)
     masked = anomalies.subset(anomalies.has_mask)

@@ -7,16 +7,17 @@ these functions; :mod:`snlad.experiments` uses them directly.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from snlad.config import Config, load_config, merge, parse_override
+from snlad.config import Config, from_dict, load_config, merge, parse_override, read_yaml, write_yaml
 from snlad.data import Sample, holdout_split, index_dataset
 from snlad.engine.calibration import calibrate as calibrate_held_out
 from snlad.engine.calibration import recalibrate_run
-from snlad.engine.device import resolve_device
+from snlad.engine.device import resolve_device, warn_if_oversubscribed
 from snlad.engine.distributed import DistContext, init_distributed
 from snlad.engine.evaluate import evaluate, write_metrics
 from snlad.engine.optimise import optimise_for_inference, optimise_run
@@ -24,8 +25,9 @@ from snlad.engine.predict import predict as predict_images
 from snlad.engine.run import MULTI_CLASS, ONE_CLASS, ModelDir, Run
 from snlad.engine.train import train_model
 from snlad.engine.trained import TrainedModel, build_scorer
-from snlad.errors import SnladError
+from snlad.errors import SnladError, notice
 from snlad.export import export as export_graph
+from snlad.files import remove_stale_temporaries
 from snlad.thresholds import Rule
 
 
@@ -49,6 +51,10 @@ def resolve_config(
     return config
 
 
+RESUMABLE_SETTINGS = ("train.epochs", "train.device", "data.num_workers")
+"""What ``--resume`` may change: more epochs, where and how fast it runs; anything else would not continue the same training."""
+
+
 def _train_one(
     config: Config,
     samples: Sequence[Sample],
@@ -57,14 +63,17 @@ def _train_one(
     resume: bool,
     overwrite: bool,
     progress: bool,
+    drop_checkpoint: bool,
 ) -> TrainedModel:
     """Train on all but the held-out normals, calibrate thresholds on those, save ``model.pt`` (rank 0)."""
     train_samples, held_out = holdout_split(samples, config.data.holdout_fraction, config.train.seed)
     model = train_model(config, train_samples, folder, context, resume, overwrite, progress)
     trained = TrainedModel(config, model, build_scorer(config, model), sorted({s.category for s in samples})).eval()
     if context.is_main:
-        trained.calibration = calibrate_held_out(trained, held_out, config)
+        trained.calibration = calibrate_held_out(trained, held_out, config, progress=progress)
         trained.save(folder.model)
+        if drop_checkpoint:
+            folder.checkpoint.unlink(missing_ok=True)
     context.barrier()
     return trained
 
@@ -77,32 +86,87 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    drop_checkpoint: bool = False,
 ) -> dict[str, TrainedModel]:
-    """Train one multi-class model (or one model per category) and write the run directory."""
+    """Train one multi-class model (or one model per category) and write the run directory.
+
+    The run folder is locked for the whole call. ``resume`` continues an
+    interrupted run (``config`` must be its stored config, see :func:`resume_config`);
+    ``drop_checkpoint`` deletes the training state once ``model.pt`` is written
+    (the run can then not be continued with more epochs).
+    """
     run = Run(Path(out_dir))
     samples = index_dataset(data_root, "train", config.data.categories)
     categories = sorted({s.category for s in samples})
     config.data.categories = categories
     context = init_distributed(resolve_device(config.train.device))  # torchrun: one rank of many
     mode = ONE_CLASS if one_class else MULTI_CLASS
-    if not one_class:
-        trained = _train_one(config, samples, run.model_dir(mode, categories[0]), context, resume, overwrite, progress)
-        models = dict.fromkeys(categories, trained)
-    else:
-        models = {}
-        for category in categories:
-            folder = run.model_dir(mode, category)
-            category_config = copy.deepcopy(config)
-            category_config.data.categories = [category]
-            # A category finished before an interruption resumes at its last epoch: nothing left to train.
-            sub_resume = resume and folder.checkpoint.exists()
-            category_samples = [s for s in samples if s.category == category]
-            models[category] = _train_one(
-                category_config, category_samples, folder, context, sub_resume, overwrite, progress
+    with run.lock() if context.is_main else contextlib.nullcontext():
+        if context.is_main:
+            _start(run, config, mode, categories, resume, overwrite)
+            warn_if_oversubscribed()
+        if not one_class:
+            trained = _train_one(
+                config,
+                samples,
+                run.model_dir(mode, categories[0]),
+                context,
+                resume,
+                overwrite,
+                progress,
+                drop_checkpoint,
             )
-    if context.is_main:
-        run.write_index(mode, categories)
+            models = dict.fromkeys(categories, trained)
+        else:
+            models = {}
+            for category in categories:
+                folder = run.model_dir(mode, category)
+                category_config = copy.deepcopy(config)
+                category_config.data.categories = [category]
+                # A category finished before an interruption resumes at its last epoch: nothing left to train.
+                sub_resume = resume and folder.checkpoint.exists()
+                category_samples = [s for s in samples if s.category == category]
+                models[category] = _train_one(
+                    category_config, category_samples, folder, context, sub_resume, overwrite, progress, drop_checkpoint
+                )
+        if context.is_main:
+            run.write_index(mode, categories, finished=True)
     return models
+
+
+def _start(run: Run, config: Config, mode: str, categories: list[str], resume: bool, overwrite: bool) -> None:
+    """Clean up after a killed write, refuse to clobber a run, and write the plan: run.json (unfinished) and config.yaml."""
+    for folder in [run.path, *(run.path / category for category in categories)]:
+        remove_stale_temporaries(folder)
+    if not resume and not overwrite and (run.index_file.exists() or run.model_dirs()):
+        raise SnladError(
+            f"{run.path} already holds a run: use --resume to continue it, --overwrite to replace it, or another --out"
+        )
+    if not resume:
+        write_yaml(config, run.config)
+        run.write_index(mode, categories, finished=False)
+
+
+def resume_config(run_dir: str | Path, overrides: Sequence[str] = ()) -> tuple[Config, bool]:
+    """The stored config of an interrupted (or finished) run, with the safe ``overrides`` applied, and whether it is one-class.
+
+    Only :data:`RESUMABLE_SETTINGS` may change; any other override is refused by name.
+    """
+    run = Run(Path(run_dir))
+    if not run.config.is_file():
+        raise SnladError(f"nothing to resume in {run.path}: it has no config.yaml (start without --resume)")
+    config = from_dict(read_yaml(run.config), source=str(run.config))
+    for text in overrides:
+        key = text.split("=", 1)[0].strip()
+        if key not in RESUMABLE_SETTINGS:
+            raise SnladError(
+                f"--resume continues {run.path} with its stored settings: {key} cannot change (only {', '.join(RESUMABLE_SETTINGS)} can); train a new run with another --out instead"
+            )
+        config = merge(config, parse_override(text), source=f"override {text!r}")
+    one_class = (
+        run.read_plan().mode == ONE_CLASS if run.index_file.is_file() else not ModelDir(run.path).checkpoint.exists()
+    )
+    return config, one_class
 
 
 def with_map_settings(models: dict[str, TrainedModel], overrides: Sequence[str]) -> dict[str, TrainedModel]:
@@ -151,10 +215,12 @@ def test(
     wanted = list(categories) if categories is not None else list(models)
     _known_categories(run, models, wanted)
     samples = index_dataset(data_root, "test", wanted)
-    per_category, rows = evaluate(models, samples, batch_size, progress)
+    out = Run(Path(out_dir or run_dir))
+    per_category, rows = evaluate(models, samples, batch_size, progress, partial=out.partial_test_scores)
+    out.partial_test_scores.unlink(missing_ok=True)
     first = next(iter(models.values())).config
     write_metrics(
-        Path(out_dir or run_dir),
+        out.path,
         per_category,
         rows,
         title=f"{first.model.name} ({first.model.teacher}, {first.data.image_size} px)",
@@ -182,10 +248,19 @@ def predict(
     progress: bool = True,
     micro_batch: int | None = None,
     torch_compile: bool = False,
+    map_overrides: Sequence[str] = (),
+    maps: str = "original",
+    map_dtype: str = "float32",
+    overwrite: bool = False,
 ) -> tuple[list[dict], list[tuple[str, str]]]:
-    """Score images with a trained run; see :func:`snlad.engine.predict.predict` (speed options as in :func:`test`)."""
-    trained = optimise_for_inference(run_model(run_dir, category), micro_batch=micro_batch, torch_compile=torch_compile)
-    return predict_images(trained, inputs, Path(out_dir), category, batch_size, progress)
+    """Score images with a trained run; see :func:`snlad.engine.predict.predict` (map and speed options as in :func:`test`)."""
+    models = with_map_settings({"model": run_model(run_dir, category)}, map_overrides)
+    if map_overrides and category is not None and category in models["model"].calibration:
+        notice(
+            f"the thresholds of {category} were calibrated for the trained map settings, not for {', '.join(map_overrides)}: recalibrate for is_anomalous and masks/ to match"
+        )
+    trained = optimise_for_inference(models["model"], micro_batch=micro_batch, torch_compile=torch_compile)
+    return predict_images(trained, inputs, Path(out_dir), category, batch_size, progress, maps, map_dtype, overwrite)
 
 
 def calibrate(
@@ -196,11 +271,27 @@ def calibrate(
     quantile: float = 1.0,
     margin: float = 0.0,
     categories: Sequence[str] | None = None,
+    progress: bool = True,
 ) -> dict[str, dict]:
     """Recompute a run's decision thresholds and store them in its model files; see docs/thresholds.md."""
-    return recalibrate_run(Path(run_dir), data_root, split, Rule(rule, quantile, margin), categories)
+    return recalibrate_run(Path(run_dir), data_root, split, Rule(rule, quantile, margin), categories, progress)
 
 
-def export(run_dir: str | Path, fmt: str, out: str | Path, category: str | None = None) -> Path:
-    """Write the run's model as one ONNX or TorchScript graph; see :mod:`snlad.export`."""
-    return export_graph(run_model(run_dir, category), fmt, Path(out), category)
+def export(
+    run_dir: str | Path, fmt: str, out: str | Path, category: str | None = None, overwrite: bool = False
+) -> Path:
+    """Write the run's model as one ONNX or TorchScript graph; see :mod:`snlad.export`.
+
+    An existing ``out`` is replaced only with ``overwrite``. Without ``category`` a
+    multi-class model's file carries no thresholds (one per category exists).
+    """
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise SnladError(f"{out} already exists: use --overwrite to replace it, or another --out")
+    trained = run_model(run_dir, category)
+    if category is None and trained.calibration:
+        notice(
+            f"no --category: {out} carries no decision thresholds (snlad.threshold is null); the run has one per category "
+            f"({', '.join(trained.calibration)}): export with --category C to embed C's"
+        )
+    return export_graph(trained, fmt, out, category)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from snlad.config import Config
 from snlad.data import AnomalyDataset, Sample, holdout_split, index_dataset
@@ -23,12 +24,13 @@ from snlad.engine.inference import infer
 from snlad.engine.optimise import optimise_for_inference, optimise_run
 from snlad.engine.run import Run
 from snlad.engine.trained import TrainedModel
-from snlad.errors import SnladError
+from snlad.errors import SnladError, notice
 from snlad.synthesis import cut_paste, paste_plan
 from snlad.thresholds import Rule, Scored, thresholds
 
 SYNTHETIC_PATCH = 0.15  # of the image side (2 % of the area): the scale of MVTec's small defects
 SYNTHETIC_PER_NORMAL = 2  # cut-paste anomalies per held-out normal image
+FEW_NORMALS = 10  # fewer held-out normals than this: the largest of them is a noisy threshold (said, not refused)
 
 
 def score_samples(
@@ -83,13 +85,20 @@ def calibrate_category(trained: TrainedModel, samples: Sequence[Sample], rule: R
         "source": source,
         "normal_scores": normals.scores.tolist(),
         "anomalous_images": int(len(anomalies.scores)) if anomalies is not None else 0,
+        # The typical normal pixel: the bottom of the overlays' colour scale (snlad.render.calibrated_scale).
+        "pixel_floor": float(np.median(normals.maps)),
         **thresholds(rule, normals, anomalies),
     }
+    if len(normals.scores) < FEW_NORMALS:
+        notice(
+            f"category {samples[0].category}: thresholds from only {len(normals.scores)} normal image(s), too few to trust; "
+            "calibrate on more normals (a larger data.holdout_fraction, or snlad calibrate --split test on a labelled validation root)"
+        )
     return result
 
 
 def calibrate(
-    trained: TrainedModel, held_out: Sequence[Sample], config: Config, rule: Rule = Rule()
+    trained: TrainedModel, held_out: Sequence[Sample], config: Config, rule: Rule = Rule(), progress: bool = True
 ) -> dict[str, dict]:
     """Thresholds per category from held-back normal training images (never test images).
 
@@ -101,12 +110,23 @@ def calibrate(
         by_category.setdefault(sample.category, []).append(sample)
     return {
         category: calibrate_category(fast, samples, rule, config.train.seed, "held-out normal training images")
-        for category, samples in sorted(by_category.items())
+        for category, samples in tqdm(
+            sorted(by_category.items()),
+            desc="calibrating thresholds",
+            unit="category",
+            disable=not progress,
+            leave=False,
+        )
     }
 
 
 def recalibrate_run(
-    run_dir: Path, data_root: str | Path, split: str, rule: Rule, categories: Sequence[str] | None = None
+    run_dir: Path,
+    data_root: str | Path,
+    split: str,
+    rule: Rule,
+    categories: Sequence[str] | None = None,
+    progress: bool = True,
 ) -> dict[str, dict]:
     """Recompute thresholds of a finished run from ``split`` of ``data_root`` and store them in its model files.
 
@@ -121,7 +141,7 @@ def recalibrate_run(
     if unknown:
         raise SnladError(f"the run {run.path} was not trained on {', '.join(unknown)} (it knows {', '.join(models)})")
     updates: dict[Path, dict[str, dict]] = {}
-    for category in wanted:
+    for category in tqdm(wanted, desc="calibrating", unit="category", disable=not progress, leave=False):
         trained = models[category]
         samples = index_dataset(data_root, split, [category])
         if split == "train":

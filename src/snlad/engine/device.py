@@ -6,10 +6,13 @@ The config says ``train.device`` "auto", "cpu" or "cuda[:N]".
 from __future__ import annotations
 
 import os
+import statistics
+import time
+from pathlib import Path
 
 import torch
 
-from snlad.errors import SnladError
+from snlad.errors import SnladError, notice
 
 
 def resolve_device(name: str) -> torch.device:
@@ -30,3 +33,39 @@ def use_all_cores() -> int:
     cores = usable_cores()
     torch.set_num_threads(cores)
     return cores
+
+
+def busy_threads_elsewhere(samples: int = 5, interval_s: float = 0.05) -> int:
+    """Threads of other processes (not this one, not its children) that are running, median of a few snapshots (Linux)."""
+    me = os.getpid()
+    counts = []
+    for _ in range(samples):
+        running = 0
+        for stat in Path("/proc").glob("[0-9]*/task/*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:  # the thread ended while we looked
+                continue
+            pid = int(stat.parts[2])
+            if fields[0] == "R" and pid != me and int(fields[1]) != me:
+                running += 1
+        counts.append(running)
+        time.sleep(interval_s)
+    return int(statistics.median(counts))
+
+
+def warn_if_oversubscribed() -> None:
+    """Say once when this job's threads plus the threads other jobs keep busy exceed the cores.
+
+    Two trainings on 2 cores, each with 2 threads and a decoding worker, were
+    measured to slow each other about 8x (OpenMP threads spin while waiting
+    for a descheduled sibling), far worse than sharing the cores in proportion.
+    """
+    if not Path("/proc").is_dir() or int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun's ranks are meant to share
+        return
+    others, ours, cores = busy_threads_elsewhere(), torch.get_num_threads(), usable_cores()
+    if others + ours > cores:
+        notice(
+            f"{others} thread(s) of other processes are busy on this {cores}-core machine and snlad uses {ours}: the jobs will "
+            "slow each other down, often several times over; give each job its share with --threads N (or OMP_NUM_THREADS=N)"
+        )

@@ -32,6 +32,8 @@ from snlad.metrics import METRIC_NAMES, PixelMetricAccumulator, image_metrics, m
 TABLE_COLUMNS = ("image_auroc", "pixel_auroc", "aupro", "image_ap", "image_f1max", "pixel_ap", "pixel_f1max")
 COUNT_COLUMNS = ("images", "defective", "masked")  # test images, defective ones, defective ones with a mask
 COVERAGE_COLUMNS = ("image_categories", "pixel_categories")  # mean row: categories with image / pixel metrics
+SCORE_COLUMNS = ("image", "category", "label", "has_mask", "score")  # test_scores.csv
+FEW_TEST_IMAGES = 10  # fewer good or defective test images than this: the category's numbers are indicative only
 
 
 def pixel_ground_truth(batch: dict) -> torch.Tensor:
@@ -40,9 +42,16 @@ def pixel_ground_truth(batch: dict) -> torch.Tensor:
 
 
 def evaluate_category(
-    trained: TrainedModel, samples: Sequence[Sample], batch_size: int, progress: bool = True
+    trained: TrainedModel,
+    samples: Sequence[Sample],
+    batch_size: int,
+    progress: bool = True,
+    scored: list[dict] | None = None,
 ) -> tuple[dict[str, float], list[dict]]:
-    """Metrics and image counts of one category's test images, and one row per image (path, label, mask, score)."""
+    """Metrics and image counts of one category's test images, and one row per image (path, label, mask, score).
+
+    Each row is also appended to ``scored`` as soon as it exists, so an interruption keeps them.
+    """
     config = trained.config
     loader = DataLoader(
         AnomalyDataset(samples, config.data.image_size), batch_size=batch_size, num_workers=config.data.num_workers
@@ -53,12 +62,15 @@ def evaluate_category(
         known = pixel_ground_truth(batch)
         if known.any():
             accumulator.update(maps[known].numpy(), batch["mask"][known, 0].numpy() > 0.5)
-        rows += [
+        batch_rows = [
             {"image": path, "category": category, "label": int(label), "has_mask": int(has_mask), "score": float(score)}
             for path, category, label, has_mask, score in zip(
                 batch["path"], batch["category"], batch["label"], batch["has_mask"], scores
             )
         ]
+        rows += batch_rows
+        if scored is not None:
+            scored += batch_rows
     labels = np.array([row["label"] for row in rows])
     scores = np.array([row["score"] for row in rows])
     counts = {
@@ -79,15 +91,29 @@ def mean_row(per_category: dict[str, dict[str, float]]) -> dict[str, float]:
 
 
 def evaluate(
-    models: dict[str, TrainedModel], samples: Sequence[Sample], batch_size: int = 8, progress: bool = True
+    models: dict[str, TrainedModel],
+    samples: Sequence[Sample],
+    batch_size: int = 8,
+    progress: bool = True,
+    partial: Path | None = None,
 ) -> tuple[dict[str, dict[str, float]], list[dict]]:
-    """Per-category metrics plus the 'mean' row, and every test image's score."""
+    """Per-category metrics plus the 'mean' row, and every test image's score.
+
+    Interrupted (Ctrl-C, SIGTERM), the scores of the images already done are written to ``partial``
+    (a CSV like test_scores.csv) before the interruption goes on; a complete earlier test_scores.csv stays.
+    """
     per_category: dict[str, dict[str, float]] = {}
     all_rows: list[dict] = []
-    for category in sorted({sample.category for sample in samples}):
-        category_samples = [sample for sample in samples if sample.category == category]
-        per_category[category], rows = evaluate_category(models[category], category_samples, batch_size, progress)
-        all_rows += rows
+    try:
+        for category in sorted({sample.category for sample in samples}):
+            category_samples = [sample for sample in samples if sample.category == category]
+            per_category[category], _ = evaluate_category(
+                models[category], category_samples, batch_size, progress, all_rows
+            )
+    except KeyboardInterrupt:
+        if partial is not None and all_rows:
+            write_csv(partial, SCORE_COLUMNS, all_rows)
+        raise
     per_category["mean"] = mean_row(per_category)
     return per_category, all_rows
 
@@ -123,6 +149,16 @@ def metrics_markdown(per_category: dict[str, dict[str, float]], title: str | Non
         lines.append(
             "| **mean** | " + " | ".join(cells) + f" | {mean['images']} ({mean['defective']} / {mean['masked']}) |"
         )
+        small = [
+            c
+            for c, values in categories.items()
+            if min(values["defective"], values["images"] - values["defective"]) < FEW_TEST_IMAGES
+        ]
+        if small:
+            lines += [
+                "",
+                f"Fewer than {FEW_TEST_IMAGES} good or defective test images in {', '.join(small)}: one image moves their numbers by many points; read them as indicative.",
+            ]
         unmasked = [c for c, values in categories.items() if np.isnan(values["pixel_auroc"])]
         if unmasked:
             lines += [
@@ -163,4 +199,4 @@ def write_metrics(
         },
     )
     atomic_write_text(run.metrics_md, metrics_markdown(per_category, title))
-    write_csv(run.test_scores, ["image", "category", "label", "has_mask", "score"], rows)
+    write_csv(run.test_scores, SCORE_COLUMNS, rows)

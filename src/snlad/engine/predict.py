@@ -1,4 +1,4 @@
-"""Score new images: scores.csv, one full-resolution map per image, overlays.
+"""Score new images: scores.csv, one map per image, overlays and defect masks.
 
 Unreadable files are skipped and listed at the end instead of stopping a long
 run; every output file is written atomically.
@@ -12,14 +12,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from snlad.data import IMAGE_EXTENSIONS, AnomalyDataset, Sample, load_image
 from snlad.engine.inference import infer
 from snlad.engine.trained import TrainedModel
-from snlad.errors import SnladError
-from snlad.files import atomic_write_bytes, write_csv, write_npy
-from snlad.render import ColourScale, mask_to_uint8, overlay, png_bytes
+from snlad.errors import SnladError, notice
+from snlad.files import atomic_write_bytes, remove_stale_temporaries, write_csv, write_npy
+from snlad.render import colour_scale, mask_to_uint8, overlay, png_bytes
 
 
 def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
@@ -76,6 +77,29 @@ def _unique_stems(paths: Sequence[Path]) -> dict[str, str]:
     return stems
 
 
+MAP_RESOLUTIONS = ("original", "model", "none")
+MAP_DTYPES = ("float32", "float16")
+TINY_SIDE = 32  # an image smaller than this on a side is scored from almost no pixels: said, not refused
+OUTPUTS = {"maps": ".npy", "overlays": ".png", "masks": ".png"}  # what predict writes besides scores.csv
+
+
+def prepare_output(out_dir: Path, overwrite: bool) -> None:
+    """Refuse to mix two predictions in one folder; with ``overwrite`` delete what an earlier predict wrote there (only that)."""
+    scores = out_dir / "scores.csv"
+    earlier = [path for folder, suffix in OUTPUTS.items() for path in (out_dir / folder).glob(f"*{suffix}")]
+    earlier += [scores] if scores.exists() else []
+    if earlier and not overwrite:
+        raise SnladError(
+            f"{out_dir} already holds predictions ({len(earlier)} files): use --overwrite to replace them, or another --out"
+        )
+    for path in earlier:
+        path.unlink()
+    for folder in OUTPUTS:
+        if (out_dir / folder).is_dir() and not any((out_dir / folder).iterdir()):
+            (out_dir / folder).rmdir()
+    remove_stale_temporaries(out_dir)
+
+
 def predict(
     trained: TrainedModel,
     inputs: Iterable[str | Path],
@@ -83,17 +107,31 @@ def predict(
     category: str | None = None,
     batch_size: int = 8,
     progress: bool = True,
+    maps: str = "original",
+    map_dtype: str = "float32",
+    overwrite: bool = False,
 ) -> tuple[list[dict], list[tuple[str, str]]]:
-    """Write scores.csv, maps/<stem>.npy (float32, original H x W) and overlays/<stem>.png.
+    """Write scores.csv, maps/<output>.npy, overlays/<output>.png and, calibrated, masks/<output>.png.
 
-    With a calibrated ``category``, scores.csv gets ``is_anomalous`` (score > threshold) and
-    masks/<stem>.png holds the binary defect mask (map > pixel threshold, original H x W);
-    see docs/thresholds.md.
+    ``maps`` "original": the map at each image's own size (float32: 4 bytes per
+    pixel, 96 MB for a 6000 x 4000 image), overlays and masks at that size too;
+    "model": everything at the model's S x S (the overlay over the resized
+    image); "none": no .npy files, overlays and masks at the image's size.
+    ``map_dtype`` "float16" halves the .npy files. With a calibrated
+    ``category``, scores.csv gets ``is_anomalous`` (score > threshold) and
+    masks/ the binary defect masks (map > pixel threshold); see docs/thresholds.md.
+    Output names are the image stems; a stem seen before gets its folder's
+    name prefixed (``good_006``), and scores.csv's ``output`` column says which.
 
     Returns the score rows and the (path, error) of every skipped file.
     """
+    if maps not in MAP_RESOLUTIONS or map_dtype not in MAP_DTYPES:
+        raise SnladError(
+            f"maps must be one of {', '.join(MAP_RESOLUTIONS)} and map_dtype one of {', '.join(MAP_DTYPES)}"
+        )
     out_dir = Path(out_dir)
     paths = collect_images(inputs)
+    prepare_output(out_dir, overwrite)
     calibration = trained.calibration.get(category, {}) if category else {}
     threshold, pixel_threshold = calibration.get("threshold"), calibration.get("pixel_threshold")
     samples = [Sample(image=p, category=category or "", label=0, defect="unknown", mask=None) for p in paths]
@@ -107,24 +145,21 @@ def predict(
     rows: list[dict] = []
     failed: list[tuple[str, str]] = []
     try:
-        for batch, maps, scores in infer(trained, loader, progress, desc="predicting"):
+        for batch, batch_maps, scores in infer(trained, loader, progress, desc="predicting"):
             failed += batch["failed"]
-            for path, size, anomaly_map, score in zip(batch.get("path", []), batch.get("orig_hw", []), maps, scores):
+            for path, size, anomaly_map, score in zip(
+                batch.get("path", []), batch.get("orig_hw", []), batch_maps, scores
+            ):
                 height, width = (int(v) for v in size)
-                full = F.interpolate(
-                    anomaly_map[None, None], size=(height, width), mode="bilinear", align_corners=False
-                )[0, 0].numpy()
-                stem = stems[path]
-                write_npy(out_dir / "maps" / f"{stem}.npy", full.astype(np.float32))
-                scale = ColourScale(0.0, 2 * threshold if threshold else float(full.max()))
-                atomic_write_bytes(
-                    out_dir / "overlays" / f"{stem}.png", png_bytes(overlay(load_image(path), full, scale))
-                )
-                if pixel_threshold is not None:
-                    atomic_write_bytes(
-                        out_dir / "masks" / f"{stem}.png", png_bytes(mask_to_uint8(full > pixel_threshold))
+                if min(height, width) < TINY_SIDE:
+                    notice(
+                        f"image {path} is only {width}x{height} px: it is scored after resizing to {trained.config.data.image_size} px, and its map carries little information"
                     )
-                row = {"image": path, "score": float(score)}
+                stem = stems[path]
+                _write_outputs(
+                    out_dir, stem, path, anomaly_map, (height, width), maps, map_dtype, calibration, pixel_threshold
+                )
+                row = {"image": path, "output": stem, "score": float(score)}
                 if threshold is not None:
                     row["is_anomalous"] = int(float(score) > threshold)
                 rows.append(row)
@@ -135,5 +170,35 @@ def predict(
     return rows, failed
 
 
+def _write_outputs(
+    out_dir: Path,
+    stem: str,
+    path: str,
+    anomaly_map: torch.Tensor,
+    size: tuple[int, int],
+    maps: str,
+    map_dtype: str,
+    calibration: dict,
+    pixel_threshold: float | None,
+) -> None:
+    """One image's map (.npy), overlay and mask, at the resolution ``maps`` asks for."""
+    picture = load_image(path)
+    if maps == "model":
+        side = anomaly_map.shape[-1]
+        picture = np.asarray(Image.fromarray(picture).resize((side, side), Image.Resampling.BILINEAR))
+        resized = anomaly_map.numpy()
+    else:
+        resized = F.interpolate(anomaly_map[None, None], size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
+    if maps != "none":
+        write_npy(out_dir / "maps" / f"{stem}.npy", resized.astype(map_dtype))
+    atomic_write_bytes(
+        out_dir / "overlays" / f"{stem}.png", png_bytes(overlay(picture, resized, colour_scale(calibration, resized)))
+    )
+    if pixel_threshold is not None:
+        atomic_write_bytes(out_dir / "masks" / f"{stem}.png", png_bytes(mask_to_uint8(resized > pixel_threshold)))
+
+
 def _write_scores(path: Path, rows: list[dict]) -> None:
-    write_csv(path, ["image", "score"] + (["is_anomalous"] if rows and "is_anomalous" in rows[0] else []), rows)
+    write_csv(
+        path, ["image", "output", "score"] + (["is_anomalous"] if rows and "is_anomalous" in rows[0] else []), rows
+    )

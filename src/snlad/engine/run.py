@@ -3,14 +3,20 @@
 A multi-class run is one model in ``RUN/``; a one-class run holds one model
 per category in ``RUN/<category>/``. Each model folder (:class:`ModelDir`)
 has ``config.yaml``, ``train_log.csv``, ``checkpoint.pt`` (the training state,
-kept for ``--resume``) and, once finished, ``model.pt``. ``RUN/run.json``
-(written last) lists the mode and the categories; ``snlad test`` adds
-``metrics.{csv,json,md}`` and ``test_scores.csv`` to ``RUN/``.
+kept for ``--resume``) and, once finished, ``model.pt``. ``RUN/run.json`` lists
+the mode and the categories; it is written when training starts (the plan,
+``"finished": false``, with the run-wide ``RUN/config.yaml``) and again when
+it ends. ``snlad test`` adds ``metrics.{csv,json,md}`` and ``test_scores.csv``
+to ``RUN/``. While ``snlad train`` works in a run it holds ``RUN/.lock``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +63,7 @@ class ModelDir:
 class RunIndex:
     mode: str
     categories: list[str]
+    finished: bool = True
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,15 @@ class Run:
     @property
     def index_file(self) -> Path:
         return self.path / "run.json"
+
+    @property
+    def config(self) -> Path:
+        """The run-wide config (for a multi-class run the model's own)."""
+        return self.path / "config.yaml"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.path / ".lock"
 
     @property
     def metrics_json(self) -> Path:
@@ -86,6 +102,11 @@ class Run:
     def test_scores(self) -> Path:
         return self.path / "test_scores.csv"
 
+    @property
+    def partial_test_scores(self) -> Path:
+        """What an interrupted ``snlad test`` keeps: the scores of the categories it finished."""
+        return self.path / "test_scores.partial.csv"
+
     def model_dir(self, mode: str, category: str) -> ModelDir:
         """Where the model serving ``category`` lives in a run of ``mode``."""
         return ModelDir(self.path / category if mode == ONE_CLASS else self.path)
@@ -97,13 +118,15 @@ class Run:
         )
         return [ModelDir(folder) for folder in folders if ModelDir(folder).started()]
 
-    def write_index(self, mode: str, categories: list[str]) -> None:
+    def write_index(self, mode: str, categories: list[str], finished: bool) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown run mode {mode!r}")
-        atomic_write_text(self.index_file, json.dumps({"mode": mode, "categories": categories}, indent=2))
+        atomic_write_text(
+            self.index_file, json.dumps({"mode": mode, "categories": categories, "finished": finished}, indent=2)
+        )
 
-    def read_index(self) -> RunIndex:
-        """The run's mode and categories; a clear error for anything that is not a finished run."""
+    def read_plan(self) -> RunIndex:
+        """The run's mode and categories, finished or not; a clear error when there is no run here."""
         if self.path.is_file():
             raise SnladError(
                 f"--run takes the run folder, not a file: use --run {self.path.parent} (the folder that holds {self.path.name})"
@@ -120,12 +143,49 @@ class Run:
             )
         try:
             index = json.loads(self.index_file.read_text())
-            mode, categories = index["mode"], index["categories"]
-            if mode not in MODES or not isinstance(categories, list) or not all(isinstance(c, str) for c in categories):
+            mode, categories, finished = index["mode"], index["categories"], index.get("finished", True)
+            if (
+                mode not in MODES
+                or not isinstance(categories, list)
+                or not all(isinstance(c, str) for c in categories)
+                or not isinstance(finished, bool)
+            ):
                 raise TypeError
         except (ValueError, KeyError, TypeError):
             raise SnladError(f"{self.index_file} is corrupt; retrain the run") from None
-        return RunIndex(mode, categories)
+        return RunIndex(mode, categories, finished)
+
+    def read_index(self) -> RunIndex:
+        """The mode and categories of a finished run; a clear error for anything else."""
+        index = self.read_plan()
+        if not index.finished:
+            raise SnladError(
+                f"{self.path} is not a finished snlad run (its training was interrupted): continue it with `snlad train --out {self.path} --resume`"
+            )
+        return index
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold ``RUN/.lock`` exclusively; a second snlad process on the same run gets a clear error at once."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.lock_file, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise SnladError(
+                    f"{self.path} is in use by another snlad train ({holder}): wait for it to finish, or use another --out"
+                ) from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()}")
+            handle.flush()
+            try:
+                yield
+            finally:
+                handle.truncate(0)
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def model_files(self) -> dict[str, Path]:
         """Each category's ``model.pt``."""

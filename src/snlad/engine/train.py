@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -39,10 +40,10 @@ class TrainingInterrupted(SnladError):
 
 
 def _comparable(config: Config) -> dict:
-    """The config minus what may change on resume (the epoch budget)."""
+    """The config minus what may change on resume (the epoch budget, where and how fast it runs)."""
     data = config.to_dict()
-    data["train"].pop("epochs")
-    data["train"].pop("device")
+    for section, key in (("train", "epochs"), ("train", "device"), ("data", "num_workers")):
+        data[section].pop(key)
     return data
 
 
@@ -64,6 +65,10 @@ def _prepare(folder: ModelDir, config: Config, resume: bool, overwrite: bool) ->
             ]
             raise SnladError(
                 f"cannot resume {folder.checkpoint}: it was trained with another config ({', '.join(changed)} differ)"
+            )
+        if int(state["epoch"]) > config.train.epochs:
+            raise SnladError(
+                f"cannot resume {folder.checkpoint} with train.epochs={config.train.epochs}: {state['epoch']} epochs are already trained"
             )
         return state
     if folder.started() and not overwrite:
@@ -127,39 +132,57 @@ def fit(
     sampler = ResumableSampler(len(samples), config.train.seed, context.rank, context.world_size)
     loader = _loader(samples, config, sampler, per_rank_batch(config.train.batch_size, context))
     step = wrap_student(model, context, device)  # the model itself in a single process
-    progress = progress and context.is_main
     model.train()
     while epoch < config.train.epochs:
         sampler.set_epoch(epoch, position)
-        started, total, seen = time.perf_counter(), 0.0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.train.epochs}", disable=not progress, leave=False)
+        started, seen, sums = time.perf_counter(), 0, {}
+        bar = tqdm(
+            total=len(samples) - position,
+            desc=f"epoch {epoch + 1}/{config.train.epochs}",
+            unit="img",
+            disable=not (progress and context.is_main),
+            leave=False,
+        )
         with deferred_interrupts() as interrupted:
-            for batch in bar:
+            for batch in loader:
                 with autocast(device, config.train.amp):
                     teacher_features, student_features = step(
                         batch["image"].to(device, non_blocking=True, memory_format=torch.channels_last)
                     )
-                    loss, _ = distillation_loss(teacher_features, student_features, config.loss)
+                    loss, parts = distillation_loss(teacher_features, student_features, config.loss)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 batch_size = batch["image"].shape[0]
                 position += batch_size * context.world_size
                 seen += batch_size
-                total += loss.item() * batch_size
+                for name, value in {"loss": loss.item(), **parts}.items():
+                    sums[name] = sums.get(name, 0.0) + value * batch_size
+                bar.update(batch_size * context.world_size)
                 bar.set_postfix(loss=f"{loss.item():.4f}")
                 if context.any(interrupted(), device):
+                    bar.close()
                     if context.is_main:
                         write_checkpoint(folder.checkpoint, _training_state(model, optimizer, config, epoch, position))
                     raise TrainingInterrupted(
                         f"interrupted in epoch {epoch + 1} after {position}/{len(samples)} images; state saved to "
                         f"{folder.checkpoint}: continue with the same command plus --resume"
                     )
+        bar.close()
         epoch, position = epoch + 1, 0
-        total, seen = context.sum([total, seen], device)
+        names = list(sums)
+        totals = context.sum([sums[name] for name in names] + [float(seen)], device)
+        means = {name: total / max(totals[-1], 1.0) for name, total in zip(names, totals[:-1], strict=True)}
+        seconds = time.perf_counter() - started
         if context.is_main:
             write_checkpoint(folder.checkpoint, _training_state(model, optimizer, config, epoch, position))
-            _append_log(folder.train_log, epoch, total / max(seen, 1), time.perf_counter() - started)
+            _append_log(folder.train_log, epoch, means, seconds, totals[-1] / seconds)
+            terms = ", ".join(f"{name} {value:.4f}" for name, value in means.items() if name != "loss")
+            print(
+                f"epoch {epoch}/{config.train.epochs}: loss {means['loss']:.4f} ({terms}), {seconds:.0f} s, {totals[-1] / seconds:.1f} img/s",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 @contextlib.contextmanager
@@ -184,9 +207,12 @@ def deferred_interrupts() -> Iterator[Callable[[], bool]]:
             signal.signal(sig, handler)
 
 
-def _append_log(path: Path, epoch: int, loss: float, seconds: float) -> None:
-    rows = path.read_text() if path.exists() else "epoch,loss,seconds\n"
-    atomic_write_text(path, rows + f"{epoch},{loss:.6f},{seconds:.2f}\n")
+def _append_log(path: Path, epoch: int, means: dict[str, float], seconds: float, images_per_s: float) -> None:
+    """One row per epoch: the mean loss and the mean of each active term (summed over levels, unweighted)."""
+    header = ["epoch", *means, "seconds", "images_per_s"]
+    rows = path.read_text().splitlines() if path.exists() else [",".join(header)]
+    row = [str(epoch), *(f"{value:.6f}" for value in means.values()), f"{seconds:.2f}", f"{images_per_s:.2f}"]
+    atomic_write_text(path, "\n".join([*rows, ",".join(row)]) + "\n")
 
 
 def train_model(

@@ -1,9 +1,10 @@
 """Paper Fig. 5 for every category: test images, ground truth and each run's anomaly map side by side.
 
-Only the shown images are scored. Each run's maps use one colour scale per
-category, from the lowest value among the shown maps to the highest image
-score of that category's test set (test_scores.csv), so a good image that
-stays blue next to a red defect means the run separates them.
+Only the shown images are scored. Each run's maps use the colour scale that
+``snlad predict`` uses (:func:`snlad.render.colour_scale`): from the run's
+calibration for the category, blue = its typical normal pixel, yellow-orange
+= its decision threshold; so a good image that stays blue next to a red
+defect means the run separates them, whatever range its maps live in.
 """
 
 from __future__ import annotations
@@ -45,21 +46,25 @@ def pick_examples(samples: Sequence[Sample], count: int) -> list[Sample]:
 
 def _run_cells(
     report_run: ReportRun, category: str, shown: Sequence[Sample], pictures: np.ndarray, folder: Path, prefix: str
-) -> list[str]:
-    """One cell per shown image: the run's overlay and its image score."""
+) -> tuple[list[str], str]:
+    """One cell per shown image (the run's overlay and its image score), and the run's colour scale in words."""
     if category not in report_run.run.models:
-        return [f'<span class="note">not trained on {esc(category)}</span>'] * len(shown)
+        return [f'<span class="note">not trained on {esc(category)}</span>'] * len(shown), ""
     trained = report_run.run.models[category]
     maps, scores = score_tensors(trained, load_tensors(shown, trained.config.data.image_size)[0])
     maps = F.interpolate(maps[:, None], size=(DISPLAY, DISPLAY), mode="bilinear", align_corners=False)[:, 0].numpy()
-    tested = report_run.scores.get(category, np.empty(0))
-    low, high = float(maps.min()), float(max(tested.max(initial=-np.inf), maps.max()))
+    calibration = trained.calibration.get(category)
+    scale = render.colour_scale(calibration, maps)
     cells = []
-    for index, (picture, anomaly_map, score) in enumerate(zip(pictures, maps, scores)):
+    for index, (picture, anomaly_map, score) in enumerate(zip(pictures, maps, scores, strict=True)):
         name = f"{prefix}-{index}.png"
-        write_png(render.overlay(picture, anomaly_map, render.ColourScale(low, high)), folder / name)
+        write_png(render.overlay(picture, anomaly_map, scale), folder / name)
         cells.append(image(f"{folder.name}/{name}", f"{report_run.label} map") + f"score {float(score):.3f}")
-    return cells
+    if calibration and "pixel_floor" in calibration:
+        legend = f"colours {scale.low:.3g} (typical normal) to {scale.high:.3g}; threshold {calibration['pixel_threshold']:.3g}"
+    else:
+        legend = f"colours {scale.low:.3g} to {scale.high:.3g} (range of these maps: no calibrated threshold)"
+    return cells, legend
 
 
 def category_grid(runs: Sequence[ReportRun], category: str, samples: Sequence[Sample], count: int, folder: Path) -> str:
@@ -79,7 +84,11 @@ def category_grid(runs: Sequence[ReportRun], category: str, samples: Sequence[Sa
             continue
         write_png(render.mask_to_rgb(mask), folder / f"{category}-mask-{index}.png")
         columns[1].append(image(f"{folder.name}/{category}-mask-{index}.png", "ground truth"))
-    columns += [_run_cells(run, category, shown, pictures, folder, f"{category}-run{r}") for r, run in enumerate(runs)]
-    header = "".join(f'<th data-run="{esc(run.label)}">{esc(run.label)}</th>' for run in runs)
+    cells = [_run_cells(run, category, shown, pictures, folder, f"{category}-run{r}") for r, run in enumerate(runs)]
+    columns += [run_cells for run_cells, _ in cells]
+    header = "".join(
+        f'<th data-run="{esc(run.label)}">{esc(run.label)}<br><span class="note">{esc(legend)}</span></th>'
+        for run, (_, legend) in zip(runs, cells, strict=True)
+    )
     rows = "".join("<tr>" + "".join(f"<td>{column[i]}</td>" for column in columns) + "</tr>" for i in range(len(shown)))
     return f'<table class="grid"><tr><th>image</th><th>ground truth</th>{header}</tr>{rows}</table>'

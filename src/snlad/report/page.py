@@ -13,7 +13,10 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from snlad import plots
+import numpy as np
+from tqdm import tqdm
+
+from snlad import plots, render
 from snlad.data import index_dataset, list_categories
 from snlad.engine.evaluate import TABLE_COLUMNS
 from snlad.errors import SnladError
@@ -24,6 +27,7 @@ from snlad.report.onevsmulti import METRICS, onevsmulti_figure, summarise
 from snlad.report.runs import ReportRun, load_report_runs
 
 IMAGES = "images"
+FEW_TEST_IMAGES = 10  # fewer good or defective test images than this: the category's numbers are indicative only
 
 
 def _runs_section(runs: Sequence[ReportRun]) -> str:
@@ -76,6 +80,15 @@ def _category_section(
         return parts[0] + f'<p class="note">{esc(category)} is not in {esc(data_root)}</p></section>'
     parts.append(category_grid(runs, category, index_dataset(data_root, "test", [category]), examples, folder))
     tested = {run.label: run for run in runs if category in run.scores}
+    counts = [
+        (int(np.sum(run.labels[category] == 0)), int(np.sum(run.labels[category] == 1))) for run in tested.values()
+    ]
+    if counts and min(min(pair) for pair in counts) < FEW_TEST_IMAGES:
+        good, defective = counts[0]
+        parts.append(
+            f'<p class="note">only {good} good and {defective} defective test images: one image moves the image-level '
+            "metrics of this category by many points, so read them as indicative, not as a measurement</p>"
+        )
     if tested:
         split = {
             label: (run.scores[category][run.labels[category] == 0], run.scores[category][run.labels[category] == 1])
@@ -154,6 +167,7 @@ def build_report(
     probe_dirs: Sequence[str | Path] = (),
     experiment_dir: str | Path | None = None,
     examples: int = 3,
+    progress: bool = True,
 ) -> Path:
     """Write OUT/index.html and OUT/images/*; return the page's path."""
     runs = load_report_runs(run_dirs)
@@ -162,15 +176,23 @@ def build_report(
     folder.mkdir(parents=True, exist_ok=True)
     categories = sorted({c for run in runs for c in run.run.models})
     nav = "<nav>" + "".join(f'<a href="#cat-{esc(c)}">{esc(c)}</a>' for c in categories) + "</nav>"
+    plots.colour_legend(folder / "colour-scale.png", render.THRESHOLD_AT)
     parts = [
         f"<h1>snlad report</h1><p class='note'>data: {esc(data_root)}</p>",
         nav,
         _runs_section(runs),
         _metrics_section(runs),
         "<h2 id='categories'>Per category</h2>",
+        "<p class='note'>Anomaly maps: each run's map over the image, coloured by the run's own calibration for the category "
+        "(as <code>snlad predict</code> overlays): blue is its typical held-out normal pixel, the decision threshold sits at two "
+        "thirds of the bar, so yellow to red is what the run would mark as defect. Each run's column header gives the numbers.</p>",
+        image(f"{IMAGES}/colour-scale.png", "colour scale of the anomaly maps", "plot"),
     ]
     available = set(list_categories(data_root))
-    parts += [_category_section(runs, category, data_root, available, examples, folder) for category in categories]
+    parts += [
+        _category_section(runs, category, data_root, available, examples, folder)
+        for category in tqdm(categories, desc="report", unit="category", disable=not progress, leave=False)
+    ]
     if probe_dirs:
         parts.append(_probes_section([Path(p) for p in probe_dirs], folder))
     if experiment_dir is not None:
