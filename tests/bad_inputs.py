@@ -491,7 +491,7 @@ for _mode, _file, _label in (
             what=f"{_label} given to `predict` (must load)",
             build=_odd,
             code=0,
-            expect=("scored 1 images",),
+            expect=("scored 1 image ",),
             needs_run=True,
         )
     )
@@ -890,11 +890,11 @@ def _(d: Path) -> list[str]:
 @case(
     "resume_other_model",
     "checkpoints",
-    "`--resume` with another model than the checkpoint's",
+    "`--resume` with another model than the run's (the original command repeated is fine, a change is refused by name)",
     2,
-    "run/checkpoint.pt",
-    "another config",
+    "--resume continues run with its stored settings",
     "model.name",
+    "only train.epochs",
     needs_run=True,
 )
 def _(d: Path) -> list[str]:

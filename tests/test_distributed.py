@@ -126,6 +126,7 @@ def test_two_gloo_processes_train_exactly_the_single_process_model(tmp_path, mon
         assert torch.allclose(ddp[key], single[key], atol=1e-4), key
     assert losses(tmp_path / "ddp") == pytest.approx(losses(tmp_path / "single"), rel=1e-5)
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == [
+        ".lock",  # held by rank 0 while it trained
         "checkpoint.pt",
         "config.yaml",
         "model.pt",

@@ -237,7 +237,7 @@ def test_full_disk_during_predict_leaves_earlier_results(
     assert main(argv) == 0
     earlier = {path: path.read_bytes() for path in (tmp_path / "pred").rglob("*") if path.is_file()}
     with disk_full(lambda name: name.endswith(".tmp")):
-        assert main(argv) == 2
+        assert main([*argv, "--overwrite"]) == 2
     assert "No space left on device; earlier files there are unchanged" in capsys.readouterr().err
     assert {path: path.read_bytes() for path in (tmp_path / "pred").rglob("*") if path.is_file()} == earlier
 

@@ -117,6 +117,7 @@ def test_broken_run_directories_give_one_line_errors(runs, tmp_path, capsys):
     for run_dir, message in cases.items():
         with pytest.raises(SnladError, match=message):
             build_report([runs[0], run_dir], DEMO, tmp_path / "out")
+    capsys.readouterr()  # what training the broken runs printed
     assert (
         main(["report", "--run", str(tmp_path / "missing"), "--data", str(DEMO), "--out", str(tmp_path / "out")]) == 2
     )

@@ -43,6 +43,11 @@ def layer_of(name: str, layers: list[set[str]]) -> int:
     return next(index for index, members in enumerate(layers) if name in members)
 
 
+def is_module(name: str) -> bool:
+    """``from snlad import X``: X a module or package (not a name like ``__version__``, which sits in the package root)."""
+    return (PACKAGE / f"{name}.py").is_file() or (PACKAGE / name).is_dir()
+
+
 def snlad_imports(path: Path) -> list[tuple[int, list[str]]]:
     """(line, dotted module path under snlad) of every import of an snlad module in ``path``, function-level ones too."""
     found = []
@@ -51,7 +56,11 @@ def snlad_imports(path: Path) -> list[tuple[int, list[str]]]:
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module:
-            names = [node.module] if node.module != "snlad" else [f"snlad.{alias.name}" for alias in node.names]
+            names = (
+                [node.module]
+                if node.module != "snlad"
+                else [f"snlad.{alias.name}" for alias in node.names if is_module(alias.name)]
+            )
         found += [(node.lineno, name.split(".")[1:]) for name in names if name.startswith("snlad.")]
     return found
 

@@ -104,9 +104,8 @@ def _add_train(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="continue the interrupted (or finished) run in --out with its stored settings; only "
-        f"{', '.join(RESUMABLE_SETTINGS)} may change (--set train.epochs=40 trains on to 40 epochs); "
-        "--model, --teacher, --config, --category and --one-class come from the run",
+        help="continue the interrupted (or finished) run in --out with its stored settings (repeating the original options is fine); "
+        f"only {', '.join(RESUMABLE_SETTINGS)} may change, e.g. --set train.epochs=40 trains on to 40 epochs; any other change is refused by name",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     parser.add_argument(
@@ -119,23 +118,15 @@ def _add_train(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 def _train(args: argparse.Namespace) -> None:
     if args.resume:
-        given = [
-            flag
-            for flag, value in (
-                ("--model", args.model),
-                ("--teacher", args.teacher),
-                ("--teacher-weights", args.teacher_weights),
-                ("--config", args.config),
-                ("--category", args.category),
-                ("--one-class", args.one_class),
+        identity = (args.model, args.config, args.teacher, args.teacher_weights, args.category)
+        requested = None
+        if any(identity):
+            requested = api.resolve_config(
+                args.model, args.config, args.set, args.teacher, args.teacher_weights, _names(args.category)
             )
-            if value
-        ]
-        if given:
-            raise SnladError(
-                f"--resume continues {args.out} with its stored settings: drop {', '.join(given)} (only --set {', --set '.join(RESUMABLE_SETTINGS)} may change)"
-            )
-        config, one_class = api.resume_config(args.out, args.set)
+        config, one_class = api.resume_config(args.out, args.set, requested)
+        if args.one_class and not one_class:
+            raise SnladError(f"--resume: {args.out} is a multi-class run; drop --one-class")
     else:
         config = api.resolve_config(
             args.model, args.config, args.set, args.teacher, args.teacher_weights, _names(args.category)

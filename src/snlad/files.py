@@ -33,15 +33,26 @@ TEMPORARY_SUFFIX = ".tmp"
 STALE_AFTER_S = 60.0  # a temporary file older than this belongs to no write in progress
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
+def make_folder(folder: Path, purpose: Path | None = None) -> None:
+    """Create ``folder`` (and its parents); a file in the way or no permission is one SnladError naming ``purpose``."""
+    purpose = purpose or folder
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
+        folder.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise SnladError(
-            f"cannot write {path}: {path.parent} or a folder above it is a file, not a folder; choose another output folder"
+            f"cannot write {purpose}: {folder} or a folder above it is a file, not a folder; choose another output folder"
         ) from None
+    except OSError as error:
+        raise SnladError(
+            f"cannot write {purpose}: {error.strerror} (check the folder exists and is writable)"
+        ) from None
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    make_folder(path.parent, path)
+    try:
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
     except OSError as error:
         raise SnladError(f"cannot write {path}: {error.strerror} (check the folder exists and is writable)") from None
     try:

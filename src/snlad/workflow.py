@@ -147,26 +147,51 @@ def _start(run: Run, config: Config, mode: str, categories: list[str], resume: b
         run.write_index(mode, categories, finished=False)
 
 
-def resume_config(run_dir: str | Path, overrides: Sequence[str] = ()) -> tuple[Config, bool]:
-    """The stored config of an interrupted (or finished) run, with the safe ``overrides`` applied, and whether it is one-class.
+def resume_config(
+    run_dir: str | Path, overrides: Sequence[str] = (), requested: Config | None = None
+) -> tuple[Config, bool]:
+    """The stored config of an interrupted (or finished) run with the safe ``overrides`` applied, and whether it is one-class.
 
-    Only :data:`RESUMABLE_SETTINGS` may change; any other override is refused by name.
+    Only :data:`RESUMABLE_SETTINGS` may change. The original command repeated
+    is fine: an override, or a ``requested`` config (what the command's
+    --model/--config/... would give), that agrees with the stored settings is
+    accepted; one that differs is refused, naming the settings.
     """
     run = Run(Path(run_dir))
     if not run.config.is_file():
         raise SnladError(f"nothing to resume in {run.path}: it has no config.yaml (start without --resume)")
-    config = from_dict(read_yaml(run.config), source=str(run.config))
+    stored = from_dict(read_yaml(run.config), source=str(run.config))
+    config = stored
+    changed = [] if requested is None else _differences(stored, requested)
     for text in overrides:
         key = text.split("=", 1)[0].strip()
-        if key not in RESUMABLE_SETTINGS:
-            raise SnladError(
-                f"--resume continues {run.path} with its stored settings: {key} cannot change (only {', '.join(RESUMABLE_SETTINGS)} can); train a new run with another --out instead"
-            )
-        config = merge(config, parse_override(text), source=f"override {text!r}")
+        updated = merge(config, parse_override(text), source=f"override {text!r}")
+        if key in RESUMABLE_SETTINGS:
+            config = updated
+        elif _differences(stored, updated):
+            changed.append(key)
+    if changed:
+        raise SnladError(
+            f"--resume continues {run.path} with its stored settings, and {', '.join(dict.fromkeys(changed))} would change; "
+            f"only {', '.join(RESUMABLE_SETTINGS)} can (train a new run with another --out for the rest)"
+        )
     one_class = (
         run.read_plan().mode == ONE_CLASS if run.index_file.is_file() else not ModelDir(run.path).checkpoint.exists()
     )
     return config, one_class
+
+
+def _differences(stored: Config, other: Config) -> list[str]:
+    """The ``section.key`` settings in which ``other`` differs from ``stored``, the resumable ones aside."""
+    a, b = stored.to_dict(), other.to_dict()
+    return [
+        f"{section}.{key}"
+        for section, values in a.items()
+        for key, value in values.items()
+        if f"{section}.{key}" not in RESUMABLE_SETTINGS
+        and b[section][key] != value
+        and not (key == "categories" and b[section][key] is None)
+    ]
 
 
 def with_map_settings(models: dict[str, TrainedModel], overrides: Sequence[str]) -> dict[str, TrainedModel]:

@@ -89,12 +89,22 @@ def calibrate_category(trained: TrainedModel, samples: Sequence[Sample], rule: R
         "pixel_floor": float(np.median(normals.maps)),
         **thresholds(rule, normals, anomalies),
     }
-    if len(normals.scores) < FEW_NORMALS:
-        notice(
-            f"category {samples[0].category}: thresholds from only {len(normals.scores)} normal image(s), too few to trust; "
-            "calibrate on more normals (a larger data.holdout_fraction, or snlad calibrate --split test on a labelled validation root)"
-        )
     return result
+
+
+def note_few_normals(results: dict[str, dict]) -> None:
+    """One note naming the categories whose thresholds rest on fewer than :data:`FEW_NORMALS` normal images."""
+    few = {
+        category: len(result["normal_scores"])
+        for category, result in results.items()
+        if len(result["normal_scores"]) < FEW_NORMALS
+    }
+    if few:
+        counts = ", ".join(f"{category} {count}" for category, count in few.items())
+        notice(
+            f"thresholds from fewer than {FEW_NORMALS} normal images ({counts}) are noisy; calibrate on more normals "
+            "(a larger data.holdout_fraction, or snlad calibrate --split test on a labelled validation root)"
+        )
 
 
 def calibrate(
@@ -108,7 +118,7 @@ def calibrate(
     by_category: dict[str, list[Sample]] = {}
     for sample in held_out:
         by_category.setdefault(sample.category, []).append(sample)
-    return {
+    results = {
         category: calibrate_category(fast, samples, rule, config.train.seed, "held-out normal training images")
         for category, samples in tqdm(
             sorted(by_category.items()),
@@ -118,6 +128,8 @@ def calibrate(
             leave=False,
         )
     }
+    note_few_normals(results)
+    return results
 
 
 def recalibrate_run(
@@ -156,4 +168,6 @@ def recalibrate_run(
         payload = read_checkpoint(path)
         payload["calibration"] = {**payload.get("calibration", {}), **calibration}
         write_checkpoint(path, payload)
-    return {category: result for calibration in updates.values() for category, result in calibration.items()}
+    results = {category: result for calibration in updates.values() for category, result in calibration.items()}
+    note_few_normals(results)
+    return results

@@ -83,21 +83,27 @@ TINY_SIDE = 32  # an image smaller than this on a side is scored from almost no 
 OUTPUTS = {"maps": ".npy", "overlays": ".png", "masks": ".png"}  # what predict writes besides scores.csv
 
 
-def prepare_output(out_dir: Path, overwrite: bool) -> None:
-    """Refuse to mix two predictions in one folder; with ``overwrite`` delete what an earlier predict wrote there (only that)."""
-    scores = out_dir / "scores.csv"
-    earlier = [path for folder, suffix in OUTPUTS.items() for path in (out_dir / folder).glob(f"*{suffix}")]
-    earlier += [scores] if scores.exists() else []
+def earlier_outputs(out_dir: Path, overwrite: bool) -> set[Path]:
+    """What an earlier predict left in ``out_dir``; refused without ``overwrite``, never mixed into a new prediction.
+
+    The files are not deleted here: a new prediction replaces them one by one
+    (atomically), and :func:`remove_leftovers` deletes the rest only once it has
+    finished, so a failure half-way (full disk) loses nothing the user had.
+    """
+    earlier = {path for folder, suffix in OUTPUTS.items() for path in (out_dir / folder).glob(f"*{suffix}")}
+    earlier |= {out_dir / "scores.csv"} if (out_dir / "scores.csv").exists() else set()
     if earlier and not overwrite:
         raise SnladError(
             f"{out_dir} already holds predictions ({len(earlier)} files): use --overwrite to replace them, or another --out"
         )
-    for path in earlier:
-        path.unlink()
-    for folder in OUTPUTS:
-        if (out_dir / folder).is_dir() and not any((out_dir / folder).iterdir()):
-            (out_dir / folder).rmdir()
     remove_stale_temporaries(out_dir)
+    return earlier
+
+
+def remove_leftovers(earlier: set[Path], written: set[Path]) -> None:
+    """Delete the earlier prediction's files that the finished new one did not write again."""
+    for path in earlier - written:
+        path.unlink(missing_ok=True)
 
 
 def predict(
@@ -131,7 +137,8 @@ def predict(
         )
     out_dir = Path(out_dir)
     paths = collect_images(inputs)
-    prepare_output(out_dir, overwrite)
+    earlier = earlier_outputs(out_dir, overwrite)
+    written: set[Path] = set()
     calibration = trained.calibration.get(category, {}) if category else {}
     threshold, pixel_threshold = calibration.get("threshold"), calibration.get("pixel_threshold")
     samples = [Sample(image=p, category=category or "", label=0, defect="unknown", mask=None) for p in paths]
@@ -167,6 +174,7 @@ def predict(
         _write_scores(out_dir / "scores.csv", rows)
         raise
     _write_scores(out_dir / "scores.csv", rows)
+    remove_leftovers(earlier, written | {out_dir / "scores.csv"})
     return rows, failed
 
 
@@ -180,8 +188,8 @@ def _write_outputs(
     map_dtype: str,
     calibration: dict,
     pixel_threshold: float | None,
-) -> None:
-    """One image's map (.npy), overlay and mask, at the resolution ``maps`` asks for."""
+) -> set[Path]:
+    """One image's map (.npy), overlay and mask, at the resolution ``maps`` asks for; returns the files written."""
     picture = load_image(path)
     if maps == "model":
         side = anomaly_map.shape[-1]
@@ -189,13 +197,17 @@ def _write_outputs(
         resized = anomaly_map.numpy()
     else:
         resized = F.interpolate(anomaly_map[None, None], size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
-    if maps != "none":
-        write_npy(out_dir / "maps" / f"{stem}.npy", resized.astype(map_dtype))
+    written = {out_dir / "overlays" / f"{stem}.png"}
     atomic_write_bytes(
         out_dir / "overlays" / f"{stem}.png", png_bytes(overlay(picture, resized, colour_scale(calibration, resized)))
     )
     if pixel_threshold is not None:
+        written.add(out_dir / "masks" / f"{stem}.png")
         atomic_write_bytes(out_dir / "masks" / f"{stem}.png", png_bytes(mask_to_uint8(resized > pixel_threshold)))
+    if maps != "none":
+        written.add(out_dir / "maps" / f"{stem}.npy")
+        write_npy(out_dir / "maps" / f"{stem}.npy", resized.astype(map_dtype))
+    return written
 
 
 def _write_scores(path: Path, rows: list[dict]) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from snlad.engine.trained import TrainedModel, load_trained
 from snlad.errors import SnladError
-from snlad.files import atomic_write_text
+from snlad.files import atomic_write_text, make_folder
 
 MULTI_CLASS, ONE_CLASS = "multi-class", "one-class"
 MODES = (MULTI_CLASS, ONE_CLASS)
@@ -167,8 +167,14 @@ class Run:
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Hold ``RUN/.lock`` exclusively; a second snlad process on the same run gets a clear error at once."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.lock_file, "a+") as handle:
+        make_folder(self.path)
+        try:
+            handle = open(self.lock_file, "a+")  # noqa: SIM115 -- closed below, after the lock is released
+        except OSError as error:
+            raise SnladError(
+                f"cannot write {self.lock_file}: {error.strerror} (check the folder is writable)"
+            ) from None
+        with handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

@@ -178,6 +178,7 @@ def fit(
             write_checkpoint(folder.checkpoint, _training_state(model, optimizer, config, epoch, position))
             _append_log(folder.train_log, epoch, means, seconds, totals[-1] / seconds)
             terms = ", ".join(f"{name} {value:.4f}" for name, value in means.items() if name != "loss")
+        if context.is_main and progress:
             print(
                 f"epoch {epoch}/{config.train.epochs}: loss {means['loss']:.4f} ({terms}), {seconds:.0f} s, {totals[-1] / seconds:.1f} img/s",
                 file=sys.stderr,

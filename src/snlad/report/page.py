@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from snlad import plots, render
 from snlad.data import index_dataset, list_categories
-from snlad.engine.evaluate import TABLE_COLUMNS
+from snlad.engine.evaluate import FEW_TEST_IMAGES, TABLE_COLUMNS
 from snlad.errors import SnladError
 from snlad.files import atomic_write_text
 from snlad.report.examples import category_grid
@@ -27,7 +27,6 @@ from snlad.report.onevsmulti import METRICS, onevsmulti_figure, summarise
 from snlad.report.runs import ReportRun, load_report_runs
 
 IMAGES = "images"
-FEW_TEST_IMAGES = 10  # fewer good or defective test images than this: the category's numbers are indicative only
 
 
 def _runs_section(runs: Sequence[ReportRun]) -> str:
