@@ -1036,6 +1036,35 @@ def _(d: Path) -> list[str]:
     return train("data", out="out.txt/run")
 
 
+@case(
+    "predict_out_holds_prediction",
+    "output",
+    "`predict --out` already holds an earlier prediction (no `--overwrite`): never two runs' files mixed",
+    2,
+    "pred already holds predictions",
+    "--overwrite",
+    needs_run=True,
+)
+def _(d: Path) -> list[str]:
+    (d / "pred" / "maps").mkdir(parents=True)
+    (d / "pred" / "maps" / "old.npy").write_bytes(b"x")
+    return predict("data/widget/test/good/0.png")
+
+
+@case(
+    "export_out_exists",
+    "output",
+    "`export --out` exists (no `--overwrite`)",
+    2,
+    "model.onnx already exists",
+    "--overwrite",
+    needs_run=True,
+)
+def _(d: Path) -> list[str]:
+    (d / "model.onnx").write_bytes(b"x")
+    return ["export", "--run", "run", "--format", "onnx", "--out", "model.onnx"]
+
+
 # -- predict inputs
 
 

@@ -163,7 +163,7 @@ def predict(
                         f"image {path} is only {width}x{height} px: it is scored after resizing to {trained.config.data.image_size} px, and its map carries little information"
                     )
                 stem = stems[path]
-                _write_outputs(
+                written |= _write_outputs(
                     out_dir, stem, path, anomaly_map, (height, width), maps, map_dtype, calibration, pixel_threshold
                 )
                 row = {"image": path, "output": stem, "score": float(score)}

@@ -1,0 +1,462 @@
+"""What a new user trips on (issue 15): each friction found by trying snlad from a fresh clone, as a test."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from snlad import api, render
+from snlad.cli import main
+from snlad.engine import device, evaluate
+from snlad.engine.checkpoint import read_checkpoint
+from snlad.engine.run import Run
+from snlad.errors import SnladError
+
+DEMO = Path(__file__).parents[1] / "data" / "demo"
+FAST = ["data.image_size=64", "train.batch_size=4", "data.num_workers=0", "loss.affinity_size=8", "train.epochs=1"]
+SETS = [x for item in FAST for x in ("--set", item)]
+BOTTLE_GOOD = DEMO / "bottle" / "test" / "good"
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("usability") / "run"
+    assert (
+        main(
+            [
+                "--quiet",
+                "train",
+                "--data",
+                str(DEMO),
+                "--category",
+                "bottle,casting",
+                "--model",
+                "fd",
+                "--out",
+                str(out),
+                *SETS,
+            ]
+        )
+        == 0
+    )
+    return out
+
+
+def scores(path: Path) -> list[dict]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+# ---------------------------------------------------------------- 1, 11, 12: predict output
+
+
+def test_predict_refuses_an_earlier_prediction_and_overwrite_leaves_no_stale_files(
+    run: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "pred"
+    two, one = sorted(BOTTLE_GOOD.iterdir())[:2], sorted(BOTTLE_GOOD.iterdir())[:1]
+    assert (
+        main(["--quiet", "predict", *map(str, two), "--run", str(run), "--category", "bottle", "--out", str(out)]) == 0
+    )
+    assert "scored 2 images" in capsys.readouterr().out
+    assert main(["predict", *map(str, one), "--run", str(run), "--out", str(out), "--quiet"]) == 2
+    assert "already holds predictions" in capsys.readouterr().err and len(list((out / "maps").iterdir())) == 2
+    assert (
+        main(
+            [
+                "predict",
+                *map(str, one),
+                "--run",
+                str(run),
+                "--category",
+                "bottle",
+                "--out",
+                str(out),
+                "--overwrite",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert "scored 1 image " in capsys.readouterr().out
+    for folder in ("maps", "overlays", "masks"):
+        assert [p.stem for p in (out / folder).iterdir()] == [one[0].stem], folder
+    assert [row["output"] for row in scores(out / "scores.csv")] == [one[0].stem]
+
+
+def test_colliding_stems_are_renamed_and_recorded(run: Path, tmp_path: Path) -> None:
+    """Three images named 000: the first keeps its stem, the others get their folder's name; scores.csv says which."""
+    copy = tmp_path / "elsewhere" / "000.jpg"
+    copy.parent.mkdir()
+    copy.write_bytes((BOTTLE_GOOD / "000.jpg").read_bytes())
+    casting = DEMO / "casting" / "test" / "good" / "000.png"
+    rows, _ = api.predict(run, [BOTTLE_GOOD / "000.jpg", copy, casting], tmp_path / "pred", progress=False)
+    assert [row["output"] for row in rows] == ["000", "elsewhere_000", "good_000"]
+    assert [row["output"] for row in scores(tmp_path / "pred" / "scores.csv")] == ["000", "elsewhere_000", "good_000"]
+    assert {p.stem for p in (tmp_path / "pred" / "maps").iterdir()} == {"000", "elsewhere_000", "good_000"}
+
+
+@pytest.mark.parametrize("maps,dtype", [("model", "float16"), ("none", "float32"), ("original", "float32")])
+def test_map_resolution_and_dtype(run: Path, tmp_path: Path, maps: str, dtype: str) -> None:
+    image = BOTTLE_GOOD / "000.jpg"
+    api.predict(run, [image], tmp_path / "pred", category="bottle", progress=False, maps=maps, map_dtype=dtype)
+    overlay = np.asarray(Image.open(tmp_path / "pred" / "overlays" / "000.png"))
+    original = Image.open(image).size[::-1]
+    if maps == "none":
+        assert not (tmp_path / "pred" / "maps").exists() and overlay.shape[:2] == original
+        return
+    stored = np.load(tmp_path / "pred" / "maps" / "000.npy")
+    assert stored.dtype == np.dtype(dtype)
+    assert stored.shape == overlay.shape[:2] == ((64, 64) if maps == "model" else original)
+
+
+def test_a_tiny_image_is_scored_with_a_note(run: Path, tmp_path: Path, capsys) -> None:
+    Image.new("RGB", (1, 1), (90, 90, 90)).save(tmp_path / "dot.png")
+    assert (
+        main(["--quiet", "predict", str(tmp_path / "dot.png"), "--run", str(run), "--out", str(tmp_path / "pred")]) == 0
+    )
+    assert "is only 1x1 px" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- 4: one colour scale
+
+
+def test_overlays_are_coloured_by_the_calibration_with_the_threshold_at_two_thirds(run: Path) -> None:
+    calibration = api.run_model(run, "bottle").calibration["bottle"]
+    assert calibration["pixel_floor"] < calibration["pixel_threshold"]
+    scale = render.colour_scale(calibration, np.zeros((2, 2)))
+    assert scale.low == calibration["pixel_floor"]
+    assert scale.normalise(np.array([calibration["pixel_threshold"]]))[0] == pytest.approx(render.THRESHOLD_AT)
+    uncalibrated = render.colour_scale(None, np.array([[1.0, 3.0]]))
+    assert (uncalibrated.low, uncalibrated.high) == (1.0, 3.0)
+
+
+# ---------------------------------------------------------------- 3: resume
+
+
+def test_resume_from_the_stored_config_more_epochs_allowed_other_changes_refused(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    base = ["--quiet", "train", "--data", str(DEMO), "--category", "bottle", "--model", "fd", "--out", str(out), *SETS]
+    assert main(base) == 0
+    assert (
+        main(["train", "--data", str(DEMO), "--out", str(out), "--resume", "--set", "train.epochs=2", "--quiet"]) == 0
+    )
+    assert read_checkpoint(out / "checkpoint.pt")["epoch"] == 2
+    assert main([*base, "--resume", "--set", "train.epochs=2"]) == 0  # the original command repeated is fine
+    capsys.readouterr()
+    assert main([*base, "--resume", "--set", "train.lr=0.1"]) == 2
+    assert "train.lr would change" in capsys.readouterr().err
+    assert main(["train", "--data", str(DEMO), "--out", str(out), "--resume", "--model", "rd", "--quiet"]) == 2
+    assert "model.name" in capsys.readouterr().err
+    assert (
+        main(["train", "--data", str(DEMO), "--out", str(out), "--resume", "--set", "train.epochs=1", "--quiet"]) == 2
+    )
+    assert "2 epochs are already trained" in capsys.readouterr().err
+
+
+def test_resume_help_says_what_may_change(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "only train.epochs, train.device, data.num_workers may change" in text
+
+
+# ---------------------------------------------------------------- 5, 6, 7: calibrate, export, messages
+
+
+def test_calibrate_notes_a_small_set_and_help_says_quantile_one_is_max(run: Path, capsys) -> None:
+    assert main(["calibrate", "--run", str(run), "--data", str(DEMO), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "bottle: threshold" in captured.out and "1 normal image +" in captured.out
+    assert "thresholds from fewer than 10 normal images (bottle 1, casting 1) are noisy" in captured.err
+    with pytest.raises(SystemExit):
+        main(["calibrate", "--help"])
+    assert "default 1.0 = the max rule" in " ".join(capsys.readouterr().out.split())
+
+
+def test_export_refuses_to_overwrite_and_says_a_multi_class_file_has_no_thresholds(
+    run: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "model.pt"
+    assert main(["export", "--run", str(run), "--format", "torchscript", "--out", str(out)]) == 0
+    assert "carries no decision thresholds" in capsys.readouterr().err
+    before = out.read_bytes()
+    assert (
+        main(["export", "--run", str(run), "--format", "torchscript", "--out", str(out), "--category", "bottle"]) == 2
+    )
+    assert "already exists: use --overwrite" in capsys.readouterr().err and out.read_bytes() == before
+    assert (
+        main(
+            [
+                "export",
+                "--run",
+                str(run),
+                "--format",
+                "torchscript",
+                "--out",
+                str(out),
+                "--category",
+                "bottle",
+                "--overwrite",
+            ]
+        )
+        == 0
+    )
+
+
+def test_messages_for_a_model_file_given_as_run_an_unfinished_run_and_f1_without_defects(
+    run: Path, tmp_path: Path, capsys
+) -> None:
+    assert main(["predict", str(BOTTLE_GOOD), "--run", str(run / "model.pt"), "--out", str(tmp_path / "p")]) == 2
+    assert f"--run takes the run folder, not a file: use --run {run}" in capsys.readouterr().err
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "checkpoint.pt").write_bytes((run / "checkpoint.pt").read_bytes())
+    assert main(["predict", str(BOTTLE_GOOD), "--run", str(unfinished), "--out", str(tmp_path / "p")]) == 2
+    assert "plus --resume" in capsys.readouterr().err
+    assert main(["calibrate", "--run", str(run), "--data", str(DEMO), "--rule", "f1", "--quiet"]) == 2
+    assert "--split test" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- 8, 9: flags
+
+
+def test_global_options_anywhere_and_version(run: Path, tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.startswith("snlad ")
+    with pytest.raises(SnladError):  # --debug after the subcommand: the traceback, not one line
+        main(["predict", str(BOTTLE_GOOD), "--run", str(tmp_path / "none"), "--out", str(tmp_path / "p"), "--debug"])
+    assert (
+        main(
+            ["predict", str(BOTTLE_GOOD), "--run", str(run), "--out", str(tmp_path / "q"), "--quiet", "--threads", "1"]
+        )
+        == 0
+    )
+    assert torch.get_num_threads() == 1
+
+
+def test_one_spelling_for_categories_map_settings_on_predict_and_batch_help(run: Path, tmp_path: Path, capsys) -> None:
+    assert (
+        main(
+            [
+                "test",
+                "--run",
+                str(run),
+                "--data",
+                str(DEMO),
+                "--categories",
+                "bottle",
+                "--out",
+                str(tmp_path / "a"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "test",
+                "--run",
+                str(run),
+                "--data",
+                str(DEMO),
+                "--category",
+                "bottle",
+                "--out",
+                str(tmp_path / "b"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text()).keys() == {"bottle", "mean"}
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "predict",
+                str(BOTTLE_GOOD),
+                "--run",
+                str(run),
+                "--category",
+                "bottle",
+                "--set",
+                "map.beta=1",
+                "--out",
+                str(tmp_path / "p"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert "calibrated for the trained map settings" in capsys.readouterr().err
+    for command in ("test", "predict"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "images per batch (default 8)" in text
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    assert "OUT/masks/<output>.png" in " ".join(capsys.readouterr().out.split())
+
+
+# ---------------------------------------------------------------- 10: progress and logs
+
+
+def test_training_prints_an_epoch_line_and_logs_each_term(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(DEMO),
+                "--category",
+                "bottle",
+                "--model",
+                "snl-fd",
+                "--out",
+                str(out),
+                *SETS,
+                "--drop-checkpoint",
+            ]
+        )
+        == 0
+    )
+    captured = capsys.readouterr()
+    assert "epoch 1/1: loss " in captured.err and "intra " in captured.err and "img/s" in captured.err
+    assert "checkpoint.pt is kept" not in captured.out and not (out / "checkpoint.pt").exists()
+    header = (out / "train_log.csv").read_text().splitlines()[0].split(",")
+    assert header == ["epoch", "loss", "channel", "spatial", "intra", "inter", "seconds", "images_per_s"]
+
+
+def test_metrics_table_says_a_small_category_is_indicative(run: Path) -> None:
+    metrics = api.test(run, DEMO, progress=False)
+    assert "read them as indicative" in api.metrics_table(metrics) and "bottle, casting" in api.metrics_table(metrics)
+    assert evaluate.FEW_TEST_IMAGES == 10
+
+
+# ---------------------------------------------------------------- 13-16: reliability
+
+
+def test_a_second_train_on_a_locked_run_gets_a_clear_error(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    with Run(out).lock():
+        assert (
+            main(
+                [
+                    "--quiet",
+                    "train",
+                    "--data",
+                    str(DEMO),
+                    "--category",
+                    "bottle",
+                    "--model",
+                    "fd",
+                    "--out",
+                    str(out),
+                    *SETS,
+                ]
+            )
+            == 2
+        )
+    assert f"is in use by another snlad train (pid {os.getpid()})" in capsys.readouterr().err
+    assert (
+        main(
+            ["--quiet", "train", "--data", str(DEMO), "--category", "bottle", "--model", "fd", "--out", str(out), *SETS]
+        )
+        == 0
+    )
+
+
+def test_an_interrupted_test_keeps_the_scores_so_far(run: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    from snlad.engine import evaluate as evaluate_module
+
+    original = evaluate_module.evaluate_category
+    calls = []
+
+    def interrupt_second_category(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "evaluate_category", interrupt_second_category)
+    assert main(["test", "--run", str(run), "--data", str(DEMO), "--out", str(tmp_path / "t"), "--quiet"]) == 130
+    partial = Run(tmp_path / "t").partial_test_scores
+    assert f"scores of the images done so far are in {partial}" in capsys.readouterr().err
+    assert {row["category"] for row in scores(partial)} == {"bottle"} and len(scores(partial)) == 7
+    assert not Run(tmp_path / "t").test_scores.exists()
+
+
+def test_stale_temporary_files_are_cleaned_on_the_next_start(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    stale, fresh, foreign = out / ".checkpoint.pt.abc123.tmp", out / ".model.pt.def456.tmp", out / "notes.tmp"
+    for path in (stale, fresh, foreign):
+        path.write_bytes(b"x")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    os.utime(foreign, (time.time() - 3600, time.time() - 3600))
+    assert (
+        main(
+            ["--quiet", "train", "--data", str(DEMO), "--category", "bottle", "--model", "fd", "--out", str(out), *SETS]
+        )
+        == 0
+    )
+    assert not stale.exists() and fresh.exists() and foreign.exists()  # only old files of snlad's own naming
+
+
+def test_oversubscription_is_said_once(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(device, "busy_threads_elsewhere", lambda: 3)
+    assert (
+        main(
+            [
+                "--quiet",
+                "train",
+                "--data",
+                str(DEMO),
+                "--category",
+                "bottle",
+                "--model",
+                "fd",
+                "--out",
+                str(tmp_path / "r"),
+                *SETS,
+            ]
+        )
+        == 0
+    )
+    err = capsys.readouterr().err
+    assert err.count("thread(s) of other processes are busy") == 1 and "--threads N" in err
+    monkeypatch.setattr(device, "busy_threads_elsewhere", lambda: 0)
+    assert (
+        main(
+            [
+                "--quiet",
+                "train",
+                "--data",
+                str(DEMO),
+                "--category",
+                "bottle",
+                "--model",
+                "fd",
+                "--out",
+                str(tmp_path / "s"),
+                *SETS,
+            ]
+        )
+        == 0
+    )
+    assert "busy" not in capsys.readouterr().err
