@@ -27,7 +27,9 @@ class ColourScale:
     high: float
 
     def normalise(self, values: np.ndarray) -> np.ndarray:
-        return np.clip((np.asarray(values, dtype=np.float64) - self.low) / max(self.high - self.low, 1e-12), 0.0, 1.0)
+        """Values -> [0, 1] (float32: a 24 Mpixel map stays 96 MB)."""
+        span = np.float32(max(self.high - self.low, 1e-12))
+        return np.clip((np.asarray(values, dtype=np.float32) - np.float32(self.low)) / span, 0.0, 1.0)
 
 
 THRESHOLD_AT = 2 / 3  # where the decision threshold sits on the colour bar (jet: yellow-orange)
@@ -49,8 +51,8 @@ def colour_scale(calibration: dict | None, maps: np.ndarray) -> ColourScale:
 
 def overlay(image: np.ndarray, anomaly_map: np.ndarray, scale: ColourScale) -> np.ndarray:
     """H x W x 3 uint8 image and H x W map -> the jet-coloured map blended half and half over the image."""
-    colours = matplotlib.colormaps["jet"](scale.normalise(anomaly_map))[..., :3] * 255
-    return (0.5 * image.astype(np.float32) + 0.5 * colours.astype(np.float32)).astype(np.uint8)
+    colours = matplotlib.colormaps["jet"](scale.normalise(anomaly_map), bytes=True)[..., :3]  # uint8, not float64 RGBA
+    return ((image.astype(np.uint16) + colours) // 2).astype(np.uint8)
 
 
 def png_bytes(image: np.ndarray) -> bytes:
