@@ -15,6 +15,7 @@ from PIL import Image
 
 from snlad import api, render
 from snlad.cli import main
+from snlad.config import RESUMABLE_SETTINGS
 from snlad.engine import device, evaluate
 from snlad.engine.checkpoint import read_checkpoint
 from snlad.engine.run import Run
@@ -168,7 +169,7 @@ def test_resume_help_says_what_may_change(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "only train.epochs, train.device, data.num_workers may change" in text
+    assert f"only {', '.join(RESUMABLE_SETTINGS)} may change" in text
 
 
 # ---------------------------------------------------------------- 5, 6, 7: calibrate, export, messages

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from snlad.backbones import BACKBONE_NAMES
-from snlad.config import MODEL_NAMES
+from snlad.config import MODEL_NAMES, RESUMABLE_SETTINGS
 from snlad.engine.evaluate import metrics_markdown
 from snlad.engine.predict import MAP_DTYPES, MAP_RESOLUTIONS
 from snlad.engine.run import Run
@@ -24,7 +24,6 @@ from snlad.probes import CutPasteSettings, MixupSettings, run_cutpaste, run_mixu
 from snlad.report import build_report, onevsmulti_figure
 from snlad.thresholds import RULES
 from snlad.workflow import (
-    RESUMABLE_SETTINGS,
     calibrate,
     export,
     predict,

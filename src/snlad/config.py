@@ -23,6 +23,8 @@ from snlad.errors import SnladError, brief
 from snlad.files import atomic_write_text
 
 MODEL_NAMES = ("fd", "rd", "snl-fd", "snl-rd")
+RESUMABLE_SETTINGS = ("train.epochs", "train.device", "data.num_workers", "data.cache_mb", "train.teacher_cache_mb")
+"""What ``--resume`` may change: more epochs, where and how fast it runs; anything else would not continue the same training."""
 
 
 @dataclass
@@ -31,6 +33,9 @@ class DataConfig:
     categories: list[str] | None = None  # None = every category under the data root
     holdout_fraction: float = 0.1  # normal train images kept back for calibration/model selection
     num_workers: int = 1  # decoding off the training thread; 2-core machines gain little from more
+    # Training images decoded once and kept resized (uint8) within this budget; the rest stream from disk.
+    # 226 MB holds the ten-category realad at 256 px; 0 decodes every image every epoch.
+    cache_mb: int = 1024
 
 
 @dataclass
@@ -90,6 +95,11 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # "auto" = cuda when available, else cpu; never part of a run's identity
     amp: str = "none"  # "bf16": bfloat16 autocast for forward + loss (GPU; halves activation memory), "none": float32
+    # The frozen teacher's features of each training image, kept from its first epoch on within this budget
+    # (EfficientNet-Lite0 at 256 px: 773 MB for the ten-category realad); 0 recomputes them every step.
+    teacher_cache_mb: int = 1024
+    schedule: str = "constant"  # learning rate over training: "constant", or "cosine" decay to 0 after a linear warm-up
+    warmup_epochs: float = 0.0  # linear warm-up from 0 (cosine schedule only)
 
 
 @dataclass
@@ -218,6 +228,15 @@ def _validate(config: Config, source: str) -> None:
         (0.0 < config.map.topk_fraction <= 1.0, "map.topk_fraction must be in (0, 1]"),
         (config.map.sigma >= 0, "map.sigma must be >= 0"),
         (config.train.amp in ("none", "bf16"), "train.amp must be 'none' or 'bf16'"),
+        (config.train.schedule in ("constant", "cosine"), "train.schedule must be 'constant' or 'cosine'"),
+        (
+            0 <= config.train.warmup_epochs < config.train.epochs or config.train.warmup_epochs == 0,
+            "train.warmup_epochs must be in [0, train.epochs)",
+        ),
+        (
+            config.data.cache_mb >= 0 and config.train.teacher_cache_mb >= 0,
+            "data.cache_mb and train.teacher_cache_mb must be >= 0",
+        ),
         (
             config.train.device in ("auto", "cpu") or config.train.device.startswith("cuda"),
             "train.device must be auto, cpu or cuda[:N]",

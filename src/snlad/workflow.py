@@ -13,7 +13,16 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from snlad.config import Config, from_dict, load_config, merge, parse_override, read_yaml, write_yaml
+from snlad.config import (
+    RESUMABLE_SETTINGS,
+    Config,
+    from_dict,
+    load_config,
+    merge,
+    parse_override,
+    read_yaml,
+    write_yaml,
+)
 from snlad.data import Sample, holdout_split, index_dataset
 from snlad.engine.calibration import calibrate as calibrate_held_out
 from snlad.engine.calibration import recalibrate_run
@@ -49,10 +58,6 @@ def resolve_config(
     if categories is not None:
         config.data.categories = list(categories)
     return config
-
-
-RESUMABLE_SETTINGS = ("train.epochs", "train.device", "data.num_workers")
-"""What ``--resume`` may change: more epochs, where and how fast it runs; anything else would not continue the same training."""
 
 
 def _train_one(
@@ -143,6 +148,8 @@ def _start(run: Run, config: Config, mode: str, categories: list[str], resume: b
             f"{run.path} already holds a run: use --resume to continue it, --overwrite to replace it, or another --out"
         )
     if not resume:
+        for stale in (run.metrics_csv, run.metrics_json, run.metrics_md, run.test_scores, run.partial_test_scores):
+            stale.unlink(missing_ok=True)  # --overwrite: the replaced run's test results would describe another model
         write_yaml(config, run.config)
         run.write_index(mode, categories, finished=False)
 

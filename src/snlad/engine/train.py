@@ -10,6 +10,7 @@ is the caller's (``snlad.workflow.train``): training knows nothing of inference.
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import sys
 import threading
@@ -21,11 +22,13 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from snlad.config import Config, from_dict, write_yaml
-from snlad.data import AnomalyDataset, Sample
+from snlad.config import RESUMABLE_SETTINGS, Config, from_dict, write_yaml
+from snlad.data import Sample
+from snlad.data.cache import TrainingImages
 from snlad.engine.checkpoint import read_checkpoint, write_checkpoint
 from snlad.engine.device import resolve_device
 from snlad.engine.distributed import DistContext, per_rank_batch, unwrap, wrap_student
+from snlad.engine.feature_cache import TeacherFeatureCache
 from snlad.engine.precision import autocast
 from snlad.engine.run import ModelDir
 from snlad.engine.sampler import ResumableSampler
@@ -40,9 +43,10 @@ class TrainingInterrupted(SnladError):
 
 
 def _comparable(config: Config) -> dict:
-    """The config minus what may change on resume (the epoch budget, where and how fast it runs)."""
+    """The config minus what may change on resume (:data:`snlad.config.RESUMABLE_SETTINGS`)."""
     data = config.to_dict()
-    for section, key in (("train", "epochs"), ("train", "device"), ("data", "num_workers")):
+    for setting in RESUMABLE_SETTINGS:
+        section, key = setting.split(".")
         data[section].pop(key)
     return data
 
@@ -78,17 +82,28 @@ def _prepare(folder: ModelDir, config: Config, resume: bool, overwrite: bool) ->
     return None
 
 
-def _loader(
-    samples: Sequence[Sample], config: Config, sampler: ResumableSampler | None, batch_size: int | None = None
-) -> DataLoader:
+def _loader(images: TrainingImages, config: Config, sampler: ResumableSampler, batch_size: int) -> DataLoader:
+    # Fully cached images need no decoding: workers would only add process overhead.
+    workers = 0 if images.fully_cached else config.data.num_workers
     return DataLoader(
-        AnomalyDataset(samples, config.data.image_size),
-        batch_size=batch_size or config.train.batch_size,
+        images,
+        batch_size=batch_size,
         sampler=sampler,
-        num_workers=config.data.num_workers,
+        num_workers=workers,
         pin_memory=torch.cuda.is_available(),
         worker_init_fn=_ignore_interrupts,
+        persistent_workers=workers > 0,
     )
+
+
+def learning_rate(config: Config, done: float) -> float:
+    """The learning rate after ``done`` (fraction of all training images, 0..1) for ``train.schedule``."""
+    if config.train.schedule == "constant":
+        return config.train.lr
+    warmup = config.train.warmup_epochs / config.train.epochs
+    if done < warmup:
+        return config.train.lr * done / warmup
+    return config.train.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (done - warmup) / (1 - warmup))))
 
 
 def _ignore_interrupts(worker_id: int) -> None:
@@ -130,8 +145,17 @@ def fit(
         epoch, position = int(resume_state["epoch"]), int(resume_state["position"])
     device = resolve_device(config.train.device)
     sampler = ResumableSampler(len(samples), config.train.seed, context.rank, context.world_size)
-    loader = _loader(samples, config, sampler, per_rank_batch(config.train.batch_size, context))
+    images = TrainingImages(
+        samples,
+        config.data.image_size,
+        config.data.cache_mb * 2**20,
+        config.data.num_workers,
+        progress and context.is_main,
+    )
+    loader = _loader(images, config, sampler, per_rank_batch(config.train.batch_size, context))
+    teacher_cache = TeacherFeatureCache(len(samples), config.train.teacher_cache_mb * 2**20)
     step = wrap_student(model, context, device)  # the model itself in a single process
+    total_images = config.train.epochs * len(samples)
     model.train()
     while epoch < config.train.epochs:
         sampler.set_epoch(epoch, position)
@@ -145,15 +169,22 @@ def fit(
         )
         with deferred_interrupts() as interrupted:
             for batch in loader:
+                batch_size = batch["image"].shape[0]
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(
+                        config, (epoch * len(samples) + position + batch_size * context.world_size) / total_images
+                    )
+                cached = teacher_cache.lookup(batch["index"])
                 with autocast(device, config.train.amp):
                     teacher_features, student_features = step(
-                        batch["image"].to(device, non_blocking=True, memory_format=torch.channels_last)
+                        batch["image"].to(device, non_blocking=True, memory_format=torch.channels_last), cached
                     )
                     loss, parts = distillation_loss(teacher_features, student_features, config.loss)
+                if cached is None and teacher_cache.enabled:
+                    teacher_cache.store(batch["index"], teacher_features)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                batch_size = batch["image"].shape[0]
                 position += batch_size * context.world_size
                 seen += batch_size
                 for name, value in {"loss": loss.item(), **parts}.items():

@@ -36,8 +36,13 @@ class TeacherStudent(nn.Module):
     def student_features(self, images: torch.Tensor, teacher_features: Features) -> Features:
         raise NotImplementedError
 
-    def forward(self, images: torch.Tensor) -> tuple[Features, Features]:
-        """images: B x 3 x S x S in [0, 1] -> (teacher, student) features at strides 4, 8, 16."""
-        with torch.no_grad():
-            teacher_features = [f.detach() for f in self.teacher(images)]
+    def forward(self, images: torch.Tensor, teacher_features: Features | None = None) -> tuple[Features, Features]:
+        """images: B x 3 x S x S in [0, 1] -> (teacher, student) features at strides 4, 8, 16.
+
+        ``teacher_features`` already computed for these images (training reuses them
+        from epoch to epoch, ``snlad.engine.feature_cache``) skip the teacher.
+        """
+        if teacher_features is None:
+            with torch.no_grad():
+                teacher_features = [f.detach() for f in self.teacher(images)]
         return teacher_features, self.student_features(images, teacher_features)
