@@ -33,3 +33,22 @@ def test_same_seed_same_validation_set():
     config = api.resolve_config("fd", None, ["data.image_size=64"], categories=["bottle", "capsule"])
     first, second = synthetic_validation(DEMO, config, seed=1), synthetic_validation(DEMO, config, seed=1)
     assert all(torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"]) for a, b in zip(first, second))
+
+
+def test_validate_writes_the_validation_metrics_of_a_run(tmp_path):
+    config = api.resolve_config(
+        "fd",
+        None,
+        ["data.image_size=64", "train.epochs=1", "data.num_workers=0", "data.holdout_fraction=0.25"],
+        categories=["bottle", "metal_nut"],
+    )
+    api.train(config, DEMO, tmp_path / "run", progress=False)
+    results = api.validate(tmp_path / "run", DEMO)
+    assert set(results) == {"bottle", "metal_nut", "mean"}
+    assert all(0.0 <= results[c][k] <= 1.0 for c in results for k in ("image_auroc", "pixel_auroc", "aupro"))
+    assert (
+        results["mean"]["image_auroc"] == (results["bottle"]["image_auroc"] + results["metal_nut"]["image_auroc"]) / 2
+    )
+    assert (tmp_path / "run" / "validation.json").is_file() and "| mean |" in (
+        tmp_path / "run" / "validation.md"
+    ).read_text()

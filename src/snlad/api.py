@@ -32,6 +32,7 @@ from snlad.workflow import (
     run_model,
     test,
     train,
+    validate,
 )
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "run_model",
     "test",
     "train",
+    "validate",
 ]
 
 

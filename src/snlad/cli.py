@@ -207,6 +207,28 @@ def _test(args: argparse.Namespace) -> None:
     print(api.metrics_table(per_category), end="")
 
 
+def _add_validate(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    parser = commands.add_parser(
+        "validate",
+        parents=[common],
+        help="score a run on held-out normals + synthetic anomalies (choose settings here, never on test)",
+        description="Score a run on its validation set: the normal training images it held back, and copies of them with a "
+        "square pasted from another category's training image (cross-class cut-paste). No test image is read. Writes "
+        "RUN/validation.json and RUN/validation.md.",
+    )
+    parser.add_argument("--run", required=True, help="run directory written by `snlad train`")
+    parser.add_argument("--data", required=True, help="the data root the run was trained on")
+    parser.set_defaults(handler=_validate)
+
+
+def _validate(args: argparse.Namespace) -> None:
+    results = api.validate(args.run, args.data)
+    mean = results["mean"]
+    print(
+        f"validation (held-out normals + cut-paste): I-AUROC {100 * mean['image_auroc']:.1f}, P-AUROC {100 * mean['pixel_auroc']:.1f}, AUPRO {100 * mean['aupro']:.1f} -> {Run(Path(args.run)).validation_md}"
+    )
+
+
 def _add_predict(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = commands.add_parser(
         "predict",
@@ -392,6 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (
         _add_train,
         _add_test,
+        _add_validate,
         _add_predict,
         _add_experiment,
         _add_export,

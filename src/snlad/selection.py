@@ -69,12 +69,18 @@ def _metrics(batch: dict, maps: torch.Tensor, scores: torch.Tensor) -> dict[str,
     return {"image_auroc": image["image_auroc"], "pixel_auroc": pixel["pixel_auroc"], "aupro": pixel["aupro"]}
 
 
-def validation_metrics(trained: TrainedModel, batches: Sequence[dict]) -> dict[str, dict[str, float]]:
-    """Image AUROC, pixel AUROC and AUPRO per category on the synthetic validation set, plus the mean."""
-    fast = optimise_for_inference(trained)
-    results = {
-        batch["category"]: _metrics(batch, maps, scores) for batch, maps, scores in infer(fast, batches, progress=False)
-    }
+def validation_metrics(models: dict[str, TrainedModel], batches: Sequence[dict]) -> dict[str, dict[str, float]]:
+    """Image AUROC, pixel AUROC and AUPRO per category on the synthetic validation set, plus the mean.
+
+    ``models`` maps each category to the model that serves it (one model for all in a multi-class run).
+    """
+    fast: dict[int, TrainedModel] = {}
+    results = {}
+    for batch in batches:
+        trained = models[batch["category"]]
+        fast.setdefault(id(trained), optimise_for_inference(trained))
+        for _, maps, scores in infer(fast[id(trained)], [batch], progress=False):
+            results[batch["category"]] = _metrics(batch, maps, scores)
     results["mean"] = mean_over_categories(results)
     return results
 

@@ -36,7 +36,8 @@ from snlad.engine.train import train_model
 from snlad.engine.trained import TrainedModel, build_scorer
 from snlad.errors import SnladError, notice
 from snlad.export import export as export_graph
-from snlad.files import remove_stale_temporaries
+from snlad.files import atomic_write_text, remove_stale_temporaries, write_json
+from snlad.selection import synthetic_validation, validation_metrics
 from snlad.thresholds import Rule
 
 
@@ -327,3 +328,22 @@ def export(
             f"({', '.join(trained.calibration)}): export with --category C to embed C's"
         )
     return export_graph(trained, fmt, out, category)
+
+
+def validate(run_dir: str | Path, data_root: str | Path) -> dict[str, dict[str, float]]:
+    """Score a run on its validation set (held-out normals + cut-paste anomalies from other categories; no test image).
+
+    Writes ``RUN/validation.json`` and ``RUN/validation.md``; this is what settings are chosen on.
+    """
+    run = Run(Path(run_dir))
+    models = run.load_models()
+    config = from_dict(read_yaml(run.config), source=str(run.config))  # run-wide: every category, the hold-out
+    results = validation_metrics(models, synthetic_validation(data_root, config))
+    write_json(run.validation_json, results)
+    lines = ["| category | I-AUROC | P-AUROC | AUPRO |", "|---|---|---|---|"]
+    lines += [
+        f"| {c} | " + " | ".join(f"{100 * m[k]:.1f}" for k in ("image_auroc", "pixel_auroc", "aupro")) + " |"
+        for c, m in results.items()
+    ]
+    atomic_write_text(run.validation_md, "\n".join(lines) + "\n")
+    return results

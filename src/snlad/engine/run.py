@@ -103,6 +103,15 @@ class Run:
         return self.path / "test_scores.csv"
 
     @property
+    def validation_json(self) -> Path:
+        """``snlad validate``: metrics on held-out normals + synthetic anomalies (what settings are chosen on)."""
+        return self.path / "validation.json"
+
+    @property
+    def validation_md(self) -> Path:
+        return self.path / "validation.md"
+
+    @property
     def partial_test_scores(self) -> Path:
         """What an interrupted ``snlad test`` keeps: the scores of the categories it finished."""
         return self.path / "test_scores.partial.csv"
