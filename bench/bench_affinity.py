@@ -59,7 +59,7 @@ def child(kind: str, size: int, batch: int, runs: int, threads: int) -> dict:
         def op() -> None:
             with torch.inference_mode():
                 for t, s in zip(teacher, student):
-                    structural_distance(t, s.detach(), size)
+                    structural_distance(t, s.detach(), LossConfig(affinity_size=size))
 
     before = rss_mb()
     times = []

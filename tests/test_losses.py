@@ -4,14 +4,21 @@ import dataclasses
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from snlad.config import LossConfig, term_weights
 from snlad.losses import TERMS, distillation_loss
+from snlad.losses.affinity import local_affinity
 from snlad.losses.distillation import channel_loss, inter_affinity_loss, intra_affinity_loss, spatial_loss
 from snlad.models.cram import CRAM
 from snlad.scoring import structural_distance
 
 L1 = LossConfig(affinity_size=8, affinity_distance="l1")
+VARIANTS = {
+    "spatial kl": LossConfig(spatial_kind="kl", spatial_tau=0.5),
+    "local affinities": LossConfig(affinity_mode="local", affinity_window=3),
+    "batch inter": LossConfig(inter_kind="batch", affinity_size=4),
+}
 
 
 def test_every_config_term_has_exactly_one_implementation():
@@ -25,6 +32,59 @@ def test_term_is_zero_for_identical_features_and_positive_otherwise(name):
     teacher = torch.randn(2, 6, 8, 8)
     assert TERMS[name](teacher, teacher.clone(), L1).item() == pytest.approx(0.0, abs=1e-6)
     assert TERMS[name](teacher, torch.randn(2, 6, 8, 8), L1).item() > 1e-3
+
+
+@pytest.mark.parametrize("name", ["spatial", "intra", "inter"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_variant_is_zero_for_identical_features_and_positive_otherwise(name, variant):
+    torch.manual_seed(0)
+    teacher = torch.randn(3, 6, 8, 8)
+    assert TERMS[name](teacher, teacher.clone(), VARIANTS[variant]).item() == pytest.approx(0.0, abs=1e-6)
+    assert TERMS[name](teacher, torch.randn(3, 6, 8, 8), VARIANTS[variant]).item() > 1e-4
+
+
+def test_spatial_kl_matches_the_definition():
+    torch.manual_seed(7)
+    teacher, student = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    tau, total = 0.5, 0.0
+    for b in range(2):
+        for c in range(3):
+            p = torch.softmax(teacher[b, c].flatten() / tau, dim=0)
+            q = torch.softmax(student[b, c].flatten() / tau, dim=0)
+            total += float((p * (p / q).log()).sum())
+    expected = total / 6 * tau**2
+    assert spatial_loss(teacher, student, LossConfig(spatial_kind="kl", spatial_tau=tau)).item() == pytest.approx(
+        expected, rel=1e-5
+    )
+
+
+def test_local_affinities_match_a_direct_loop():
+    torch.manual_seed(8)
+    teacher, student = torch.randn(1, 4, 5, 5), torch.randn(1, 4, 5, 5)
+    local = local_affinity(teacher, student, 3)
+    t, s = F.normalize(teacher[0], dim=0), F.normalize(student[0], dim=0)
+    for index, (dy, dx) in enumerate((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)):
+        for y in range(5):
+            for x in range(5):
+                inside = 0 <= y + dy < 5 and 0 <= x + dx < 5
+                expected = float(t[:, y, x] @ s[:, y + dy, x + dx]) if inside else 0.0
+                assert local[0, index, y, x].item() == pytest.approx(expected, abs=1e-5)
+    settings = LossConfig(affinity_mode="local", affinity_window=3, affinity_distance="l2")
+    expected = (local_affinity(teacher, teacher, 3) - local_affinity(student, student, 3)).pow(2).mean()
+    assert intra_affinity_loss(teacher, student, settings).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_batch_inter_affinity_compares_positions_across_images_only():
+    torch.manual_seed(9)
+    teacher, student = torch.randn(3, 4, 2, 2), torch.randn(3, 4, 2, 2)
+    t = F.normalize(teacher.flatten(2), dim=1)  # B x C x N
+    s = F.normalize(student.flatten(2), dim=1)
+    squares = [((t[i].T @ t[j]) - (s[i].T @ s[j])).pow(2).mean() for i in range(3) for j in range(3) if i != j]
+    expected = torch.stack(squares).mean()
+    settings = LossConfig(inter_kind="batch", affinity_size=2, affinity_distance="l2")
+    assert inter_affinity_loss(teacher, student, settings).item() == pytest.approx(expected.item(), rel=1e-5)
+    # A batch of one image has no other image to compare with.
+    assert inter_affinity_loss(teacher[:1], student[:1], settings).item() == 0.0
 
 
 def direct_cosine_affinity(features: torch.Tensor) -> torch.Tensor:
@@ -56,7 +116,7 @@ def test_structural_map_distance_is_row_mean_of_affinity_difference():
     teacher, student = torch.randn(1, 5, 4, 4), torch.randn(1, 5, 4, 4)
     a_t, a_s = direct_cosine_affinity(teacher[0].flatten(1)), direct_cosine_affinity(student[0].flatten(1))
     expected = (a_t - a_s).abs().mean(dim=1).view(4, 4)
-    assert torch.allclose(structural_distance(teacher, student, 4)[0], expected, atol=1e-5)
+    assert torch.allclose(structural_distance(teacher, student, LossConfig(affinity_size=4))[0], expected, atol=1e-5)
 
 
 def test_spatial_and_channel_losses_match_definitions():
@@ -85,6 +145,20 @@ def test_gradients_reach_the_student_only_and_zero_weights_skip_terms():
     assert set(parts) == {"channel", "spatial", "intra", "inter"}
     _, parts = distillation_loss(teacher, student, LossConfig(channel=1.0))
     assert set(parts) == {"channel"}
+
+
+def test_centres_output_starts_as_the_soft_reconstruction_and_kmeans_ties_assignment_to_centres():
+    torch.manual_seed(6)
+    cram = CRAM(channels=3, num_centres=2, tau=0.5, output="centres").eval()
+    cluster = torch.cat([torch.randn(200, 3) * 0.05 + 2.0, torch.randn(200, 3) * 0.05 - 2.0])
+    cram.init_from_features(cluster, iterations=10)
+    assert sorted(cram.centres[:, 0].tolist()) == pytest.approx([-2.0, 2.0], abs=0.05)
+    x = torch.randn(1, 3, 4, 4)
+    logits = cram.assign(x) / cram.tau
+    distances = ((x.permute(0, 2, 3, 1)[..., None, :] - cram.centres) ** 2).sum(-1).permute(0, 3, 1, 2)
+    assert torch.allclose(torch.softmax(logits, 1), torch.softmax(-distances / cram.tau, 1), atol=1e-5)
+    reconstruction = torch.einsum("bkhw,kc->bchw", torch.softmax(logits, 1), cram.centres)
+    assert torch.allclose(cram(x), reconstruction, atol=1e-6)  # phi starts at zero
 
 
 def test_cram_is_identity_at_initialisation_and_learns():

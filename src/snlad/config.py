@@ -45,6 +45,11 @@ class ModelConfig:
     teacher_weights: str | None = None  # required for resnet18 / wide_resnet50_2
     cram: bool = False  # SNL part 2; on in the snl-* presets
     cram_centres: int = 16  # paper range 8-64 (reconstruction); see docs/results
+    cram_tau: float = 1.0  # temperature of CRAM's soft assignment
+    cram_output: str = (
+        "residual"  # "residual": x + phi(residual) (identity at start); "centres": centre reconstruction + phi
+    )
+    cram_init: str = "random"  # "random", or "kmeans" of the teacher's features of the compared level
 
 
 def term(weight: float) -> float:
@@ -66,8 +71,15 @@ class LossConfig:
     spatial: float = term(0.0)  # per-channel 1 - cos across positions (SNL spatial-wise)
     intra: float = term(0.0)  # |A_T - A_S| intra-affinity (SNL)
     inter: float = term(0.0)  # |A_TS - A_T| inter-affinity (SNL, reconstruction)
-    affinity_size: int = 16  # affinities on a grid of at most this side (cost: N^2, N = side^2)
+    affinity_size: int = 16  # "pooled": affinities on a grid of at most this side (cost: N^2, N = side^2)
     affinity_distance: str = "l2"  # "l1" or "l2" between affinity matrices
+    affinity_mode: str = (
+        "pooled"  # "pooled" (all pairs on the pooled grid) or "local" (k x k windows, native resolution)
+    )
+    affinity_window: int = 7  # "local": side k of each position's neighbourhood (odd)
+    spatial_kind: str = "cos"  # spatial-wise term: "cos" across positions, or "kl" of spatial softmaxes (CWD reading)
+    spatial_tau: float = 1.0  # "kl": softmax temperature (third-party SNL code: 1)
+    inter_kind: str = "cross"  # inter-affinity: "cross" (A_TS towards A_T) or "batch" (across the batch's images)
 
 
 def term_weights(loss: LossConfig) -> dict[str, float]:
@@ -222,8 +234,19 @@ def _validate(config: Config, source: str) -> None:
         (config.train.batch_size >= 1, "train.batch_size must be >= 1"),
         (config.train.lr > 0, "train.lr must be > 0"),
         (config.model.cram_centres >= 1, "model.cram_centres must be >= 1"),
+        (config.model.cram_tau > 0, "model.cram_tau must be > 0"),
+        (config.model.cram_output in ("residual", "centres"), "model.cram_output must be 'residual' or 'centres'"),
+        (config.model.cram_init in ("random", "kmeans"), "model.cram_init must be 'random' or 'kmeans'"),
         (config.loss.affinity_size >= 2, "loss.affinity_size must be >= 2"),
         (config.loss.affinity_distance in ("l1", "l2"), "loss.affinity_distance must be 'l1' or 'l2'"),
+        (config.loss.affinity_mode in ("pooled", "local"), "loss.affinity_mode must be 'pooled' or 'local'"),
+        (
+            config.loss.affinity_window >= 3 and config.loss.affinity_window % 2 == 1,
+            "loss.affinity_window must be odd and >= 3",
+        ),
+        (config.loss.spatial_kind in ("cos", "kl"), "loss.spatial_kind must be 'cos' or 'kl'"),
+        (config.loss.spatial_tau > 0, "loss.spatial_tau must be > 0"),
+        (config.loss.inter_kind in ("cross", "batch"), "loss.inter_kind must be 'cross' or 'batch'"),
         (config.map.image_score in ("max", "topk"), "map.image_score must be 'max' or 'topk'"),
         (0.0 < config.map.topk_fraction <= 1.0, "map.topk_fraction must be in (0, 1]"),
         (config.map.sigma >= 0, "map.sigma must be >= 0"),

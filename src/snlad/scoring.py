@@ -2,8 +2,8 @@
 
 Per level: the local distance ``1 - cos(T[:, p], S[:, p])`` plus, for SNL,
 ``beta`` times the structural distance ``mean_q |A_T(p, q) - A_S(p, q)|`` (the
-row of the intra-affinity difference, computed on the same pooled grid as the
-training loss). Levels are upsampled bilinearly to the input size, summed and
+row of the intra-affinity difference, from the same affinities as the training
+loss: on its pooled grid, or over each position's local window). Levels are upsampled bilinearly to the input size, summed and
 Gaussian-smoothed (sigma 4 at 256 px, as RD4AD; truncated at 4 sigma with
 mirror borders, as ``scipy.ndimage.gaussian_filter``); the image score is the
 map's max or the mean of its top-k pixels.
@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snlad.config import MapConfig
-from snlad.losses.affinity import affinity, pooled_positions
+from snlad.config import LossConfig, MapConfig
+from snlad.losses.affinity import affinity, local_affinity, pooled_positions
 from snlad.models.teacher_student import Features
 
 
@@ -71,12 +71,20 @@ def local_distance(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor
     return 1 - F.cosine_similarity(teacher, student, dim=1)
 
 
-def structural_distance(teacher: torch.Tensor, student: torch.Tensor, affinity_size: int) -> torch.Tensor:
-    """B x C x H x W pair -> B x h x w, mean_q |A_T(p, q) - A_S(p, q)| on the pooled grid (h, w <= affinity_size)."""
+def structural_distance(teacher: torch.Tensor, student: torch.Tensor, settings: LossConfig) -> torch.Tensor:
+    """B x C x H x W pair -> B x h x w, mean_q |A_T(p, q) - A_S(p, q)|, the affinities of the training loss.
+
+    "pooled": over all q of the pooled grid (h, w <= affinity_size); "local": over the
+    k x k window around p, at the level's own resolution (h, w = H, W).
+    """
+    if settings.affinity_mode == "local":
+        window = settings.affinity_window
+        return (local_affinity(teacher, teacher, window) - local_affinity(student, student, window)).abs().mean(dim=1)
     height, width = teacher.shape[-2:]
-    t, s = pooled_positions(teacher, affinity_size), pooled_positions(student, affinity_size)
+    size = settings.affinity_size
+    t, s = pooled_positions(teacher, size), pooled_positions(student, size)
     difference = (affinity(t, t) - affinity(s, s)).abs().mean(dim=2)  # B x N
-    return difference.view(-1, min(height, affinity_size), min(width, affinity_size))
+    return difference.view(-1, min(height, size), min(width, size))
 
 
 class AnomalyScorer(nn.Module):
@@ -87,14 +95,16 @@ class AnomalyScorer(nn.Module):
     each, and for each side of the structural grid.
     """
 
-    def __init__(self, config: MapConfig, image_size: int, affinity_size: int, level_sides: Sequence[int]) -> None:
+    def __init__(self, config: MapConfig, image_size: int, affinity: LossConfig, level_sides: Sequence[int]) -> None:
         super().__init__()
         self.beta = config.beta
         self.image_size = image_size
-        self.affinity_size = affinity_size
+        self.affinity = (
+            affinity  # how the structural distance compares positions: the training loss's affinity settings
+        )
         self.topk = 1 if config.image_score == "max" else max(1, math.ceil(config.topk_fraction * image_size**2))
         blur = blur_matrix(image_size, config.sigma)
-        sides = set(level_sides) | {min(side, affinity_size) for side in level_sides}
+        sides = set(level_sides) | {min(side, affinity.affinity_size) for side in level_sides}
         for side in sorted(sides):
             projection = torch.from_numpy(blur @ bilinear_matrix(side, image_size)).float()
             self.register_buffer(f"k{side}", projection, persistent=False)
@@ -113,7 +123,7 @@ class AnomalyScorer(nn.Module):
         """One level's contribution to the smoothed map, B x S x S."""
         level = self.project(local_distance(teacher, student))
         if self.beta > 0:
-            level = level + self.beta * self.project(structural_distance(teacher, student, self.affinity_size))
+            level = level + self.beta * self.project(structural_distance(teacher, student, self.affinity))
         return level
 
     def forward(self, teacher: Features, student: Features) -> tuple[torch.Tensor, torch.Tensor]:

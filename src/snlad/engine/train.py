@@ -217,6 +217,25 @@ def fit(
             )
 
 
+KMEANS_IMAGES = 32  # training images whose teacher features seed the CRAM centres
+KMEANS_POSITIONS = 20_000  # feature positions k-means runs on, per level
+
+
+@torch.no_grad()
+def init_crams_from_teacher(model: TeacherStudent, samples: Sequence[Sample], config: Config) -> None:
+    """``model.cram_init=kmeans``: each CRAM's centres from k-means of the teacher's features of its compared level."""
+    images = TrainingImages(
+        samples[:: max(1, len(samples) // KMEANS_IMAGES)][:KMEANS_IMAGES], config.data.image_size, 0
+    )
+    batch = torch.stack([images[i]["image"] for i in range(len(images))]).to(next(model.parameters()).device)
+    features = model.teacher(batch)
+    generator = torch.Generator().manual_seed(config.train.seed)
+    for cram, level in zip(model.crams, model.cram_levels, strict=True):
+        positions = features[level].permute(0, 2, 3, 1).reshape(-1, features[level].shape[1]).cpu()
+        chosen = torch.randperm(len(positions), generator=generator)[:KMEANS_POSITIONS]
+        cram.init_from_features(positions[chosen], seed=config.train.seed)
+
+
 @contextlib.contextmanager
 def deferred_interrupts() -> Iterator[Callable[[], bool]]:
     """Turn SIGINT/SIGTERM into a flag checked between optimiser steps.
@@ -264,6 +283,8 @@ def train_model(
     torch.manual_seed(config.train.seed)
     # Channels-last: 1.3-1.4x faster training steps on CPU (measured, FD and RD at 256 px).
     model = build_model(config.model).to(resolve_device(config.train.device), memory_format=torch.channels_last)
+    if config.model.cram and config.model.cram_init == "kmeans" and resume_state is None:
+        init_crams_from_teacher(model, samples, config)
     if context.is_main:
         write_yaml(config, folder.config)
     fit(model, samples, config, folder, resume_state, progress, context)

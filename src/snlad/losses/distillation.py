@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from snlad.config import LossConfig, term_weights
-from snlad.losses.affinity import affinity, pooled_positions
+from snlad.losses.affinity import affinity, batch_affinity, local_affinity, pooled_positions
 from snlad.models.teacher_student import Features
 
 Term = Callable[[torch.Tensor, torch.Tensor, LossConfig], torch.Tensor]
@@ -32,8 +32,19 @@ def whole_map_loss(teacher: torch.Tensor, student: torch.Tensor, config: LossCon
 
 
 def spatial_loss(teacher: torch.Tensor, student: torch.Tensor, config: LossConfig) -> torch.Tensor:
-    """Mean over channels of 1 - cos across positions (SNL spatial-wise distillation)."""
-    return (1 - F.cosine_similarity(teacher.flatten(2), student.flatten(2), dim=2)).mean()
+    """SNL spatial-wise distillation, per channel over positions (``loss.spatial_kind``).
+
+    "cos": mean over channels of 1 - cos(T[c, :], S[c, :]). "kl": mean over channels
+    of KL(P_T || P_S) between softmax distributions over positions with temperature
+    tau (channel-wise distillation, Shu et al. 2021; the reading the third-party
+    SNL code supports), times tau^2 so the gradient scale does not depend on tau.
+    """
+    if config.spatial_kind == "cos":
+        return (1 - F.cosine_similarity(teacher.flatten(2), student.flatten(2), dim=2)).mean()
+    tau = config.spatial_tau
+    log_p_teacher = F.log_softmax(teacher.flatten(2).float() / tau, dim=2)
+    log_p_student = F.log_softmax(student.flatten(2).float() / tau, dim=2)
+    return (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=2).mean() * tau**2
 
 
 def _distance(a: torch.Tensor, b: torch.Tensor, kind: str) -> torch.Tensor:
@@ -42,13 +53,36 @@ def _distance(a: torch.Tensor, b: torch.Tensor, kind: str) -> torch.Tensor:
 
 
 def intra_affinity_loss(teacher: torch.Tensor, student: torch.Tensor, config: LossConfig) -> torch.Tensor:
-    """Distance between A_T = T^T T and A_S = S^T S (position-normalised, pooled grid)."""
+    """Distance between the teacher's and the student's affinities among positions of one image (``loss.affinity_mode``)."""
+    if config.affinity_mode == "local":
+        window = config.affinity_window
+        return _distance(
+            local_affinity(teacher, teacher, window), local_affinity(student, student, window), config.affinity_distance
+        )
     t, s = pooled_positions(teacher, config.affinity_size), pooled_positions(student, config.affinity_size)
     return _distance(affinity(t, t), affinity(s, s), config.affinity_distance)
 
 
 def inter_affinity_loss(teacher: torch.Tensor, student: torch.Tensor, config: LossConfig) -> torch.Tensor:
-    """Distance between A_TS = T^T S and A_T: the student relates to the teacher as the teacher to itself."""
+    """SNL inter-affinity distillation (``loss.inter_kind``).
+
+    "cross": the teacher-student cross affinity A_TS pushed towards A_T (the student
+    relates to the teacher as the teacher to itself), pooled or local as the intra
+    term. "batch": positions of one image against positions of the *other* images of
+    the batch (in a multi-class batch, often other products), on the pooled grid: the
+    student must relate different images, i.e. different classes, as the teacher does.
+    """
+    if config.inter_kind == "batch":
+        t, s = pooled_positions(teacher, config.affinity_size), pooled_positions(student, config.affinity_size)
+        if len(t) < 2:
+            return teacher.new_zeros(())
+        other = ~torch.eye(len(t), dtype=torch.bool, device=t.device)
+        return _distance(batch_affinity(t, t)[other], batch_affinity(s, s)[other], config.affinity_distance)
+    if config.affinity_mode == "local":
+        window = config.affinity_window
+        return _distance(
+            local_affinity(teacher, student, window), local_affinity(teacher, teacher, window), config.affinity_distance
+        )
     t, s = pooled_positions(teacher, config.affinity_size), pooled_positions(student, config.affinity_size)
     return _distance(affinity(t, s), affinity(t, t), config.affinity_distance)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from snlad.backbones import build_backbone
 from snlad.config import ModelConfig
+from snlad.models.cram import build_crams
 from snlad.models.fd import FeatureDistillation
 from snlad.models.rd import ReverseDistillation
 from snlad.models.teacher_student import Features, TeacherStudent
@@ -18,5 +19,5 @@ def build_model(config: ModelConfig, pretrained_teacher: bool = True) -> Teacher
     base = config.name.removeprefix("snl-")
     if base == "fd":
         student = build_backbone(config.teacher, pretrained=False)
-        return FeatureDistillation(teacher, student, config.cram, config.cram_centres)
-    return ReverseDistillation(teacher, config.cram, config.cram_centres)
+        return FeatureDistillation(teacher, student, build_crams(config, student.channels))
+    return ReverseDistillation(teacher, build_crams(config, teacher.channels[::-1]))

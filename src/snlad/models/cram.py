@@ -2,39 +2,81 @@
 
 The paper adds a CRAM after every student block to "encapsulate the normal
 representation space of the student". Our reading (NetVLAD-like, see
-SNL_METHOD.md): K learnable centres, a soft assignment of every position to
-the centres, and the residual to the assigned centres fed back through a
-zero-initialised projection, so the module starts as the identity and learns
-how far to pull features towards normal centres.
+SNL_METHOD.md): K centres, a soft assignment of every position to them, and
+the residual to the assigned centres through a zero-initialised projection.
+Variants (``model.cram_*``, measured in docs/results):
+
+- ``cram_output`` "residual": ``y = x + phi(x - sum_k a_k c_k)``, the identity
+  at initialisation (the module learns how far to move features);
+  "centres": ``y = sum_k a_k c_k + phi(x - sum_k a_k c_k)``, features start as
+  their soft reconstruction from the centres, so what no centre explains must
+  be learned back through ``phi`` (the normal-space bottleneck reading).
+- ``cram_tau``: temperature of the assignment softmax (small = hard assignment).
+- ``cram_init`` "random" or "kmeans": centres (and the assignment, as
+  NetVLAD's ``softmax(-|x - c_k|^2 / tau)``) from k-means of the teacher's
+  features of the level the CRAM's output is compared with
+  (:func:`init_from_features`, called before training starts).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
+from snlad.config import ModelConfig
+
 
 class CRAM(nn.Module):
-    """y = x + phi(x - sum_k a_k(x) c_k), with phi's last BatchNorm zero-initialised.
+    """Soft assignment to K centres and a zero-initialised projection of the residual (see module docstring).
 
     Since the soft assignments sum to one, ``sum_k a_k (x - c_k)`` equals
     ``x - sum_k a_k c_k``; computing it that way avoids a B x K x C x H x W tensor.
     """
 
-    def __init__(self, channels: int, num_centres: int) -> None:
+    def __init__(self, channels: int, num_centres: int, tau: float = 1.0, output: str = "residual") -> None:
         super().__init__()
         self.assign = nn.Conv2d(channels, num_centres, kernel_size=1)
         self.centres = nn.Parameter(torch.randn(num_centres, channels) * 0.1)
         self.project = nn.Sequential(nn.Conv2d(channels, channels, kernel_size=1, bias=False), nn.BatchNorm2d(channels))
-        nn.init.zeros_(self.project[1].weight)  # identity at initialisation
+        nn.init.zeros_(self.project[1].weight)  # phi = 0 at initialisation
+        self.tau = tau
+        self.output = output
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: B x C x H x W -> B x C x H x W."""
-        assignment = torch.softmax(self.assign(x), dim=1)  # B x K x H x W
-        aggregated_centres = torch.einsum("bkhw,kc->bchw", assignment, self.centres)
-        return x + self.project(x - aggregated_centres)
+        assignment = torch.softmax(self.assign(x) / self.tau, dim=1)  # B x K x H x W
+        aggregated = torch.einsum("bkhw,kc->bchw", assignment, self.centres)
+        base = x if self.output == "residual" else aggregated
+        return base + self.project(x - aggregated)
+
+    @torch.no_grad()
+    def init_from_features(self, features: torch.Tensor, iterations: int = 20, seed: int = 0) -> None:
+        """Centres = k-means of ``features`` (N x C positions); assignment = softmax(-|x - c_k|^2 / tau) of them."""
+        centres = kmeans(features.float(), self.centres.shape[0], iterations, seed)
+        self.centres.copy_(centres)
+        # -|x - c|^2 = 2 c.x - |c|^2 - |x|^2, and |x|^2 is the same for every k: a 1x1 conv computes the rest.
+        self.assign.weight.copy_((2 * centres).view(*self.assign.weight.shape))  # forward divides by tau
+        self.assign.bias.copy_(-(centres**2).sum(dim=1))
 
 
-def maybe_cram(enabled: bool, channels: int, num_centres: int) -> nn.Module:
-    """A CRAM where the config switches it on, else the identity (same call site for ablations)."""
-    return CRAM(channels, num_centres) if enabled else nn.Identity()
+def kmeans(points: torch.Tensor, k: int, iterations: int, seed: int) -> torch.Tensor:
+    """Lloyd's k-means of ``points`` (N x C) from k distinct random points; an emptied cluster keeps its centre."""
+    generator = torch.Generator().manual_seed(seed)
+    centres = points[torch.randperm(len(points), generator=generator)[:k]].clone()
+    for _ in range(iterations):
+        nearest = torch.cdist(points, centres).argmin(dim=1)
+        for index in range(len(centres)):
+            members = points[nearest == index]
+            if len(members):
+                centres[index] = members.mean(dim=0)
+    return centres
+
+
+def build_crams(config: ModelConfig, channels: Sequence[int]) -> nn.ModuleList:
+    """One CRAM per student level where ``model.cram`` switches them on, else identities (same call site for ablations)."""
+    return nn.ModuleList(
+        CRAM(c, config.cram_centres, config.cram_tau, config.cram_output) if config.cram else nn.Identity()
+        for c in channels
+    )

@@ -10,15 +10,15 @@ import torch
 from torch import nn
 
 from snlad.backbones import Backbone
-from snlad.models.cram import maybe_cram
 from snlad.models.teacher_student import Features, TeacherStudent
 
 
 class FeatureDistillation(TeacherStudent):
-    def __init__(self, teacher: Backbone, student: Backbone, cram: bool, cram_centres: int) -> None:
+    def __init__(self, teacher: Backbone, student: Backbone, crams: nn.ModuleList) -> None:
         super().__init__(teacher)
         self.student = student
-        self.crams = nn.ModuleList(maybe_cram(cram, c, cram_centres) for c in student.channels)
+        self.crams = crams  # after student stage i, compared with teacher level i
+        self.cram_levels = (0, 1, 2)
 
     def student_features(self, images: torch.Tensor, teacher_features: Features) -> Features:
         features = []

@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from snlad.backbones import Backbone
-from snlad.models.cram import maybe_cram
 from snlad.models.teacher_student import Features, TeacherStudent
 
 
@@ -86,14 +85,15 @@ class DecoderStage(nn.Module):
 
 
 class ReverseDistillation(TeacherStudent):
-    def __init__(self, teacher: Backbone, cram: bool, cram_centres: int) -> None:
+    def __init__(self, teacher: Backbone, crams: nn.ModuleList) -> None:
         super().__init__(teacher)
         c1, c2, c3 = teacher.channels
         bottleneck = 2 * c3
         self.bottleneck = OCBE(teacher.channels, bottleneck)
         # Deepest first: stride 32 -> 16 -> 8 -> 4.
         self.decoder = nn.ModuleList([DecoderStage(bottleneck, c3), DecoderStage(c3, c2), DecoderStage(c2, c1)])
-        self.crams = nn.ModuleList(maybe_cram(cram, c, cram_centres) for c in (c3, c2, c1))
+        self.crams = crams  # after decoder stage i (deepest first), compared with teacher level 2 - i
+        self.cram_levels = (2, 1, 0)
 
     def student_features(self, images: torch.Tensor, teacher_features: Features) -> Features:
         x = self.bottleneck(teacher_features)

@@ -30,6 +30,9 @@ class TeacherStudent(nn.Module):
         self.teacher.eval()
         return self
 
+    cram_levels: tuple[int, ...] = ()
+    """The teacher level each entry of ``crams`` (where a model has them) is compared with."""
+
     def student_parameters(self) -> list[nn.Parameter]:
         return [p for name, p in self.named_parameters() if not name.startswith("teacher.")]
 
