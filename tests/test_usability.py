@@ -53,6 +53,24 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def train_argv(out: Path, *extra: str) -> list[str]:
+    """``snlad train`` of fd on demo bottle into ``out``, tiny and quiet."""
+    return [
+        "--quiet",
+        "train",
+        "--data",
+        str(DEMO),
+        "--category",
+        "bottle",
+        "--model",
+        "fd",
+        "--out",
+        str(out),
+        *SETS,
+        *extra,
+    ]
+
+
 def scores(path: Path) -> list[dict]:
     with path.open(newline="") as handle:
         return list(csv.DictReader(handle))
@@ -147,7 +165,7 @@ def test_overlays_are_coloured_by_the_calibration_with_the_threshold_at_two_thir
 
 def test_resume_from_the_stored_config_more_epochs_allowed_other_changes_refused(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
-    base = ["--quiet", "train", "--data", str(DEMO), "--category", "bottle", "--model", "fd", "--out", str(out), *SETS]
+    base = train_argv(out)
     assert main(base) == 0
     assert (
         main(["train", "--data", str(DEMO), "--out", str(out), "--resume", "--set", "train.epochs=2", "--quiet"]) == 0
@@ -355,31 +373,9 @@ def test_metrics_table_says_a_small_category_is_indicative(run: Path) -> None:
 def test_a_second_train_on_a_locked_run_gets_a_clear_error(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     with Run(out).lock():
-        assert (
-            main(
-                [
-                    "--quiet",
-                    "train",
-                    "--data",
-                    str(DEMO),
-                    "--category",
-                    "bottle",
-                    "--model",
-                    "fd",
-                    "--out",
-                    str(out),
-                    *SETS,
-                ]
-            )
-            == 2
-        )
+        assert main(train_argv(out)) == 2
     assert f"is in use by another snlad train (pid {os.getpid()})" in capsys.readouterr().err
-    assert (
-        main(
-            ["--quiet", "train", "--data", str(DEMO), "--category", "bottle", "--model", "fd", "--out", str(out), *SETS]
-        )
-        == 0
-    )
+    assert main(train_argv(out)) == 0
 
 
 def test_an_interrupted_test_keeps_the_scores_so_far(run: Path, tmp_path: Path, monkeypatch, capsys) -> None:
@@ -410,54 +406,15 @@ def test_stale_temporary_files_are_cleaned_on_the_next_start(tmp_path: Path) -> 
         path.write_bytes(b"x")
     os.utime(stale, (time.time() - 3600, time.time() - 3600))
     os.utime(foreign, (time.time() - 3600, time.time() - 3600))
-    assert (
-        main(
-            ["--quiet", "train", "--data", str(DEMO), "--category", "bottle", "--model", "fd", "--out", str(out), *SETS]
-        )
-        == 0
-    )
+    assert main(train_argv(out)) == 0
     assert not stale.exists() and fresh.exists() and foreign.exists()  # only old files of snlad's own naming
 
 
 def test_oversubscription_is_said_once(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(device, "busy_threads_elsewhere", lambda: 3)
-    assert (
-        main(
-            [
-                "--quiet",
-                "train",
-                "--data",
-                str(DEMO),
-                "--category",
-                "bottle",
-                "--model",
-                "fd",
-                "--out",
-                str(tmp_path / "r"),
-                *SETS,
-            ]
-        )
-        == 0
-    )
+    assert main(train_argv(tmp_path / "r")) == 0
     err = capsys.readouterr().err
     assert err.count("thread(s) of other processes are busy") == 1 and "--threads N" in err
     monkeypatch.setattr(device, "busy_threads_elsewhere", lambda: 0)
-    assert (
-        main(
-            [
-                "--quiet",
-                "train",
-                "--data",
-                str(DEMO),
-                "--category",
-                "bottle",
-                "--model",
-                "fd",
-                "--out",
-                str(tmp_path / "s"),
-                *SETS,
-            ]
-        )
-        == 0
-    )
+    assert main(train_argv(tmp_path / "s")) == 0
     assert "busy" not in capsys.readouterr().err

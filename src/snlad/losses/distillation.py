@@ -52,15 +52,16 @@ def _distance(a: torch.Tensor, b: torch.Tensor, kind: str) -> torch.Tensor:
     return difference.abs().mean() if kind == "l1" else difference.pow(2).mean()
 
 
-def intra_affinity_loss(teacher: torch.Tensor, student: torch.Tensor, config: LossConfig) -> torch.Tensor:
-    """Distance between the teacher's and the student's affinities among positions of one image (``loss.affinity_mode``)."""
+def _affinity(a: torch.Tensor, b: torch.Tensor, config: LossConfig) -> torch.Tensor:
+    """Cosine affinities of a's positions to b's, as ``loss.affinity_mode`` computes them (pooled grid, or local windows)."""
     if config.affinity_mode == "local":
-        window = config.affinity_window
-        return _distance(
-            local_affinity(teacher, teacher, window), local_affinity(student, student, window), config.affinity_distance
-        )
-    t, s = pooled_positions(teacher, config.affinity_size), pooled_positions(student, config.affinity_size)
-    return _distance(affinity(t, t), affinity(s, s), config.affinity_distance)
+        return local_affinity(a, b, config.affinity_window)
+    return affinity(pooled_positions(a, config.affinity_size), pooled_positions(b, config.affinity_size))
+
+
+def intra_affinity_loss(teacher: torch.Tensor, student: torch.Tensor, config: LossConfig) -> torch.Tensor:
+    """Distance between the teacher's and the student's affinities among positions of one image."""
+    return _distance(_affinity(teacher, teacher, config), _affinity(student, student, config), config.affinity_distance)
 
 
 def inter_affinity_loss(teacher: torch.Tensor, student: torch.Tensor, config: LossConfig) -> torch.Tensor:
@@ -72,19 +73,15 @@ def inter_affinity_loss(teacher: torch.Tensor, student: torch.Tensor, config: Lo
     the batch (in a multi-class batch, often other products), on the pooled grid: the
     student must relate different images, i.e. different classes, as the teacher does.
     """
-    if config.inter_kind == "batch":
-        t, s = pooled_positions(teacher, config.affinity_size), pooled_positions(student, config.affinity_size)
-        if len(t) < 2:
-            return teacher.new_zeros(())
-        other = ~torch.eye(len(t), dtype=torch.bool, device=t.device)
-        return _distance(batch_affinity(t, t)[other], batch_affinity(s, s)[other], config.affinity_distance)
-    if config.affinity_mode == "local":
-        window = config.affinity_window
+    if config.inter_kind == "cross":
         return _distance(
-            local_affinity(teacher, student, window), local_affinity(teacher, teacher, window), config.affinity_distance
+            _affinity(teacher, student, config), _affinity(teacher, teacher, config), config.affinity_distance
         )
     t, s = pooled_positions(teacher, config.affinity_size), pooled_positions(student, config.affinity_size)
-    return _distance(affinity(t, s), affinity(t, t), config.affinity_distance)
+    if len(t) < 2:
+        return teacher.new_zeros(())
+    other = ~torch.eye(len(t), dtype=torch.bool, device=t.device)
+    return _distance(batch_affinity(t, t)[other], batch_affinity(s, s)[other], config.affinity_distance)
 
 
 TERMS: dict[str, Term] = {
