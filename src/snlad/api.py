@@ -79,7 +79,7 @@ def experiment(
     tables_only: bool = False,
     progress: bool = True,
 ) -> dict[str, Path]:
-    """Train and test every configuration x seed x mode of an experiment file; returns each mode's table."""
+    """Train, test and validate every configuration x seed x mode of an experiment file; returns the tables written."""
     return run_experiment(
         load_experiment(path),
         data_root,

@@ -372,7 +372,9 @@ def _add_experiment(commands: argparse._SubParsersAction, common: argparse.Argum
         parents=[common],
         help="train and test a list of configurations; write comparison tables",
         description="Run an experiment file (configs/experiments/*.yaml): every configuration x seed x mode is trained and tested into "
-        "OUT/<mode>/<name>/seed<k>; finished runs are skipped, interrupted ones resumed. Writes OUT/results-<mode>.md and .csv.",
+        "OUT/<mode>/<name>/seed<k>, then validated on held-out normals + cross-class cut-paste (unless the file says validate: "
+        "false); finished runs are skipped, interrupted ones resumed. Writes OUT/results-<mode>.md and .csv (test sets) and "
+        "OUT/results-<mode>-validation.md and .csv (validation sets: choose settings on these).",
     )
     parser.add_argument("--experiment", required=True, help="experiment YAML, e.g. configs/experiments/cpu.yaml")
     parser.add_argument("--data", required=True, help="data root")

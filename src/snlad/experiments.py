@@ -5,6 +5,12 @@ seeds, modes and configurations (a model name plus overrides). Each
 (mode, configuration, seed) is one run directory ``OUT/<mode>/<name>/seed<k>``;
 a run whose ``metrics.json`` exists is not trained again, and a run with a
 checkpoint resumes, so the whole experiment can be stopped and restarted.
+
+Each run is also scored on its validation set (``validate: true``, the
+default: held-out normals + cross-class cut-paste, ``snlad validate``), and
+the validation numbers get tables of their own beside the test tables
+(``results-<mode>-validation.md``): settings are chosen on those, the test
+tables only report.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from snlad.errors import SnladError
 from snlad.files import atomic_write_text, write_csv
 
 TABLE_METRICS = (("image_auroc", "I-AUROC"), ("pixel_auroc", "P-AUROC"), ("aupro", "AUPRO"))
+TEST, VALIDATION = "test", "validation"  # what a table reports: the test sets, or the validation sets (chosen on)
 
 
 @dataclass
@@ -34,11 +41,12 @@ class Experiment:
     modes: list[str]
     configurations: dict[str, dict[str, Any]]
     categories: list[str] | None
+    validate: bool = True
 
 
 def load_experiment(path: str | Path) -> Experiment:
     values = read_yaml(path)
-    known = {"name", "settings", "seeds", "modes", "configurations", "categories"}
+    known = {"name", "settings", "seeds", "modes", "configurations", "categories", "validate"}
     unknown = set(values) - known
     if unknown:
         raise SnladError(
@@ -62,6 +70,7 @@ def load_experiment(path: str | Path) -> Experiment:
         modes,
         configurations,
         values.get("categories"),
+        bool(values.get("validate", True)),
     )
 
 
@@ -75,7 +84,7 @@ def run_experiment(
     tables_only: bool = False,
     progress: bool = True,
 ) -> dict[str, Path]:
-    """Train and test every (mode, configuration, seed) not yet done; write one table per mode.
+    """Train, test and validate every (mode, configuration, seed) not yet done; write the tables of each mode.
 
     ``only``/``seeds``/``modes`` restrict what is trained (several processes can
     share one experiment that way); ``tables_only`` trains nothing.
@@ -95,6 +104,8 @@ def run_experiment(
             for seed in [s for s in experiment.seeds if seeds is None or s in seeds]:
                 run = Run(out_dir / mode / name / f"seed{seed}")
                 if run.metrics_json.exists():
+                    if experiment.validate and not run.validation_json.exists():
+                        workflow.validate(run.path, data_root)
                     continue
                 overrides = experiment.settings + list(spec.get("set", [])) + [f"train.seed={seed}"]
                 config = workflow.resolve_config(spec["model"], None, overrides, categories=categories)
@@ -110,15 +121,25 @@ def run_experiment(
                     progress=progress,
                 )
                 workflow.test(run.path, data_root, categories, progress=progress)
-        tables[mode] = write_tables(out_dir, mode, list(experiment.configurations), experiment.seeds, categories)
+                if experiment.validate:
+                    workflow.validate(run.path, data_root)
+        names_all = list(experiment.configurations)
+        tables[mode] = write_tables(out_dir, mode, names_all, experiment.seeds, categories)
+        if experiment.validate:
+            tables[f"{mode}-validation"] = write_tables(
+                out_dir, mode, names_all, experiment.seeds, categories, VALIDATION
+            )
     return tables
 
 
-def collect(out_dir: Path, mode: str, name: str, seeds: list[int]) -> dict[int, dict[str, dict[str, float]]]:
-    """Metrics of each finished seed of one configuration."""
+def collect(
+    out_dir: Path, mode: str, name: str, seeds: list[int], source: str = TEST
+) -> dict[int, dict[str, dict[str, float]]]:
+    """Metrics (``source`` TEST: metrics.json; VALIDATION: validation.json) of each finished seed of one configuration."""
     results = {}
     for seed in seeds:
-        path = Run(out_dir / mode / name / f"seed{seed}").metrics_json
+        run = Run(out_dir / mode / name / f"seed{seed}")
+        path = run.metrics_json if source == TEST else run.validation_json
         if path.exists():
             results[seed] = json.loads(path.read_text())
     return results
@@ -132,14 +153,16 @@ def _cell(values: list[float]) -> str:
     return f"{mean:.1f}" if len(values) == 1 else f"{mean:.1f} ± {100 * float(np.std(values)):.1f}"
 
 
-def _coverage_note(out_dir: Path, mode: str, names: list[str], seeds: list[int], key: str, total: int) -> str:
+def _coverage_note(
+    out_dir: Path, mode: str, names: list[str], seeds: list[int], key: str, total: int, source: str
+) -> str:
     """Under a pixel-metric table: over how many categories its 'mean' column is taken (categories without masks have none)."""
     if key == "image_auroc":
         return ""
     covered = {
         r["mean"].get("pixel_categories")
         for n in names
-        for r in collect(out_dir, mode, n, seeds).values()
+        for r in collect(out_dir, mode, n, seeds, source).values()
         if "mean" in r
     }
     covered.discard(None)
@@ -148,10 +171,17 @@ def _coverage_note(out_dir: Path, mode: str, names: list[str], seeds: list[int],
     return f"mean: over the {', '.join(str(c) for c in sorted(covered))} of {total} categories with defect masks (n/a: image-level labels only)."
 
 
-def write_tables(out_dir: Path, mode: str, names: list[str], seeds: list[int], categories: list[str]) -> Path:
-    """results-<mode>.md (mean ± std over seeds) and results-<mode>.csv (one row per run and category)."""
+def write_tables(
+    out_dir: Path, mode: str, names: list[str], seeds: list[int], categories: list[str], source: str = TEST
+) -> Path:
+    """results-<mode>.md (mean ± std over seeds) and results-<mode>.csv (one row per run and category).
+
+    With ``source`` VALIDATION: the same of the validation numbers, results-<mode>-validation.md / .csv.
+    """
     columns = [*categories, "mean"]
-    lines = [f"## {mode}", ""]
+    suffix = "" if source == TEST else f"-{VALIDATION}"
+    what = "test sets" if source == TEST else "validation sets (held-out normals + cross-class cut-paste)"
+    lines = [f"## {mode}: {what}", ""]
     for key, label in TABLE_METRICS:
         lines += [
             f"### {label} (%, mean ± std over seeds)",
@@ -160,22 +190,24 @@ def write_tables(out_dir: Path, mode: str, names: list[str], seeds: list[int], c
             "|" + "---|" * (len(columns) + 2),
         ]
         for name in names:
-            results = collect(out_dir, mode, name, seeds).values()
+            results = collect(out_dir, mode, name, seeds, source).values()
             if not results:
                 continue
             cells = [_cell([r[c][key] for r in results if c in r]) for c in columns]
             lines.append(f"| {name} | {len(results)} | " + " | ".join(cells) + " |")
-        lines += [_coverage_note(out_dir, mode, names, seeds, key, len(categories)), ""]
+        lines += [_coverage_note(out_dir, mode, names, seeds, key, len(categories), source), ""]
     rows = [
         [name, seed, category, *(result[category][key] for key, _ in TABLE_METRICS)]
         for name in names
-        for seed, result in collect(out_dir, mode, name, seeds).items()
+        for seed, result in collect(out_dir, mode, name, seeds, source).items()
         for category in columns
         if category in result
     ]
-    path = out_dir / f"results-{mode}.md"
+    path = out_dir / f"results-{mode}{suffix}.md"
     atomic_write_text(path, "\n".join(lines))
     write_csv(
-        out_dir / f"results-{mode}.csv", ["configuration", "seed", "category", *(key for key, _ in TABLE_METRICS)], rows
+        out_dir / f"results-{mode}{suffix}.csv",
+        ["configuration", "seed", "category", *(key for key, _ in TABLE_METRICS)],
+        rows,
     )
     return path

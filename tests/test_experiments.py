@@ -1,0 +1,88 @@
+"""The experiment runner: every run trained, tested and validated once; tables equal to the runs' own files."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from snlad import api
+from snlad.engine.run import Run
+from snlad.experiments import load_experiment
+
+DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
+CATEGORIES = ["bottle", "kolektor_sdd"]
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory, one_thread) -> Path:
+    """Two configurations x two seeds, multi-class, on two demo categories; tiny settings."""
+    folder = tmp_path_factory.mktemp("experiment")
+    spec = folder / "tiny.yaml"
+    spec.write_text(
+        "name: tiny\n"
+        "settings: {data.image_size: 64, train.batch_size: 4, data.num_workers: 0, loss.affinity_size: 8,"
+        " train.epochs: 1, data.holdout_fraction: 0.3}\n"
+        "seeds: [0, 1]\n"
+        "modes: [multi-class]\n"
+        f"categories: {json.dumps(CATEGORIES)}\n"
+        "configurations:\n  fd: {model: fd}\n  fd-short-topk: {model: fd, set: [map.topk_fraction=0.05]}\n"
+    )
+    api.experiment(spec, DEMO, folder / "out", progress=False)
+    return folder
+
+
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.parametrize("source, file_name", [("", "metrics.json"), ("-validation", "validation.json")])
+def test_tables_hold_each_runs_own_numbers(experiment, source, file_name):
+    out = experiment / "out"
+    rows = csv_rows(out / f"results-multi-class{source}.csv")
+    assert {(r["configuration"], r["seed"]) for r in rows} == {
+        (name, seed) for name in ("fd", "fd-short-topk") for seed in ("0", "1")
+    }
+    for row in rows:
+        own = json.loads((out / "multi-class" / row["configuration"] / f"seed{row['seed']}" / file_name).read_text())
+        assert float(row["image_auroc"]) == pytest.approx(own[row["category"]]["image_auroc"])
+    table = (out / f"results-multi-class{source}.md").read_text()
+    for name in ("fd", "fd-short-topk"):
+        values = [
+            json.loads((out / "multi-class" / name / f"seed{s}" / file_name).read_text())["mean"]["image_auroc"]
+            for s in (0, 1)
+        ]
+        cell = f"{100 * np.mean(values):.1f} ± {100 * np.std(values):.1f}"
+        assert f"| {name} | 2 |" in table and cell in table
+
+
+def test_validation_uses_no_test_image(experiment):
+    """Validation scores held-out normals plus as many cut-paste copies again (three each): never the test split."""
+    run = Run(experiment / "out" / "multi-class" / "fd" / "seed0")
+    validation = json.loads(run.validation_json.read_text())
+    assert set(validation) == {*CATEGORIES, "mean"}
+    assert validation != json.loads(run.metrics_json.read_text())
+
+
+def test_rerun_trains_nothing_and_validates_what_is_missing(experiment):
+    out = experiment / "out"
+    run = Run(out / "multi-class" / "fd" / "seed1")
+    model = run.model_dirs()[0].model
+    stamp = model.stat().st_mtime_ns
+    run.validation_json.unlink()
+    api.experiment(experiment / "tiny.yaml", DEMO, out, progress=False)
+    assert model.stat().st_mtime_ns == stamp
+    assert run.validation_json.is_file()
+
+
+@pytest.mark.parametrize(
+    "path", sorted((DEMO.parents[1] / "configs" / "experiments").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_every_shipped_experiment_file_resolves(path):
+    """Each configuration of each shipped file is a valid config (an unknown or bad key would stop a long run late)."""
+    experiment = load_experiment(path)
+    for spec in experiment.configurations.values():
+        overrides = experiment.settings + list(spec.get("set", []))
+        api.resolve_config(spec["model"], None, overrides, categories=["a", "b"])
