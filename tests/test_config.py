@@ -50,3 +50,18 @@ def test_bad_override_and_model():
         load_config("fd", None, ["epochs=3"])
     with pytest.raises(SnladError, match="unknown model"):
         load_config("xx")
+
+
+@pytest.mark.parametrize(("written", "value"), [("1e-3", 1e-3), ("3E-4", 3e-4), ("+2e+1", 20.0), ("5e0", 5.0)])
+def test_exponent_floats_without_a_dot_are_floats(tmp_path, written, value):
+    """PyYAML (YAML 1.1) reads 1e-3 as a string; `--set train.lr=1e-3` and `lr: 1e-3` in a file must both work."""
+    assert load_config("fd", None, [f"map.beta={written}"]).map.beta == value
+    path = tmp_path / "lr.yaml"
+    path.write_text(f"train:\n  lr: {written}\n")
+    assert load_config("fd", path).train.lr == value
+
+
+@pytest.mark.parametrize("written", ["nan", "inf", ".inf", "1e400", "e-3", "1e-3x"])
+def test_non_finite_or_malformed_floats_are_still_refused(written):
+    with pytest.raises(SnladError, match=r"train\.lr"):
+        load_config("fd", None, [f"train.lr={written}"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -195,6 +196,10 @@ def from_dict(data: dict[str, Any], source: str) -> Config:
     return config
 
 
+FLOAT_LITERAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+"""Exponent notation that YAML 1.1 leaves a string unless it has a dot ("1e-3"); nan/inf stay refused."""
+
+
 def _coerce(value: Any, hint: Any, where: str) -> Any:
     """Check ``value`` against a simple type hint; ints are accepted where floats are expected."""
     origin = typing.get_origin(hint)
@@ -212,6 +217,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise SnladError(f"{where} must be a list of {len(args)} values, got {value!r}")
         return tuple(_coerce(v, a, where) for v, a in zip(value, args))
+    if hint is float and isinstance(value, str) and FLOAT_LITERAL.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 (PyYAML) reads "1e-3" and "3E-4", without a dot, as strings
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value) if abs(value) < 2**1023 else math.inf
     if hint is float and isinstance(value, float) and not math.isfinite(value):
