@@ -82,9 +82,9 @@ def main() -> None:
                 model(
                     torch.stack([dataset[i]["image"] for i in range(start, min(start + args.batch_size, len(dataset)))])
                 )
+            for hook in hooks:  # before the statistics: their own CRAM calls must not record more inputs
+                hook.remove()
             rows = [cram_statistics(cram, recorded[i]) for i, cram in enumerate(crams)]
-        for hook in hooks:
-            hook.remove()
         lines += [
             f"{name}: {len(dataset)} held-out normal images; model.cram_output={config.model.cram_output}, "
             f"cram_init={config.model.cram_init}, cram_tau={config.model.cram_tau}",
