@@ -98,6 +98,7 @@ print(json.dumps(result))
 RD4AD_CHILD = (
     COMMON
     + r"""
+import ast
 import numpy as np
 import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
@@ -126,7 +127,7 @@ def score(images):  # test.py: forward, then per image its map (amap_mode "a"), 
 with torch.no_grad():
     result = {"batch16": speed(score, torch.rand(16, 3, 256, 256), 5), "batch1": speed(score, torch.rand(1, 3, 256, 256), 15)}
 print(json.dumps(result))
-""".replace("import json, statistics", "import ast, json, statistics")
+"""
 )
 
 
