@@ -3,8 +3,8 @@
 Each run directory was written by `snlad train` (with `/usr/bin/time -v -o RUN.time` around it for wall time
 and peak memory, as scripts/run_realad.sh does), then `snlad test` and `snlad validate`. Writes one Markdown
 file: a summary row per run (validation I-AUROC / P-AUROC / AUPRO on held-out normals + cut-paste, test means
-with how many categories each covers, epochs, last-epoch loss terms, wall time, peak RSS), a per-category test
-table per metric, and each run's settings that differ from its model's preset.
+with how many categories each covers, epochs, last-epoch loss terms, wall time, peak RSS), per-category
+validation (I-AUROC, P-AUROC) and test tables, and each run's settings that differ from its model's preset.
 
     python scripts/runs_table.py --out docs/results/realad10/summary.md NAME=RUN [NAME=RUN ...]
 """
@@ -108,6 +108,24 @@ def main() -> None:
             + f" | {epoch.get('epoch', '')} | {terms} | {cost['wall']} | {cost['rss']} |"
         )
     categories = sorted({c for test in tests.values() for c in test if c != "mean"})
+    validations = {
+        name: json.loads((run / "validation.json").read_text()) if (run / "validation.json").is_file() else {}
+        for name, run in runs.items()
+    }
+    for key, label in METRICS[:2]:
+        lines += [
+            "",
+            f"## Validation {label} per category (%)",
+            "",
+            "| run | " + " | ".join(categories) + " | mean |",
+            "|---" * (len(categories) + 2) + "|",
+        ]
+        for name, validation in validations.items():
+            lines.append(
+                f"| {name} | "
+                + " | ".join(percent(validation.get(c, {}).get(key)) for c in [*categories, "mean"])
+                + " |"
+            )
     for key, label in METRICS:
         lines += [
             "",

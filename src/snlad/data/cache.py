@@ -5,8 +5,8 @@ resizing it again every epoch costs CPU time the network could use (on 2
 cores the decoding worker takes it from the training threads). Nothing
 random happens to a training image (no augmentation), so its resized pixels
 are the same every epoch: :class:`TrainingImages` decodes the first images
-that fit ``budget_bytes`` once (3 S^2 bytes each: 192 KB at 256 px, 226 MB
-for the 1,150 training images of the ten-category realad) and decodes the rest
+that fit ``budget_bytes`` once (3 S^2 bytes each: 192 KB at 256 px, 182 MB
+for the 973 training images of the ten-category realad) and decodes the rest
 on demand, so MVTec AD or VisA beyond the budget still train. The cached
 pixels are exactly the streamed ones (uint8 / 255, as
 :class:`~snlad.data.dataset.AnomalyDataset` computes them).

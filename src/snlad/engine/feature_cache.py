@@ -4,7 +4,7 @@ The teacher never changes and nothing random happens to a training image, so
 its features are the same in every epoch; computing them again is a third of
 FD's forward work and all of RD's encoder. :class:`TeacherFeatureCache` keeps
 them (float32, exactly what the teacher returned) for the first images that fit
-its budget (EfficientNet-Lite0 at 256 px: 672 KB per image, 773 MB for the
+its budget (EfficientNet-Lite0 at 256 px: 672 KB per image, 639 MB for the 973 training images of the
 ten-category realad); a batch whose images are all cached skips the teacher.
 """
 
