@@ -62,6 +62,16 @@ def changed_settings(run: Path) -> str:
     return ", ".join(changes) or "preset"
 
 
+def per_category_table(title: str, results: dict[str, dict], key: str, categories: list[str]) -> list[str]:
+    """One Markdown table: a row per run, a column per category plus the mean, of one metric."""
+    lines = ["", f"## {title} per category (%)", "", "| run | " + " | ".join(categories) + " | mean |"]
+    lines.append("|---" * (len(categories) + 2) + "|")
+    for name, result in results.items():
+        cells = [percent(result.get(c, {}).get(key)) for c in [*categories, "mean"]]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", metavar="NAME=RUN")
@@ -113,31 +123,9 @@ def main() -> None:
         for name, run in runs.items()
     }
     for key, label in METRICS[:2]:
-        lines += [
-            "",
-            f"## Validation {label} per category (%)",
-            "",
-            "| run | " + " | ".join(categories) + " | mean |",
-            "|---" * (len(categories) + 2) + "|",
-        ]
-        for name, validation in validations.items():
-            lines.append(
-                f"| {name} | "
-                + " | ".join(percent(validation.get(c, {}).get(key)) for c in [*categories, "mean"])
-                + " |"
-            )
+        lines += per_category_table(f"Validation {label}", validations, key, categories)
     for key, label in METRICS:
-        lines += [
-            "",
-            f"## Test {label} per category (%)",
-            "",
-            "| run | " + " | ".join(categories) + " | mean |",
-            "|---" * (len(categories) + 2) + "|",
-        ]
-        for name, test in tests.items():
-            lines.append(
-                f"| {name} | " + " | ".join(percent(test.get(c, {}).get(key)) for c in [*categories, "mean"]) + " |"
-            )
+        lines += per_category_table(f"Test {label}", tests, key, categories)
     lines += ["", "## Settings (differences from each model's preset)", ""]
     lines += [f"- {name}: {changed_settings(run)}" for name, run in runs.items()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
