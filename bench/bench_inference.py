@@ -10,13 +10,16 @@ in cache). The roofline time of an image is the larger of FLOPs / matmul peak
 and bytes / memory bandwidth, both measured in the same process (a 2048^2
 float32 matmul; a 256 MB tensor copy, read + write); a model's roofline
 fraction is that time over its measured time per image at batch 16.
+Each model's process runs ``--rounds`` times (default 3), round-robin with
+the others, and the medians are reported: the speed of one process on this
+shared VM drifted by up to 1.5x between runs minutes apart.
 
 With ``--rd4ad PATH`` (a checkout of github.com/hq-deng/RD4AD; imported from
 there, never copied) the official path is timed too: its ResNet18 encoder, bn
 and de_resnet18 decoder, then per image its ``cal_anomaly_map`` (taken from
 its test.py) and ``scipy.ndimage.gaussian_filter(sigma=4)``, as its test loop does.
 
-    python bench/bench_inference.py [--rd4ad /path/to/RD4AD] [--out docs/results/bench-inference.md]
+    python bench/bench_inference.py [--rd4ad /path/to/RD4AD] [--rounds 3] [--out docs/results/bench-inference.md]
 """
 
 from __future__ import annotations
@@ -146,15 +149,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rd4ad", type=Path, help="a checkout of github.com/hq-deng/RD4AD, timed too")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "bench-inference.md")
+    parser.add_argument("--rounds", type=int, default=3, help="times each model's process runs, round-robin (medians)")
     args = parser.parse_args()
-    rows = {}
-    for name, settings in MODELS.items():
-        model = name.split(" ")[0]
-        rows[name] = child(SNLAD_CHILD, {"model": model, "settings": settings}, args.threads)
-        print(name, json.dumps(rows[name]), flush=True)
-    reference = child(RD4AD_CHILD, {"rd4ad": str(args.rd4ad)}, args.threads) if args.rd4ad else None
-    if reference:
-        print("RD4AD", json.dumps(reference), flush=True)
+    rounds: dict[str, list[dict]] = {}
+    for _ in range(args.rounds):  # round-robin: drift of a shared VM hits every model alike
+        for name, settings in MODELS.items():
+            model = name.split(" ")[0]
+            rounds.setdefault(name, []).append(child(SNLAD_CHILD, {"model": model, "settings": settings}, args.threads))
+            print(name, json.dumps(rounds[name][-1]), flush=True)
+        if args.rd4ad:
+            rounds.setdefault("RD4AD", []).append(child(RD4AD_CHILD, {"rd4ad": str(args.rd4ad)}, args.threads))
+            print("RD4AD", json.dumps(rounds["RD4AD"][-1]), flush=True)
+    medians = {name: {key: statistics.median(r[key] for r in runs) for key in runs[0]} for name, runs in rounds.items()}
+    reference = medians.pop("RD4AD", None)
+    rows = medians
     cpu = next(
         (
             line.split(":", 1)[1].strip()
@@ -170,16 +178,19 @@ def main() -> None:
         "",
         f"Machine: {cpu}, {os.cpu_count()} cores, {args.threads} threads; 256 px; measured {time.strftime('%Y-%m-%d')} with "
         f"`python bench/bench_inference.py{' --rd4ad RD4AD' if args.rd4ad else ''}`. Matmul peak {peak / 1e9:.0f} GFLOP/s, "
-        f"copy bandwidth {band / 1e9:.1f} GB/s (medians over the models' processes).",
+        f"copy bandwidth {band / 1e9:.1f} GB/s (medians over the models' processes). "
+        f"Each model's process ran {args.rounds} times, round-robin with the others; the table shows medians, "
+        "and the range of batch-16 speeds over those rounds.",
         "",
-        "| model | batch 16 (img/s) | batch 1 (img/s) | GFLOP / image | MB moved / image | roofline (img/s) | fraction of roofline |"
+        "| model | batch 16 (img/s) | batch 16 range | batch 1 (img/s) | GFLOP / image | MB moved / image | roofline (img/s) | fraction of roofline |"
         + (" vs RD4AD at batch 16 |" if reference else ""),
-        "|---|---|---|---|---|---|---|" + ("---|" if reference else ""),
+        "|---|---|---|---|---|---|---|---|" + ("---|" if reference else ""),
     ]
     for name, row in rows.items():
         bound = max(row["flops"] / row["matmul_flops_per_s"], row["bytes"] / row["bytes_per_s"])
         cells = [
             f"{row['batch16']:.1f}",
+            f"{min(r['batch16'] for r in rounds[name]):.1f}-{max(r['batch16'] for r in rounds[name]):.1f}",
             f"{row['batch1']:.1f}",
             f"{row['flops'] / 1e9:.2f}",
             f"{row['bytes'] / 2**20:.0f}",
@@ -203,7 +214,9 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     args.out.with_suffix(".json").write_text(
-        json.dumps({"rows": rows, "rd4ad": reference, "machine": cpu, "threads": args.threads}, indent=2)
+        json.dumps(
+            {"rows": rows, "rd4ad": reference, "rounds": rounds, "machine": cpu, "threads": args.threads}, indent=2
+        )
     )
     print(f"-> {args.out}")
 
