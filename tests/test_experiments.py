@@ -86,3 +86,16 @@ def test_every_shipped_experiment_file_resolves(path):
     for spec in experiment.configurations.values():
         overrides = experiment.settings + list(spec.get("set", []))
         api.resolve_config(spec["model"], None, overrides, categories=["a", "b"])
+
+
+def test_overwriting_a_run_removes_its_test_and_validation_results(tmp_path, one_thread):
+    """They would describe the replaced model; the runner validates a run again only when its validation is missing."""
+    overrides = ["data.image_size=64", "train.batch_size=4", "data.num_workers=0", "train.epochs=1"]
+    config = api.resolve_config("fd", None, [*overrides, "data.holdout_fraction=0.3"], categories=CATEGORIES)
+    run = Run(tmp_path / "run")
+    api.train(config, DEMO, run.path, progress=False)
+    api.test(run.path, DEMO, progress=False)
+    api.validate(run.path, DEMO)
+    assert run.metrics_json.is_file() and run.validation_json.is_file() and run.validation_md.is_file()
+    api.train(config, DEMO, run.path, overwrite=True, progress=False)
+    assert not any(path.exists() for path in (run.metrics_json, run.validation_json, run.validation_md))

@@ -103,31 +103,28 @@ def run_experiment(
             spec = experiment.configurations[name]
             for seed in [s for s in experiment.seeds if seeds is None or s in seeds]:
                 run = Run(out_dir / mode / name / f"seed{seed}")
-                if run.metrics_json.exists():
-                    if experiment.validate and not run.validation_json.exists():
-                        workflow.validate(run.path, data_root)
-                    continue
-                overrides = experiment.settings + list(spec.get("set", [])) + [f"train.seed={seed}"]
-                config = workflow.resolve_config(spec["model"], None, overrides, categories=categories)
-                resume = any(folder.checkpoint.exists() for folder in run.model_dirs())
-                print(f"[{experiment.name}] {mode} {name} seed {seed}", flush=True)
-                workflow.train(
-                    config,
-                    data_root,
-                    run.path,
-                    one_class=mode == ONE_CLASS,
-                    resume=resume,
-                    overwrite=not resume,
-                    progress=progress,
-                )
-                workflow.test(run.path, data_root, categories, progress=progress)
-                if experiment.validate:
+                if not run.metrics_json.exists():
+                    overrides = experiment.settings + list(spec.get("set", [])) + [f"train.seed={seed}"]
+                    config = workflow.resolve_config(spec["model"], None, overrides, categories=categories)
+                    resume = any(folder.checkpoint.exists() for folder in run.model_dirs())
+                    print(f"[{experiment.name}] {mode} {name} seed {seed}", flush=True)
+                    workflow.train(
+                        config,
+                        data_root,
+                        run.path,
+                        one_class=mode == ONE_CLASS,
+                        resume=resume,
+                        overwrite=not resume,
+                        progress=progress,
+                    )
+                    workflow.test(run.path, data_root, categories, progress=progress)
+                if experiment.validate and not run.validation_json.exists():  # --overwrite training removes it
                     workflow.validate(run.path, data_root)
-        names_all = list(experiment.configurations)
-        tables[mode] = write_tables(out_dir, mode, names_all, experiment.seeds, categories)
+        all_names = list(experiment.configurations)
+        tables[mode] = write_tables(out_dir, mode, all_names, experiment.seeds, categories)
         if experiment.validate:
             tables[f"{mode}-validation"] = write_tables(
-                out_dir, mode, names_all, experiment.seeds, categories, VALIDATION
+                out_dir, mode, all_names, experiment.seeds, categories, VALIDATION
             )
     return tables
 

@@ -149,8 +149,9 @@ def _start(run: Run, config: Config, mode: str, categories: list[str], resume: b
             f"{run.path} already holds a run: use --resume to continue it, --overwrite to replace it, or another --out"
         )
     if not resume:
-        for stale in (run.metrics_csv, run.metrics_json, run.metrics_md, run.test_scores, run.partial_test_scores):
-            stale.unlink(missing_ok=True)  # --overwrite: the replaced run's test results would describe another model
+        replaced = (run.metrics_csv, run.metrics_json, run.metrics_md, run.test_scores, run.partial_test_scores)
+        for stale in (*replaced, run.validation_json, run.validation_md):
+            stale.unlink(missing_ok=True)  # --overwrite: the replaced run's results would describe another model
         write_yaml(config, run.config)
         run.write_index(mode, categories, finished=False)
 
