@@ -160,9 +160,8 @@ def main() -> None:
         if args.rd4ad:
             rounds.setdefault("RD4AD", []).append(child(RD4AD_CHILD, {"rd4ad": str(args.rd4ad)}, args.threads))
             print("RD4AD", json.dumps(rounds["RD4AD"][-1]), flush=True)
-    medians = {name: {key: statistics.median(r[key] for r in runs) for key in runs[0]} for name, runs in rounds.items()}
-    reference = medians.pop("RD4AD", None)
-    rows = medians
+    rows = {name: {key: statistics.median(r[key] for r in runs) for key in runs[0]} for name, runs in rounds.items()}
+    reference = rows.pop("RD4AD", None)
     cpu = next(
         (
             line.split(":", 1)[1].strip()

@@ -34,8 +34,7 @@ def cram_statistics(cram: CRAM, inputs: list[torch.Tensor]) -> dict[str, float]:
     change = explained = peak = 0.0
     argmax_counts = torch.zeros(cram.centres.shape[0])
     for x in inputs:
-        assignment = torch.softmax(cram.assign(x) / cram.tau, dim=1)
-        aggregated = torch.einsum("bkhw,kc->bchw", assignment, cram.centres)
+        assignment, aggregated = cram.soft_assignment(x)
         norm = x.flatten(1).norm(dim=1)
         change += ((cram(x) - x).flatten(1).norm(dim=1) / norm).sum().item()
         explained += (1 - (x - aggregated).flatten(1).norm(dim=1) / norm).sum().item()

@@ -44,10 +44,14 @@ class CRAM(nn.Module):
         self.tau = tau
         self.output = output
 
+    def soft_assignment(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The assignment a (B x K x H x W) of every position to the centres, and its reconstruction sum_k a_k c_k."""
+        assignment = torch.softmax(self.assign(x) / self.tau, dim=1)
+        return assignment, torch.einsum("bkhw,kc->bchw", assignment, self.centres)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: B x C x H x W -> B x C x H x W."""
-        assignment = torch.softmax(self.assign(x) / self.tau, dim=1)  # B x K x H x W
-        aggregated = torch.einsum("bkhw,kc->bchw", assignment, self.centres)
+        _, aggregated = self.soft_assignment(x)
         base = x if self.output == "residual" else aggregated
         return base + self.project(x - aggregated)
 
