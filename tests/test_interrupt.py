@@ -28,9 +28,10 @@ from bad_inputs import make_dataset, save, texture
 from snlad.cli import main
 from snlad.engine.checkpoint import read_checkpoint
 
-# Enough epochs that a signal sent within 0.25 s of an epoch's checkpoint always lands with epochs left: with the
-# image and teacher caches an epoch of this tiny set takes a fraction of a second, and 4 epochs could end first.
-EPOCHS = 12
+EPOCHS = 4
+LONG_EPOCHS = (
+    12  # the random-kill test: three faults, each at most a few epochs after a checkpoint, never reach the end
+)
 SETTINGS = ("data.image_size=64", "train.batch_size=2", "loss.affinity_size=8", f"train.epochs={EPOCHS}")
 
 
@@ -140,24 +141,26 @@ def test_ctrl_c_saves_a_resumable_checkpoint_and_resume_matches_an_uninterrupted
     assert_same_weights(model_weights(straight), model_weights(run))
 
 
-def test_sigterm_then_sigkill_at_random_moments_never_break_the_checkpoint(
-    data: Path, straight: Path, tmp_path: Path
-) -> None:
+def test_sigterm_then_sigkill_at_random_moments_never_break_the_checkpoint(data: Path, tmp_path: Path) -> None:
     """A scheduler's SIGTERM, then kill -9 twice at random points of an epoch; resuming each time.
 
     After every fault the last checkpoint loads (atomic writes: never half a
     file), and the run finally reaches the uninterrupted run's weights. Each
     fault lands within 0.25 s of a fresh epoch checkpoint, so with
-    ``EPOCHS`` epochs (each a fraction of a second, and slower, never
+    ``LONG_EPOCHS`` epochs (each a fraction of a second, and slower, never
     faster, on a busy machine) every fault interrupts training that has epochs
     left: the test waits for exactly that, and checks it.
     """
+    long = ("--set", f"train.epochs={LONG_EPOCHS}")
+    straight = tmp_path / "straight"
+    with contextlib.redirect_stdout(None):
+        assert main(train_argv(data, straight, 0, *long)) == 0
     rng = random.Random(2024)
     run = tmp_path / "run"
     for fault in (signal.SIGTERM, signal.SIGKILL, signal.SIGKILL):
         resume = ["--resume"] if (run / "checkpoint.pt").exists() else []
         before = mtime(run / "checkpoint.pt")
-        process = spawn([*train_argv(data, run, 0), *resume])
+        process = spawn([*train_argv(data, run, 0, *long), *resume])
         assert wait_for_checkpoint(run / "checkpoint.pt", process, before), process.communicate()
         time.sleep(rng.uniform(0.0, 0.25))
         if fault == signal.SIGTERM:
@@ -170,9 +173,9 @@ def test_sigterm_then_sigkill_at_random_moments_never_break_the_checkpoint(
         else:
             assert process.returncode == -signal.SIGKILL, err
         state = read_checkpoint(run / "checkpoint.pt")
-        assert state["kind"] == "training" and state["epoch"] < EPOCHS, "the fault came after training had ended"
+        assert state["kind"] == "training" and state["epoch"] < LONG_EPOCHS, "the fault came after training had ended"
     with contextlib.redirect_stdout(None):
-        assert main([*train_argv(data, run, 0), "--resume"]) == 0
+        assert main([*train_argv(data, run, 0, *long), "--resume"]) == 0
     assert_same_weights(model_weights(straight), model_weights(run))
 
 
