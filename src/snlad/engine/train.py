@@ -157,17 +157,17 @@ def fit(
     step = wrap_student(model, context, device)  # the model itself in a single process
     total_images = config.train.epochs * len(samples)
     model.train()
-    while epoch < config.train.epochs:
-        sampler.set_epoch(epoch, position)
-        started, seen, sums = time.perf_counter(), 0, {}
-        bar = tqdm(
-            total=len(samples) - position,
-            desc=f"epoch {epoch + 1}/{config.train.epochs}",
-            unit="img",
-            disable=not (progress and context.is_main),
-            leave=False,
-        )
-        with deferred_interrupts() as interrupted:
+    with deferred_interrupts() as interrupted:  # the whole loop: a signal between epochs is not lost either
+        while epoch < config.train.epochs:
+            sampler.set_epoch(epoch, position)
+            started, seen, sums = time.perf_counter(), 0, {}
+            bar = tqdm(
+                total=len(samples) - position,
+                desc=f"epoch {epoch + 1}/{config.train.epochs}",
+                unit="img",
+                disable=not (progress and context.is_main),
+                leave=False,
+            )
             for batch in loader:
                 batch_size = batch["image"].shape[0]
                 for group in optimizer.param_groups:
@@ -199,22 +199,27 @@ def fit(
                         f"interrupted in epoch {epoch + 1} after {position}/{len(samples)} images; state saved to "
                         f"{folder.checkpoint}: continue with the same command plus --resume"
                     )
-        bar.close()
-        epoch, position = epoch + 1, 0
-        names = list(sums)
-        totals = context.sum([sums[name] for name in names] + [float(seen)], device)
-        means = {name: total / max(totals[-1], 1.0) for name, total in zip(names, totals[:-1], strict=True)}
-        seconds = time.perf_counter() - started
-        if context.is_main:
-            write_checkpoint(folder.checkpoint, _training_state(model, optimizer, config, epoch, position))
-            _append_log(folder.train_log, epoch, means, seconds, totals[-1] / seconds)
-            terms = ", ".join(f"{name} {value:.4f}" for name, value in means.items() if name != "loss")
-        if context.is_main and progress:
-            print(
-                f"epoch {epoch}/{config.train.epochs}: loss {means['loss']:.4f} ({terms}), {seconds:.0f} s, {totals[-1] / seconds:.1f} img/s",
-                file=sys.stderr,
-                flush=True,
-            )
+            bar.close()
+            epoch, position = epoch + 1, 0
+            names = list(sums)
+            totals = context.sum([sums[name] for name in names] + [float(seen)], device)
+            means = {name: total / max(totals[-1], 1.0) for name, total in zip(names, totals[:-1], strict=True)}
+            seconds = time.perf_counter() - started
+            if context.is_main:
+                write_checkpoint(folder.checkpoint, _training_state(model, optimizer, config, epoch, position))
+                _append_log(folder.train_log, epoch, means, seconds, totals[-1] / seconds)
+                terms = ", ".join(f"{name} {value:.4f}" for name, value in means.items() if name != "loss")
+            if context.is_main and progress:
+                print(
+                    f"epoch {epoch}/{config.train.epochs}: loss {means['loss']:.4f} ({terms}), {seconds:.0f} s, {totals[-1] / seconds:.1f} img/s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            if context.any(interrupted(), device):  # between epochs: the state was just saved
+                raise TrainingInterrupted(
+                    f"interrupted after epoch {epoch}; state saved to {folder.checkpoint}: "
+                    "continue with the same command plus --resume"
+                )
 
 
 KMEANS_IMAGES = 32  # training images whose teacher features seed the CRAM centres
