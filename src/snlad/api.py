@@ -33,6 +33,7 @@ from snlad.workflow import (
     test,
     train,
     validate,
+    validate_real,
 )
 
 __all__ = [
@@ -61,6 +62,7 @@ __all__ = [
     "test",
     "train",
     "validate",
+    "validate_real",
 ]
 
 
@@ -78,8 +80,12 @@ def experiment(
     modes: Sequence[str] | None = None,
     tables_only: bool = False,
     progress: bool = True,
+    real_defects: str | Path | None = None,
 ) -> dict[str, Path]:
-    """Train, test and validate every configuration x seed x mode of an experiment file; returns the tables written."""
+    """Train, test and validate every configuration x seed x mode of an experiment file; returns the tables written.
+
+    ``real_defects``: a root of real defects disjoint from the test split (e.g. realad-val) every run is also validated on.
+    """
     return run_experiment(
         load_experiment(path),
         data_root,
@@ -89,6 +95,7 @@ def experiment(
         list(modes) if modes else None,
         tables_only,
         progress,
+        real_defects,
     )
 
 

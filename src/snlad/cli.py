@@ -211,21 +211,43 @@ def _add_validate(commands: argparse._SubParsersAction, common: argparse.Argumen
     parser = commands.add_parser(
         "validate",
         parents=[common],
-        help="score a run on held-out normals + synthetic anomalies (choose settings here, never on test)",
-        description="Score a run on its validation set: the normal training images it held back, and copies of them with a "
-        "square pasted from another category's training image (cross-class cut-paste). No test image is read. Writes "
-        "RUN/validation.json and RUN/validation.md.",
+        help="score a run on validation data: real defects (--real-defects) and/or held-out normals + synthetic anomalies",
+        description="Score a run where settings are chosen, never on the test split. --real-defects ROOT: the real good and "
+        "defective images of ROOT's test split (e.g. ../shared/data/realad-val, disjoint from realad's test split), for the "
+        "categories ROOT shares with the run; ROOT's train/ is not read; writes RUN/validation-real.json and .md. --data ROOT: "
+        "the normal training images the run held back, and copies of them with a square pasted from another category's "
+        "training image (cross-class cut-paste); writes RUN/validation.json and .md. Give either or both.",
     )
     parser.add_argument("--run", required=True, help="run directory written by `snlad train`")
-    parser.add_argument("--data", required=True, help="the data root the run was trained on")
+    parser.add_argument("--data", help="the data root the run was trained on (synthetic validation)")
+    parser.add_argument(
+        "--real-defects", metavar="ROOT", help="a root of real defects disjoint from the test split (real validation)"
+    )
+    parser.add_argument("--batch-size", type=_positive_int, default=8, help="images per forward pass (default 8)")
     parser.set_defaults(handler=_validate)
 
 
 def _validate(args: argparse.Namespace) -> None:
-    results = api.validate(args.run, args.data)
-    mean = results["mean"]
-    print(
-        f"validation (held-out normals + cut-paste): I-AUROC {100 * mean['image_auroc']:.1f}, P-AUROC {100 * mean['pixel_auroc']:.1f}, AUPRO {100 * mean['aupro']:.1f} -> {Run(Path(args.run)).validation_md}"
+    if args.data is None and args.real_defects is None:
+        raise SnladError(
+            "say what to validate on: --real-defects ROOT (real defects), --data ROOT (synthetic), or both"
+        )
+    run = Run(Path(args.run))
+    if args.real_defects is not None:
+        mean = api.validate_real(args.run, args.real_defects, batch_size=args.batch_size, progress=not args.quiet)[
+            "mean"
+        ]
+        print(f"validation (real defects, {_summary(mean)}) -> {run.real_validation_md}")
+    if args.data is not None:
+        mean = api.validate(args.run, args.data)["mean"]
+        print(f"validation (held-out normals + cut-paste, {_summary(mean)}) -> {run.validation_md}")
+
+
+def _summary(mean: dict[str, float]) -> str:
+    """I-AUROC / P-AUROC / AUPRO of a mean row in percent; a metric no category has is n/a."""
+    return ", ".join(
+        f"{label} {'n/a' if mean[key] is None or mean[key] != mean[key] else f'{100 * mean[key]:.1f}'}"
+        for key, label in (("image_auroc", "I-AUROC"), ("pixel_auroc", "P-AUROC"), ("aupro", "AUPRO"))
     )
 
 
@@ -383,6 +405,12 @@ def _add_experiment(commands: argparse._SubParsersAction, common: argparse.Argum
     parser.add_argument("--seeds", help="comma-separated seeds to run (default: the file's)")
     parser.add_argument("--modes", help="comma-separated modes to run: multi-class, one-class (default: the file's)")
     parser.add_argument(
+        "--real-defects",
+        metavar="ROOT",
+        help="also validate every run on ROOT's real defects (e.g. ../shared/data/realad-val, disjoint from the test split); "
+        "tables OUT/results-<mode>-realval.md and OUT/summary-<mode>.md (validation beside test)",
+    )
+    parser.add_argument(
         "--tables-only", action="store_true", help="train nothing; rewrite the tables from finished runs"
     )
     parser.set_defaults(handler=_experiment)
@@ -399,6 +427,7 @@ def _experiment(args: argparse.Namespace) -> None:
         _names(args.modes),
         args.tables_only,
         not args.quiet,
+        args.real_defects,
     )
     for mode, path in tables.items():
         print(f"{mode}: {path}")

@@ -6,11 +6,17 @@ seeds, modes and configurations (a model name plus overrides). Each
 a run whose ``metrics.json`` exists is not trained again, and a run with a
 checkpoint resumes, so the whole experiment can be stopped and restarted.
 
-Each run is also scored on its validation set (``validate: true``, the
-default: held-out normals + cross-class cut-paste, ``snlad validate``), and
-the validation numbers get tables of their own beside the test tables
-(``results-<mode>-validation.md``): settings are chosen on those, the test
-tables only report.
+Each run is also scored where settings are chosen: on real defects disjoint
+from the test split when ``real_defects`` names such a root (``snlad validate
+--real-defects``; tables ``results-<mode>-realval.md``), and on held-out normals
++ cross-class cut-paste (``validate: true``, the default; tables
+``results-<mode>-validation.md``). ``summary-<mode>.md`` puts the real
+validation means beside the test means, one row per configuration. Settings
+are chosen on validation; the test tables only report.
+
+Only the results of a run need to be kept for it to count as done (its
+``metrics.json``): an output folder whose results are committed without the
+model files continues on any machine with the runs that have none.
 """
 
 from __future__ import annotations
@@ -30,7 +36,13 @@ from snlad.errors import SnladError
 from snlad.files import atomic_write_text, write_csv
 
 TABLE_METRICS = (("image_auroc", "I-AUROC"), ("pixel_auroc", "P-AUROC"), ("aupro", "AUPRO"))
-TEST, VALIDATION = "test", "validation"  # what a table reports: the test sets, or the validation sets (chosen on)
+# What a table reports: the test sets, the synthetic validation sets, or the real-defect validation root.
+TEST, VALIDATION, REAL_VALIDATION = "test", "validation", "realval"
+SOURCE_TITLES = {
+    TEST: "test sets",
+    VALIDATION: "validation sets (held-out normals + cross-class cut-paste)",
+    REAL_VALIDATION: "real-defect validation (choose settings here)",
+}
 
 
 @dataclass
@@ -83,11 +95,13 @@ def run_experiment(
     modes: list[str] | None = None,
     tables_only: bool = False,
     progress: bool = True,
+    real_defects: str | Path | None = None,
 ) -> dict[str, Path]:
     """Train, test and validate every (mode, configuration, seed) not yet done; write the tables of each mode.
 
     ``only``/``seeds``/``modes`` restrict what is trained (several processes can
     share one experiment that way); ``tables_only`` trains nothing.
+    ``real_defects``: a root of real defects (disjoint from the test split) every run is validated on.
     """
     out_dir = Path(out_dir)
     categories = experiment.categories or list_categories(data_root)
@@ -100,33 +114,73 @@ def run_experiment(
     tables = {}
     for mode in experiment.modes:
         for name in names if not tables_only and (modes is None or mode in modes) else []:
-            spec = experiment.configurations[name]
             for seed in [s for s in experiment.seeds if seeds is None or s in seeds]:
-                run = Run(out_dir / mode / name / f"seed{seed}")
-                if not run.metrics_json.exists():
-                    overrides = experiment.settings + list(spec.get("set", [])) + [f"train.seed={seed}"]
-                    config = workflow.resolve_config(spec["model"], None, overrides, categories=categories)
-                    resume = any(folder.checkpoint.exists() for folder in run.model_dirs())
-                    print(f"[{experiment.name}] {mode} {name} seed {seed}", flush=True)
-                    workflow.train(
-                        config,
-                        data_root,
-                        run.path,
-                        one_class=mode == ONE_CLASS,
-                        resume=resume,
-                        overwrite=not resume,
-                        progress=progress,
-                    )
-                    workflow.test(run.path, data_root, categories, progress=progress)
-                if experiment.validate and not run.validation_json.exists():  # --overwrite training removes it
-                    workflow.validate(run.path, data_root)
+                _run_one(
+                    experiment,
+                    name,
+                    mode,
+                    seed,
+                    Run(out_dir / mode / name / f"seed{seed}"),
+                    data_root,
+                    categories,
+                    real_defects,
+                    progress,
+                )
         all_names = list(experiment.configurations)
         tables[mode] = write_tables(out_dir, mode, all_names, experiment.seeds, categories)
         if experiment.validate:
             tables[f"{mode}-validation"] = write_tables(
                 out_dir, mode, all_names, experiment.seeds, categories, VALIDATION
             )
+        if real_defects is not None or any(
+            collect(out_dir, mode, n, experiment.seeds, REAL_VALIDATION) for n in all_names
+        ):
+            tables[f"{mode}-realval"] = write_tables(out_dir, mode, all_names, experiment.seeds, None, REAL_VALIDATION)
+            tables[f"{mode}-summary"] = write_summary(out_dir, mode, all_names, experiment.seeds)
     return tables
+
+
+def _run_one(
+    experiment: Experiment,
+    name: str,
+    mode: str,
+    seed: int,
+    run: Run,
+    data_root: str | Path,
+    categories: list[str],
+    real_defects: str | Path | None,
+    progress: bool,
+) -> None:
+    """Train and test one run unless its results exist, then validate it where that is missing (and its model is here)."""
+    if not run.metrics_json.exists():
+        spec = experiment.configurations[name]
+        overrides = experiment.settings + list(spec.get("set", [])) + [f"train.seed={seed}"]
+        config = workflow.resolve_config(spec["model"], None, overrides, categories=categories)
+        resume = any(folder.checkpoint.exists() for folder in run.model_dirs())
+        print(f"[{experiment.name}] {mode} {name} seed {seed}", flush=True)
+        workflow.train(
+            config,
+            data_root,
+            run.path,
+            one_class=mode == ONE_CLASS,
+            resume=resume,
+            overwrite=not resume,
+            progress=progress,
+        )
+        workflow.test(run.path, data_root, categories, progress=progress)
+    missing = (experiment.validate and not run.validation_json.exists()) or (
+        real_defects is not None and not run.real_validation_json.exists()
+    )
+    if missing and not all(path.is_file() for path in run.model_files().values()):
+        print(
+            f"[{experiment.name}] {mode} {name} seed {seed}: results kept without the model, not validated again",
+            flush=True,
+        )
+        return
+    if experiment.validate and not run.validation_json.exists():  # --overwrite training removes it
+        workflow.validate(run.path, data_root)
+    if real_defects is not None and not run.real_validation_json.exists():
+        workflow.validate_real(run.path, real_defects, progress=progress)
 
 
 def collect(
@@ -136,7 +190,9 @@ def collect(
     results = {}
     for seed in seeds:
         run = Run(out_dir / mode / name / f"seed{seed}")
-        path = run.metrics_json if source == TEST else run.validation_json
+        path = {TEST: run.metrics_json, VALIDATION: run.validation_json, REAL_VALIDATION: run.real_validation_json}[
+            source
+        ]
         if path.exists():
             results[seed] = json.loads(path.read_text())
     return results
@@ -169,16 +225,24 @@ def _coverage_note(
 
 
 def write_tables(
-    out_dir: Path, mode: str, names: list[str], seeds: list[int], categories: list[str], source: str = TEST
+    out_dir: Path,
+    mode: str,
+    names: list[str],
+    seeds: list[int],
+    categories: list[str] | None,
+    source: str = TEST,
 ) -> Path:
-    """results-<mode>.md (mean ± std over seeds) and results-<mode>.csv (one row per run and category).
+    """results-<mode>[-<source>].md (mean ± std over seeds) and .csv (one row per run and category).
 
-    With ``source`` VALIDATION: the same of the validation numbers, results-<mode>-validation.md / .csv.
+    ``categories`` None: the categories the results hold (a validation root covers fewer than the data).
     """
+    if categories is None:
+        categories = sorted(
+            {c for n in names for r in collect(out_dir, mode, n, seeds, source).values() for c in r if c != "mean"}
+        )
     columns = [*categories, "mean"]
-    suffix = "" if source == TEST else f"-{VALIDATION}"
-    what = "test sets" if source == TEST else "validation sets (held-out normals + cross-class cut-paste)"
-    lines = [f"## {mode}: {what}", ""]
+    suffix = "" if source == TEST else f"-{source}"
+    lines = [f"## {mode}: {SOURCE_TITLES[source]}", ""]
     for key, label in TABLE_METRICS:
         lines += [
             f"### {label} (%, mean ± std over seeds)",
@@ -207,4 +271,35 @@ def write_tables(
         ["configuration", "seed", "category", *(key for key, _ in TABLE_METRICS)],
         rows,
     )
+    return path
+
+
+def write_summary(out_dir: Path, mode: str, names: list[str], seeds: list[int]) -> Path:
+    """summary-<mode>.md: per configuration, the real-validation means (chosen on) beside the test means (reported).
+
+    Each cell is the mean ± std over the seeds that have it; the seed counts say how many.
+    """
+    labels = [label for _, label in TABLE_METRICS]
+    header = (
+        "| configuration | seeds (val / test) | "
+        + " | ".join(f"val {label}" for label in labels)
+        + " | "
+        + " | ".join(f"test {label}" for label in labels)
+        + " |"
+    )
+    lines = [
+        f"## {mode}: real-defect validation (choose here) beside test (report only)",
+        "",
+        header,
+        "|" + "---|" * (2 + 2 * len(labels)),
+    ]
+    for name in names:
+        validation = list(collect(out_dir, mode, name, seeds, REAL_VALIDATION).values())
+        test = list(collect(out_dir, mode, name, seeds, TEST).values())
+        if not validation and not test:
+            continue
+        cells = [_cell([r["mean"][key] for r in results]) for results in (validation, test) for key, _ in TABLE_METRICS]
+        lines.append(f"| {name} | {len(validation)} / {len(test)} | " + " | ".join(cells) + " |")
+    path = out_dir / f"summary-{mode}.md"
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return path

@@ -23,12 +23,12 @@ from snlad.config import (
     read_yaml,
     write_yaml,
 )
-from snlad.data import Sample, holdout_split, index_dataset
+from snlad.data import Sample, holdout_split, index_dataset, list_categories
 from snlad.engine.calibration import calibrate as calibrate_held_out
 from snlad.engine.calibration import recalibrate_run
 from snlad.engine.device import resolve_device, warn_if_oversubscribed
 from snlad.engine.distributed import DistContext, init_distributed
-from snlad.engine.evaluate import evaluate, write_metrics
+from snlad.engine.evaluate import evaluate, metrics_markdown, write_metrics, write_metrics_json
 from snlad.engine.optimise import optimise_for_inference, optimise_run
 from snlad.engine.predict import predict as predict_images
 from snlad.engine.run import MULTI_CLASS, ONE_CLASS, ModelDir, Run
@@ -150,7 +150,13 @@ def _start(run: Run, config: Config, mode: str, categories: list[str], resume: b
         )
     if not resume:
         replaced = (run.metrics_csv, run.metrics_json, run.metrics_md, run.test_scores, run.partial_test_scores)
-        for stale in (*replaced, run.validation_json, run.validation_md):
+        for stale in (
+            *replaced,
+            run.validation_json,
+            run.validation_md,
+            run.real_validation_json,
+            run.real_validation_md,
+        ):
             stale.unlink(missing_ok=True)  # --overwrite: the replaced run's results would describe another model
         write_yaml(config, run.config)
         run.write_index(mode, categories, finished=False)
@@ -348,3 +354,31 @@ def validate(run_dir: str | Path, data_root: str | Path) -> dict[str, dict[str, 
     ]
     atomic_write_text(run.validation_md, "\n".join(lines) + "\n")
     return results
+
+
+def validate_real(
+    run_dir: str | Path, validation_root: str | Path, batch_size: int = 8, progress: bool = True
+) -> dict[str, dict[str, float]]:
+    """Score a run on the real defects of ``validation_root`` (its test split), for the categories both share.
+
+    Such a root (``../shared/data/realad-val``) holds real defective and good
+    images disjoint from the data's test split: settings are chosen on it, the
+    test split only reports. Its ``train/`` folder is never read. Writes
+    ``RUN/validation-real.json`` (per category, ``mean`` with how many
+    categories it covers) and ``RUN/validation-real.md``.
+    """
+    run = Run(Path(run_dir))
+    models = optimise_run(run.load_models(), None, False)
+    shared = [category for category in list_categories(validation_root) if category in models]
+    if not shared:
+        raise SnladError(
+            f"{validation_root} holds none of the run's categories ({', '.join(models)}): nothing to validate on"
+        )
+    per_category, _ = evaluate(models, index_dataset(validation_root, "test", shared), batch_size, progress)
+    per_category["mean"]["run_categories"] = len(set(models))
+    write_metrics_json(run.real_validation_json, per_category)
+    title = (
+        f"real-defect validation on {Path(validation_root).name}: {len(shared)} of the run's {len(models)} categories"
+    )
+    atomic_write_text(run.real_validation_md, metrics_markdown(per_category, title))
+    return per_category

@@ -173,6 +173,17 @@ def _csv_cell(value: float) -> str:
     return "" if np.isnan(value) else f"{value:.6f}"
 
 
+def write_metrics_json(path: Path, per_category: dict[str, dict[str, float]]) -> None:
+    """Per-category metrics as JSON, a metric a category does not have (NaN) as ``null``."""
+    write_json(
+        path,
+        {
+            c: {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in values.items()}
+            for c, values in per_category.items()
+        },
+    )
+
+
 def write_metrics(
     out_dir: Path, per_category: dict[str, dict[str, float]], rows: list[dict], title: str | None = None
 ) -> None:
@@ -191,12 +202,6 @@ def write_metrics(
         for category, values in per_category.items()
     ]
     write_csv(run.metrics_csv, header, table)
-    write_json(
-        run.metrics_json,
-        {
-            c: {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in values.items()}
-            for c, values in per_category.items()
-        },
-    )
+    write_metrics_json(run.metrics_json, per_category)
     atomic_write_text(run.metrics_md, metrics_markdown(per_category, title))
     write_csv(run.test_scores, SCORE_COLUMNS, rows)

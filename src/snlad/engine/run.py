@@ -112,6 +112,15 @@ class Run:
         return self.path / "validation.md"
 
     @property
+    def real_validation_json(self) -> Path:
+        """``snlad validate --real-defects``: metrics on a root of real defects disjoint from the test split."""
+        return self.path / "validation-real.json"
+
+    @property
+    def real_validation_md(self) -> Path:
+        return self.path / "validation-real.md"
+
+    @property
     def partial_test_scores(self) -> Path:
         """What an interrupted ``snlad test`` keeps: the scores of the categories it finished."""
         return self.path / "test_scores.partial.csv"
