@@ -410,11 +410,26 @@ def test_stale_temporary_files_are_cleaned_on_the_next_start(tmp_path: Path) -> 
     assert not stale.exists() and fresh.exists() and foreign.exists()  # only old files of snlad's own naming
 
 
-def test_oversubscription_is_said_once(tmp_path: Path, monkeypatch, capsys) -> None:
+def test_oversubscription_is_said_once_and_only_when_the_user_can_act(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(device, "usable_cores", lambda: 2)
     monkeypatch.setattr(device, "busy_threads_elsewhere", lambda: 3)
-    assert main(train_argv(tmp_path / "r")) == 0
-    err = capsys.readouterr().err
-    assert err.count("thread(s) of other processes are busy") == 1 and "--threads N" in err
-    monkeypatch.setattr(device, "busy_threads_elsewhere", lambda: 0)
-    assert main(train_argv(tmp_path / "s")) == 0
-    assert "busy" not in capsys.readouterr().err
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)  # every core, as by default
+        assert main(train_argv(tmp_path / "r")) == 0
+        err = capsys.readouterr().err
+        assert err.count("thread(s) of other processes are busy") == 1 and "--threads N" in err
+        # The user followed the advice (or chose a share some other way): nothing left to say.
+        assert main([*train_argv(tmp_path / "t"), "--threads", "1"]) == 0
+        assert "busy" not in capsys.readouterr().err
+        torch.set_num_threads(2)
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        assert main(train_argv(tmp_path / "u")) == 0
+        assert "busy" not in capsys.readouterr().err
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        monkeypatch.setattr(device, "busy_threads_elsewhere", lambda: 0)
+        assert main(train_argv(tmp_path / "s")) == 0
+        assert "busy" not in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(threads)

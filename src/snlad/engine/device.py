@@ -54,16 +54,26 @@ def busy_threads_elsewhere(samples: int = 5, interval_s: float = 0.05) -> int:
     return int(statistics.median(counts))
 
 
+def threads_chosen() -> bool:
+    """Whether the thread count is the user's choice (``OMP_NUM_THREADS``, or ``--threads`` below one per core)."""
+    return "OMP_NUM_THREADS" in os.environ or torch.get_num_threads() != usable_cores()
+
+
 def warn_if_oversubscribed() -> None:
-    """Say once when this job's threads plus the threads other jobs keep busy exceed the cores.
+    """Say once when this job's threads plus the threads other jobs keep busy exceed the cores, if the user can act on it.
 
     Two trainings on 2 cores, each with 2 threads and a decoding worker, were
     measured to slow each other about 8x (OpenMP threads spin while waiting
     for a descheduled sibling), far worse than sharing the cores in proportion.
+    The note is only for a job that took every core: one that runs a single
+    thread, or a share the user chose, has nothing left to change.
     """
     if not Path("/proc").is_dir() or int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun's ranks are meant to share
         return
-    others, ours, cores = busy_threads_elsewhere(), torch.get_num_threads(), usable_cores()
+    ours = torch.get_num_threads()
+    if ours <= 1 or threads_chosen():
+        return
+    others, cores = busy_threads_elsewhere(), usable_cores()
     if others + ours > cores:
         notice(
             f"{others} thread(s) of other processes are busy on this {cores}-core machine and snlad uses {ours}: the jobs will "
