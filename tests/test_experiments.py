@@ -2,13 +2,16 @@
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from snlad import api
 from snlad.engine.run import Run
+from snlad.errors import SnladError
 from snlad.experiments import load_experiment
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
@@ -29,7 +32,7 @@ def experiment(tmp_path_factory, one_thread) -> Path:
         f"categories: {json.dumps(CATEGORIES)}\n"
         "configurations:\n  fd: {model: fd}\n  fd-short-topk: {model: fd, set: [map.topk_fraction=0.05]}\n"
     )
-    api.experiment(spec, DEMO, folder / "out", progress=False)
+    api.experiment(spec, DEMO, folder / "out", progress=False, real_defects=DEMO)  # DEMO's test split: see below
     return folder
 
 
@@ -38,7 +41,10 @@ def csv_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-@pytest.mark.parametrize("source, file_name", [("", "metrics.json"), ("-validation", "validation.json")])
+@pytest.mark.parametrize(
+    "source, file_name",
+    [("", "metrics.json"), ("-validation", "validation.json"), ("-realval", "validation-real.json")],
+)
 def test_tables_hold_each_runs_own_numbers(experiment, source, file_name):
     out = experiment / "out"
     rows = csv_rows(out / f"results-multi-class{source}.csv")
@@ -64,6 +70,61 @@ def test_validation_uses_no_test_image(experiment):
     validation = json.loads(run.validation_json.read_text())
     assert set(validation) == {*CATEGORIES, "mean"}
     assert validation != json.loads(run.metrics_json.read_text())
+
+
+def test_real_defect_validation_scores_the_roots_test_split_and_sits_beside_test_in_the_summary(experiment):
+    """Validated on the data root itself, the real-defect numbers must be the test numbers, category by category."""
+    out = experiment / "out"
+    for name in ("fd", "fd-short-topk"):
+        run = Run(out / "multi-class" / name / "seed0")
+        real, test = json.loads(run.real_validation_json.read_text()), json.loads(run.metrics_json.read_text())
+        for category in [*CATEGORIES, "mean"]:
+            for key in ("image_auroc", "pixel_auroc", "aupro"):
+                assert real[category][key] == pytest.approx(test[category][key])
+        assert real["mean"]["run_categories"] == 2
+    summary = (out / "summary-multi-class.md").read_text()
+    means = [
+        json.loads((out / "multi-class" / "fd" / f"seed{s}" / "metrics.json").read_text())["mean"]["image_auroc"]
+        for s in (0, 1)
+    ]
+    cell = f"{100 * np.mean(means):.1f} ± {100 * np.std(means):.1f}"
+    assert f"| fd | 2 / 2 | {cell} |" in summary and summary.count(cell) >= 2  # validation and test columns
+
+
+def test_real_defect_validation_accepts_a_root_with_test_images_only(experiment, tmp_path):
+    """A validation root needs no train/ folder and may cover only some of the run's categories."""
+    root = tmp_path / "val" / "bottle"
+    for part in ("test", "ground_truth"):
+        shutil.copytree(DEMO / "bottle" / part, root / part)
+    run = Run(experiment / "out" / "multi-class" / "fd" / "seed0")
+    results = api.validate_real(run.path, root.parent, progress=False)
+    assert set(results) == {"bottle", "mean"} and results["mean"]["run_categories"] == 2
+    test = json.loads(run.metrics_json.read_text())
+    assert results["bottle"]["image_auroc"] == pytest.approx(test["bottle"]["image_auroc"])
+    assert "1 of the run's 2 categories" in run.real_validation_md.read_text()
+    with pytest.raises(SnladError, match="holds none of the run's categories"):
+        other = tmp_path / "other" / "widget"
+        shutil.copytree(DEMO / "bottle" / "test", other / "test")
+        api.validate_real(run.path, other.parent, progress=False)
+
+
+def test_runs_kept_without_their_model_files_count_as_done(experiment, tmp_path, capsys):
+    """A campaign commits results, never model files: on another machine the runner must not train those runs again."""
+    out = tmp_path / "out"
+    for seed in (0, 1):
+        source = experiment / "out" / "multi-class" / "fd" / f"seed{seed}"
+        shutil.copytree(source, out / "multi-class" / "fd" / f"seed{seed}", ignore=shutil.ignore_patterns("*.pt"))
+    kept = out / "multi-class" / "fd" / "seed0"
+    kept_validation = kept / "validation-real.json"
+    kept_validation.unlink()
+    spec = yaml.safe_load((experiment / "tiny.yaml").read_text())
+    spec["validate"] = False
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(spec))
+    api.experiment(tmp_path / "tiny.yaml", DEMO, out, only=["fd"], progress=False, real_defects=DEMO)
+    assert not list(out.rglob("*.pt"))  # nothing trained
+    assert not kept_validation.exists()  # no model to validate with: said, not faked
+    assert "results kept without the model, not validated again" in capsys.readouterr().out
+    assert "| fd | 1 / 2 |" in (out / "summary-multi-class.md").read_text()
 
 
 def test_rerun_trains_nothing_and_validates_what_is_missing(experiment):

@@ -9,7 +9,14 @@ import torch.nn.functional as F
 from snlad.config import LossConfig, term_weights
 from snlad.losses import TERMS, distillation_loss
 from snlad.losses.affinity import local_affinity
-from snlad.losses.distillation import channel_loss, inter_affinity_loss, intra_affinity_loss, spatial_loss
+from snlad.losses.distillation import (
+    channel_loss,
+    cram_commitment_loss,
+    cross_level_affinity_loss,
+    inter_affinity_loss,
+    intra_affinity_loss,
+    spatial_loss,
+)
 from snlad.models.cram import CRAM
 from snlad.scoring import structural_distance
 
@@ -26,12 +33,19 @@ def test_every_config_term_has_exactly_one_implementation():
     assert {f.name for f in dataclasses.fields(LossConfig) if f.metadata.get("term")} == set(TERMS)
 
 
+def _levels(seed: int, batch: int = 2) -> list[torch.Tensor]:
+    """Three levels of features with different channels and sides, like a backbone's."""
+    torch.manual_seed(seed)
+    return [torch.randn(batch, 6, 8, 8), torch.randn(batch, 5, 4, 4), torch.randn(batch, 4, 2, 2)]
+
+
 @pytest.mark.parametrize("name", TERMS)
 def test_term_is_zero_for_identical_features_and_positive_otherwise(name):
-    torch.manual_seed(0)
-    teacher = torch.randn(2, 6, 8, 8)
-    assert TERMS[name](teacher, teacher.clone(), L1).item() == pytest.approx(0.0, abs=1e-6)
-    assert TERMS[name](teacher, torch.randn(2, 6, 8, 8), L1).item() > 1e-3
+    teacher, student = _levels(0), _levels(1)
+    same = {"cram": [(t, t.clone()) for t in teacher]}
+    apart = {"cram": [(t, s[:, :1].expand_as(t)) for t, s in zip(teacher, _levels(2))]}
+    assert TERMS[name](teacher, [t.clone() for t in teacher], same, L1).item() == pytest.approx(0.0, abs=1e-6)
+    assert TERMS[name](teacher, student, apart, L1).item() > 1e-3
 
 
 @pytest.mark.parametrize("name", ["spatial", "intra", "inter"])
@@ -39,8 +53,40 @@ def test_term_is_zero_for_identical_features_and_positive_otherwise(name):
 def test_every_variant_is_zero_for_identical_features_and_positive_otherwise(name, variant):
     torch.manual_seed(0)
     teacher = torch.randn(3, 6, 8, 8)
-    assert TERMS[name](teacher, teacher.clone(), VARIANTS[variant]).item() == pytest.approx(0.0, abs=1e-6)
-    assert TERMS[name](teacher, torch.randn(3, 6, 8, 8), VARIANTS[variant]).item() > 1e-4
+    level = TERMS[name].level
+    assert level(teacher, teacher.clone(), VARIANTS[variant]).item() == pytest.approx(0.0, abs=1e-6)
+    assert level(teacher, torch.randn(3, 6, 8, 8), VARIANTS[variant]).item() > 1e-4
+
+
+def test_cross_level_affinity_matches_a_direct_computation():
+    teacher, student = _levels(3, batch=1), _levels(4, batch=1)
+    config = LossConfig(affinity_size=4, affinity_distance="l2")
+
+    def relation(levels, k, side):
+        """R(p, q) = mean_r cos(level k at p, at r) * cos(level k+1 at q, at r), both pooled to side x side."""
+        a, b = (F.adaptive_avg_pool2d(levels[j], side)[0].flatten(1) for j in (k, k + 1))
+        return direct_cosine_affinity(a) @ direct_cosine_affinity(b).T / a.shape[1]
+
+    expected = sum(
+        (relation(teacher, k, side) - relation(student, k, side)).pow(2).mean() for k, side in ((0, 4), (1, 2))
+    )
+    value = cross_level_affinity_loss(teacher, student, {}, config)
+    assert value.item() == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_cram_commitment_is_the_relative_reconstruction_error():
+    torch.manual_seed(5)
+    pairs = [(torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)) for _ in range(2)]
+    expected = sum(
+        float((x[b, :, i, j] - c[b, :, i, j]).pow(2).sum() / x[b, :, i, j].pow(2).sum())
+        for x, c in pairs
+        for b in range(2)
+        for i in range(4)
+        for j in range(4)
+    ) / (2 * 2 * 16)
+    assert cram_commitment_loss([], [], {"cram": pairs}, LossConfig()).item() == pytest.approx(expected, rel=1e-5)
+    teacher = [torch.randn(1, 3, 2, 2)]
+    assert cram_commitment_loss(teacher, teacher, {}, LossConfig()).item() == 0.0  # no CRAM, nothing to commit
 
 
 def test_spatial_kl_matches_the_definition():
@@ -168,3 +214,32 @@ def test_cram_is_identity_at_initialisation_and_learns():
     assert torch.equal(cram(x), x)
     cram(x).pow(2).mean().backward()
     assert cram.project[1].weight.grad.abs().sum() > 0
+
+
+def test_bottleneck_cram_outputs_only_its_centres_and_records_what_it_did_not_explain():
+    torch.manual_seed(7)
+    cram = CRAM(channels=4, num_centres=3, output="bottleneck").train()
+    x = torch.randn(2, 4, 3, 3)
+    assignment, reconstruction = cram.soft_assignment(x)
+    assert torch.allclose(cram(x), reconstruction, atol=1e-6)
+    assert torch.allclose(cram(x), torch.einsum("bkhw,kc->bchw", assignment, cram.centres), atol=1e-6)
+    recorded_x, recorded_centres = cram.recorded
+    assert recorded_x is x and torch.allclose(recorded_centres, reconstruction)
+    cram.eval()
+    cram(x)
+    assert cram.recorded is None  # inference keeps nothing
+
+
+def test_commitment_term_reaches_the_centres_through_the_models_auxiliary_outputs():
+    from snlad.config import ModelConfig
+    from snlad.models import build_model
+
+    config = ModelConfig(name="snl-rd", cram=True, cram_output="bottleneck")
+    model = build_model(config, pretrained_teacher=False).train()
+    teacher, student = model(torch.rand(2, 3, 64, 64))
+    auxiliary = model.auxiliary()
+    assert len(auxiliary["cram"]) == 3
+    loss, parts = distillation_loss(teacher, student, LossConfig(channel=1.0, cram_commit=1.0), auxiliary)
+    loss.backward()
+    assert parts["cram_commit"] > 0
+    assert all(cram.centres.grad is not None and cram.centres.grad.abs().sum() > 0 for cram in model.crams)

@@ -24,6 +24,7 @@ from snlad.errors import SnladError, brief
 from snlad.files import atomic_write_text
 
 MODEL_NAMES = ("fd", "rd", "snl-fd", "snl-rd")
+CRAM_OUTPUT_NAMES = ("residual", "centres", "bottleneck")  # implemented by snlad.models.cram.CRAM_OUTPUTS
 RESUMABLE_SETTINGS = ("train.epochs", "train.device", "data.num_workers", "data.cache_mb", "train.teacher_cache_mb")
 """What ``--resume`` may change: more epochs, where and how fast it runs; anything else would not continue the same training."""
 
@@ -47,10 +48,15 @@ class ModelConfig:
     cram: bool = False  # SNL part 2; on in the snl-* presets
     cram_centres: int = 16  # paper range 8-64 (reconstruction); see docs/results
     cram_tau: float = 1.0  # temperature of CRAM's soft assignment
-    cram_output: str = (
-        "residual"  # "residual": x + phi(residual) (identity at start); "centres": centre reconstruction + phi
-    )
+    # "residual": x + phi(residual) (identity at start); "centres": centre reconstruction + phi(residual);
+    # "bottleneck": the centre reconstruction alone (nothing bypasses the centres)
+    cram_output: str = "residual"
     cram_init: str = "random"  # "random", or "kmeans" of the teacher's features of the compared level
+    # RD only: refine blocks per decoder stage, deepest first (RD4AD's WRN50 decoder: 3, 4, 6 bottleneck blocks).
+    decoder_blocks: list[int] = field(default_factory=lambda: [1, 1, 1])
+    # RD only: dropout on the bottleneck embedding while training, so the decoder cannot copy the input through
+    # (Dinomaly's noisy bottleneck: 0.2); inference never drops.
+    bottleneck_dropout: float = 0.0
 
 
 def term(weight: float) -> float:
@@ -63,8 +69,8 @@ class LossConfig:
     """Weights of the distillation terms and their settings; ablations are a ``--set loss.<term>=0``.
 
     The fields made with :func:`term` are the list of terms: adding one means
-    adding its field here and its function to ``snlad.losses.TERMS`` (checked
-    at import), nothing else.
+    adding its field here and registering its function in
+    ``snlad.losses.distillation`` (checked at import), nothing else.
     """
 
     channel: float = term(1.0)  # per-position 1 - cos across channels (STPM; SNL channel-wise)
@@ -72,6 +78,8 @@ class LossConfig:
     spatial: float = term(0.0)  # per-channel 1 - cos across positions (SNL spatial-wise)
     intra: float = term(0.0)  # |A_T - A_S| intra-affinity (SNL)
     inter: float = term(0.0)  # |A_TS - A_T| inter-affinity (SNL, reconstruction)
+    inter_levels: float = term(0.0)  # inter-affinity across adjacent levels on a common grid (issue 19's reading)
+    cram_commit: float = term(0.0)  # |x - CRAM centre reconstruction|^2 / |x|^2: the centres carry the features
     affinity_size: int = 16  # "pooled": affinities on a grid of at most this side (cost: N^2, N = side^2)
     affinity_distance: str = "l2"  # "l1" or "l2" between affinity matrices
     affinity_mode: str = (
@@ -241,8 +249,21 @@ def _validate(config: Config, source: str) -> None:
         (config.train.batch_size >= 1, "train.batch_size must be >= 1"),
         (config.train.lr > 0, "train.lr must be > 0"),
         (config.model.cram_centres >= 1, "model.cram_centres must be >= 1"),
+        (
+            len(config.model.decoder_blocks) == 3 and all(n >= 1 for n in config.model.decoder_blocks),
+            "model.decoder_blocks must be 3 block counts >= 1 (deepest stage first)",
+        ),
+        (0.0 <= config.model.bottleneck_dropout < 1.0, "model.bottleneck_dropout must be in [0, 1)"),
+        (
+            config.model.name.endswith("rd")
+            or (config.model.decoder_blocks == [1, 1, 1] and config.model.bottleneck_dropout == 0),
+            "model.decoder_blocks and model.bottleneck_dropout belong to the rd models (fd has no decoder)",
+        ),
         (config.model.cram_tau > 0, "model.cram_tau must be > 0"),
-        (config.model.cram_output in ("residual", "centres"), "model.cram_output must be 'residual' or 'centres'"),
+        (
+            config.model.cram_output in CRAM_OUTPUT_NAMES,
+            f"model.cram_output must be one of {', '.join(CRAM_OUTPUT_NAMES)}",
+        ),
         (config.model.cram_init in ("random", "kmeans"), "model.cram_init must be 'random' or 'kmeans'"),
         (config.loss.affinity_size >= 2, "loss.affinity_size must be >= 2"),
         (config.loss.affinity_distance in ("l1", "l2"), "loss.affinity_distance must be 'l1' or 'l2'"),

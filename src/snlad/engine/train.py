@@ -179,7 +179,7 @@ def fit(
                     teacher_features, student_features = step(
                         batch["image"].to(device, non_blocking=True, memory_format=torch.channels_last), cached
                     )
-                    loss, parts = distillation_loss(teacher_features, student_features, config.loss)
+                    loss, parts = distillation_loss(teacher_features, student_features, config.loss, model.auxiliary())
                 if cached is None and teacher_cache.enabled:
                     teacher_cache.store(batch["index"], teacher_features)
                 optimizer.zero_grad(set_to_none=True)

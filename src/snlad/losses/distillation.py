@@ -1,36 +1,85 @@
-"""Distillation loss terms, one function each, and their weighted sum.
+"""Distillation loss terms, one function each, registered once, and their weighted sum.
 
-Every term takes teacher and student features of one level (B x C x H x W)
-and the loss settings, returns a scalar, is zero when the two are equal and
-positive otherwise. Teacher features arrive detached, so gradients reach the
-student only. :data:`TERMS` implements exactly the terms that
-``snlad.config.LossConfig`` declares (checked at import).
+A term is zero when teacher and student agree and positive otherwise; teacher
+features arrive detached, so gradients reach the student only. Two kinds
+(:class:`Term`):
+
+- a *level* term takes teacher and student features of one level
+  (B x C x H x W) and the loss settings; the loss sums it over the levels;
+- a *model* term sees every level at once and the model's auxiliary outputs
+  (:meth:`snlad.models.TeacherStudent.auxiliary`, e.g. the CRAMs' assignments),
+  for what relates levels or concerns a module rather than one level.
+
+Adding a term is its ``LossConfig`` field (``term(weight)``) and one function
+registered here with :func:`level_term` or :func:`model_term`; :data:`TERMS`
+must implement exactly the declared terms (checked at import).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from snlad.config import LossConfig, term_weights
 from snlad.losses.affinity import affinity, batch_affinity, local_affinity, pooled_positions
-from snlad.models.teacher_student import Features
+from snlad.models.teacher_student import Auxiliary, Features
 
-Term = Callable[[torch.Tensor, torch.Tensor, LossConfig], torch.Tensor]
+LevelFn = Callable[[torch.Tensor, torch.Tensor, LossConfig], torch.Tensor]
+ModelFn = Callable[[Features, Features, Auxiliary, LossConfig], torch.Tensor]
 
 
+@dataclass(frozen=True)
+class Term:
+    """One registered term: ``level`` (summed over levels) or ``model`` (every level and the auxiliary outputs)."""
+
+    level: LevelFn | None = None
+    model: ModelFn | None = None
+
+    def __call__(self, teacher: Features, student: Features, auxiliary: Auxiliary, config: LossConfig) -> torch.Tensor:
+        if self.model is not None:
+            return self.model(teacher, student, auxiliary, config)
+        return sum(self.level(t, s, config) for t, s in zip(teacher, student, strict=True))
+
+
+TERMS: dict[str, Term] = {}
+
+
+def level_term(name: str) -> Callable[[LevelFn], LevelFn]:
+    """Register a function of one level's teacher and student features as the term ``name``."""
+
+    def register(fn: LevelFn) -> LevelFn:
+        TERMS[name] = Term(level=fn)
+        return fn
+
+    return register
+
+
+def model_term(name: str) -> Callable[[ModelFn], ModelFn]:
+    """Register a function of all levels and the model's auxiliary outputs as the term ``name``."""
+
+    def register(fn: ModelFn) -> ModelFn:
+        TERMS[name] = Term(model=fn)
+        return fn
+
+    return register
+
+
+@level_term("channel")
 def channel_loss(teacher: torch.Tensor, student: torch.Tensor, config: LossConfig) -> torch.Tensor:
     """Mean over positions of 1 - cos across channels (STPM; SNL channel-wise distillation)."""
     return (1 - F.cosine_similarity(teacher, student, dim=1)).mean()
 
 
+@level_term("whole_map")
 def whole_map_loss(teacher: torch.Tensor, student: torch.Tensor, config: LossConfig) -> torch.Tensor:
     """RD4AD: 1 - cos between the flattened feature maps of each image."""
     return (1 - F.cosine_similarity(teacher.flatten(1), student.flatten(1), dim=1)).mean()
 
 
+@level_term("spatial")
 def spatial_loss(teacher: torch.Tensor, student: torch.Tensor, config: LossConfig) -> torch.Tensor:
     """SNL spatial-wise distillation, per channel over positions (``loss.spatial_kind``).
 
@@ -59,11 +108,13 @@ def _affinity(a: torch.Tensor, b: torch.Tensor, config: LossConfig) -> torch.Ten
     return affinity(pooled_positions(a, config.affinity_size), pooled_positions(b, config.affinity_size))
 
 
+@level_term("intra")
 def intra_affinity_loss(teacher: torch.Tensor, student: torch.Tensor, config: LossConfig) -> torch.Tensor:
     """Distance between the teacher's and the student's affinities among positions of one image."""
     return _distance(_affinity(teacher, teacher, config), _affinity(student, student, config), config.affinity_distance)
 
 
+@level_term("inter")
 def inter_affinity_loss(teacher: torch.Tensor, student: torch.Tensor, config: LossConfig) -> torch.Tensor:
     """SNL inter-affinity distillation (``loss.inter_kind``).
 
@@ -84,13 +135,48 @@ def inter_affinity_loss(teacher: torch.Tensor, student: torch.Tensor, config: Lo
     return _distance(batch_affinity(t, t)[other], batch_affinity(s, s)[other], config.affinity_distance)
 
 
-TERMS: dict[str, Term] = {
-    "channel": channel_loss,
-    "whole_map": whole_map_loss,
-    "spatial": spatial_loss,
-    "intra": intra_affinity_loss,
-    "inter": inter_affinity_loss,
-}
+@model_term("inter_levels")
+def cross_level_affinity_loss(
+    teacher: Features, student: Features, auxiliary: Auxiliary, config: LossConfig
+) -> torch.Tensor:
+    """Inter-affinity across levels: how positions of level k relate to positions of level k+1 (issue 19's reading).
+
+    Levels have different channels, so positions of two levels are compared
+    through their affinities on a common grid (each level pooled to the coarser
+    one's side, at most ``loss.affinity_size``): R(p, q) = (1/N) sum_r A_k(p, r)
+    A_k+1(q, r), how alike position p of level k and position q of level k+1
+    see the rest of the image. The student's R is pushed towards the teacher's
+    for every pair of adjacent levels.
+    """
+    total = teacher[0].new_zeros(())
+    for k in range(len(teacher) - 1):
+        side = min(config.affinity_size, *teacher[k + 1].shape[-2:])
+        relations = []
+        for levels in (teacher, student):
+            lower, upper = pooled_positions(levels[k], side), pooled_positions(levels[k + 1], side)
+            relations.append(affinity(lower, lower) @ affinity(upper, upper).transpose(1, 2) / lower.shape[1])
+        total = total + _distance(relations[1], relations[0], config.affinity_distance)
+    return total
+
+
+@model_term("cram_commit")
+def cram_commitment_loss(
+    teacher: Features, student: Features, auxiliary: Auxiliary, config: LossConfig
+) -> torch.Tensor:
+    """How much of a CRAM's input its centres do not explain: mean |x - sum_k a_k c_k|^2 / |x|^2 over CRAMs.
+
+    Pulls the centres (and the assignment) onto the features the student makes,
+    and the features towards the centres, so the centres carry the normal space
+    (VQ-VAE's commitment term, soft and in both directions). Zero without CRAMs.
+    """
+    pairs = auxiliary.get("cram", [])
+    if not pairs:
+        return teacher[0].new_zeros(())
+    return sum(
+        ((x - centres).pow(2).sum(dim=1) / x.pow(2).sum(dim=1).clamp_min(1e-12)).mean() for x, centres in pairs
+    ) / len(pairs)
+
+
 if set(TERMS) != set(term_weights(LossConfig())):
     raise ImportError(
         f"snlad.losses.TERMS {sorted(TERMS)} must implement exactly the LossConfig terms {sorted(term_weights(LossConfig()))}"
@@ -98,10 +184,11 @@ if set(TERMS) != set(term_weights(LossConfig())):
 
 
 def distillation_loss(
-    teacher: Features, student: Features, config: LossConfig
+    teacher: Features, student: Features, config: LossConfig, auxiliary: Auxiliary | None = None
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Weighted sum over levels and terms; also returns each term's value (summed over levels) for logging.
+    """Weighted sum over terms (each summed over levels); also returns each term's value for logging.
 
+    ``auxiliary``: the model's auxiliary outputs of this forward pass (model terms read them).
     Terms with weight 0 are not computed at all, so an ablation also costs less.
     """
     total = teacher[0].new_zeros(())
@@ -109,7 +196,7 @@ def distillation_loss(
     for name, weight in term_weights(config).items():
         if weight == 0:
             continue
-        value = sum(TERMS[name](t, s, config) for t, s in zip(teacher, student, strict=True))
+        value = TERMS[name](teacher, student, auxiliary or {}, config)
         parts[name] = float(value.detach())
         total = total + weight * value
     return total, parts

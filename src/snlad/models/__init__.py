@@ -20,4 +20,6 @@ def build_model(config: ModelConfig, pretrained_teacher: bool = True) -> Teacher
     if base == "fd":
         student = build_backbone(config.teacher, pretrained=False)
         return FeatureDistillation(teacher, student, build_crams(config, student.channels))
-    return ReverseDistillation(teacher, build_crams(config, teacher.channels[::-1]))
+    return ReverseDistillation(
+        teacher, build_crams(config, teacher.channels[::-1]), tuple(config.decoder_blocks), config.bottleneck_dropout
+    )

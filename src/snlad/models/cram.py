@@ -6,11 +6,14 @@ SNL_METHOD.md): K centres, a soft assignment of every position to them, and
 the residual to the assigned centres through a zero-initialised projection.
 Variants (``model.cram_*``, measured in docs/results):
 
-- ``cram_output`` "residual": ``y = x + phi(x - sum_k a_k c_k)``, the identity
-  at initialisation (the module learns how far to move features);
+- ``cram_output`` (:data:`CRAM_OUTPUTS`) "residual": ``y = x + phi(x - sum_k a_k c_k)``,
+  the identity at initialisation (the module learns how far to move features);
   "centres": ``y = sum_k a_k c_k + phi(x - sum_k a_k c_k)``, features start as
   their soft reconstruction from the centres, so what no centre explains must
-  be learned back through ``phi`` (the normal-space bottleneck reading).
+  be learned back through ``phi``; "bottleneck": ``y = sum_k a_k c_k``, nothing
+  bypasses the centres (every output is a mix of K centres: the normal space
+  the centres span is all the student can say). The ``loss.cram_commit`` term
+  pulls centres and inputs together for any of them.
 - ``cram_tau``: temperature of the assignment softmax (small = hard assignment).
 - ``cram_init`` "random" or "kmeans": centres (and the assignment, as
   NetVLAD's ``softmax(-|x - c_k|^2 / tau)``) from k-means of the teacher's
@@ -20,12 +23,25 @@ Variants (``model.cram_*``, measured in docs/results):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
-from snlad.config import ModelConfig
+from snlad.config import CRAM_OUTPUT_NAMES, ModelConfig
+
+CramOutput = Callable[[torch.Tensor, torch.Tensor, nn.Module], torch.Tensor]
+"""(input x, centre reconstruction sum_k a_k c_k, projection phi) -> the CRAM's output."""
+
+CRAM_OUTPUTS: dict[str, CramOutput] = {
+    "residual": lambda x, aggregated, project: x + project(x - aggregated),
+    "centres": lambda x, aggregated, project: aggregated + project(x - aggregated),
+    "bottleneck": lambda x, aggregated, project: aggregated,
+}
+if set(CRAM_OUTPUTS) != set(CRAM_OUTPUT_NAMES):
+    raise ImportError(
+        f"CRAM_OUTPUTS {sorted(CRAM_OUTPUTS)} must implement model.cram_output's {sorted(CRAM_OUTPUT_NAMES)}"
+    )
 
 
 class CRAM(nn.Module):
@@ -43,6 +59,7 @@ class CRAM(nn.Module):
         nn.init.zeros_(self.project[1].weight)  # phi = 0 at initialisation
         self.tau = tau
         self.output = output
+        self.recorded: tuple[torch.Tensor, torch.Tensor] | None = None  # (x, reconstruction) of the last training pass
 
     def soft_assignment(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The assignment a (B x K x H x W) of every position to the centres, and its reconstruction sum_k a_k c_k."""
@@ -52,8 +69,8 @@ class CRAM(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: B x C x H x W -> B x C x H x W."""
         _, aggregated = self.soft_assignment(x)
-        base = x if self.output == "residual" else aggregated
-        return base + self.project(x - aggregated)
+        self.recorded = (x, aggregated) if self.training else None  # for the loss's cram_commit term
+        return CRAM_OUTPUTS[self.output](x, aggregated, self.project)
 
     @torch.no_grad()
     def init_from_features(self, features: torch.Tensor, iterations: int = 20, seed: int = 0) -> None:

@@ -8,7 +8,9 @@ teachers share the code. With SNL a CRAM follows each decoder stage.
 Differences from RD4AD, on purpose: decoder stages end in a linear conv (an
 EfficientNet-Lite block output is linear and can be negative, unlike a ResNet
 layer output after ReLU), and the bottleneck width is 2 * c3 (RD4AD: 2048 for
-c3 = 1024, the same ratio).
+c3 = 1024, the same ratio). RD4AD's decoder has 3, 4, 6 blocks per stage;
+ours one each by default (``model.decoder_blocks``). ``model.bottleneck_dropout``
+adds dropout on the embedding while training (Dinomaly's noisy bottleneck).
 """
 
 from __future__ import annotations
@@ -66,37 +68,53 @@ class OCBE(nn.Module):
 
 
 class DecoderStage(nn.Module):
-    """Upsample x2 and refine; the output is linear so it can match any teacher's feature range."""
+    """Upsample x2 and refine with ``blocks`` residual blocks; the output is linear so it can match any teacher's range.
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    Between blocks a ReLU, as in a ResNet stage; the last block's sum stays linear.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, blocks: int = 1) -> None:
         super().__init__()
         self.up = nn.Sequential(
             nn.ConvTranspose2d(in_channels, out_channels, 2, stride=2, bias=False),
             nn.BatchNorm2d(out_channels),
             nn.ReLU(inplace=True),
         )
-        self.refine = nn.Sequential(
-            conv_bn_relu(out_channels, out_channels), nn.Conv2d(out_channels, out_channels, 3, padding=1)
+        self.refine = nn.ModuleList(
+            nn.Sequential(conv_bn_relu(out_channels, out_channels), nn.Conv2d(out_channels, out_channels, 3, padding=1))
+            for _ in range(blocks)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        up = self.up(x)
-        return up + self.refine(up)
+        x = self.up(x)
+        for index, block in enumerate(self.refine):
+            x = x + block(x) if index == 0 else x + block(torch.relu(x))
+        return x
 
 
 class ReverseDistillation(TeacherStudent):
-    def __init__(self, teacher: Backbone, crams: nn.ModuleList) -> None:
+    def __init__(
+        self,
+        teacher: Backbone,
+        crams: nn.ModuleList,
+        decoder_blocks: tuple[int, int, int] = (1, 1, 1),
+        bottleneck_dropout: float = 0.0,
+    ) -> None:
         super().__init__(teacher)
         c1, c2, c3 = teacher.channels
         bottleneck = 2 * c3
         self.bottleneck = OCBE(teacher.channels, bottleneck)
+        self.noise = nn.Dropout(bottleneck_dropout)  # training only: the decoder cannot rely on every embedding value
         # Deepest first: stride 32 -> 16 -> 8 -> 4.
-        self.decoder = nn.ModuleList([DecoderStage(bottleneck, c3), DecoderStage(c3, c2), DecoderStage(c2, c1)])
+        widths = [(bottleneck, c3), (c3, c2), (c2, c1)]
+        self.decoder = nn.ModuleList(
+            DecoderStage(a, b, blocks) for (a, b), blocks in zip(widths, decoder_blocks, strict=True)
+        )
         self.crams = crams  # after decoder stage i (deepest first), compared with teacher level 2 - i
         self.cram_levels = (2, 1, 0)
 
     def student_features(self, images: torch.Tensor, teacher_features: Features) -> Features:
-        x = self.bottleneck(teacher_features)
+        x = self.noise(self.bottleneck(teacher_features))
         decoded = []
         for stage, cram in zip(self.decoder, self.crams):
             x = cram(stage(x))

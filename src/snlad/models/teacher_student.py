@@ -13,6 +13,8 @@ from torch import nn
 from snlad.backbones import Backbone
 
 Features = list[torch.Tensor]
+Auxiliary = dict[str, list[tuple[torch.Tensor, torch.Tensor]]]
+"""What a forward pass leaves besides features, for the loss's model terms: ``"cram"``: (input, centre reconstruction) per CRAM."""
 
 
 class TeacherStudent(nn.Module):
@@ -32,6 +34,11 @@ class TeacherStudent(nn.Module):
 
     cram_levels: tuple[int, ...] = ()
     """The teacher level each entry of ``crams`` (where a model has them) is compared with."""
+
+    def auxiliary(self) -> Auxiliary:
+        """The auxiliary outputs of the last training forward pass (``snlad.losses`` model terms read them)."""
+        recorded = [module.recorded for module in self.modules() if getattr(module, "recorded", None) is not None]
+        return {"cram": recorded} if recorded else {}
 
     def student_parameters(self) -> list[nn.Parameter]:
         return [p for name, p in self.named_parameters() if not name.startswith("teacher.")]

@@ -1,0 +1,53 @@
+"""RD's decoder depth and noisy bottleneck switches: what they build and when they act."""
+
+import pytest
+import torch
+
+from snlad.config import ModelConfig, load_config
+from snlad.errors import SnladError
+from snlad.models import build_model
+
+
+def _rd(**settings) -> torch.nn.Module:
+    return build_model(ModelConfig(name="rd", **settings), pretrained_teacher=False)
+
+
+def test_decoder_blocks_set_the_refine_blocks_of_each_stage_deepest_first():
+    model = _rd(decoder_blocks=[3, 4, 6])
+    assert [len(stage.refine) for stage in model.decoder] == [3, 4, 6]
+    images = torch.rand(2, 3, 64, 64)
+    teacher, student = model.eval()(images)
+    assert [s.shape for s in student] == [t.shape for t in teacher]
+    default = _rd()
+    assert [len(stage.refine) for stage in default.decoder] == [1, 1, 1]
+    assert sum(p.numel() for p in model.student_parameters()) > sum(p.numel() for p in default.student_parameters())
+
+
+def test_bottleneck_dropout_acts_in_training_only():
+    model = _rd(bottleneck_dropout=0.5)
+    images = torch.rand(2, 3, 64, 64)
+    model.eval()
+    first, second = model(images)[1], model(images)[1]
+    assert all(torch.equal(a, b) for a, b in zip(first, second))  # inference never drops
+    model.train()
+    torch.manual_seed(0)
+    a = model.student_features(images, model.teacher(images))
+    torch.manual_seed(1)
+    b = model.student_features(images, model.teacher(images))
+    assert not torch.allclose(a[0], b[0])
+    embedding = model.bottleneck(model.teacher(images))
+    dropped = model.noise(embedding)
+    active = embedding != 0  # after the embedding's ReLU
+    assert 0.35 < float((dropped[active] == 0).float().mean()) < 0.65  # about half of them dropped
+
+
+@pytest.mark.parametrize("setting", ["model.decoder_blocks=[3,4,6]", "model.bottleneck_dropout=0.2"])
+def test_decoder_settings_are_refused_for_fd(setting):
+    assert load_config("rd", None, [setting]) is not None
+    with pytest.raises(SnladError, match="belong to the rd models"):
+        load_config("snl-fd", None, [setting])
+
+
+def test_decoder_blocks_need_three_positive_counts():
+    with pytest.raises(SnladError, match="3 block counts"):
+        load_config("rd", None, ["model.decoder_blocks=[2,2]"])
