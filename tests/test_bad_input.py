@@ -20,6 +20,7 @@ from PIL import Image
 from bad_inputs import CASES, FAST_ARGS, Case, build_shared, prepare, render, run_case
 from snlad.cli import main
 from snlad.data import load_mask
+from snlad.engine.device import busy_threads_elsewhere, usable_cores
 from snlad.errors import SnladError
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "bad-input.md"
@@ -90,6 +91,43 @@ def test_real_process_prints_one_line_and_no_traceback(
     assert all(fragment in lines[0] for fragment in case.expect)
     if case.check is not None:
         case.check(tmp_path)
+
+
+SPIN = "import time\nend = time.monotonic() + 120\nwhile time.monotonic() < end:\n    pass\n"  # bounded even if never killed
+
+
+def test_one_error_line_while_other_processes_keep_every_core_busy(tmp_path: Path) -> None:
+    """CI shares its cores: with every core spun by real processes, a bad input still prints exactly one error line.
+
+    One case runs in-process on one thread (as the suite does), one as a real
+    process with ``--threads 1`` and no OMP_NUM_THREADS (the user followed the
+    oversubscription note): neither has anything to act on, so no note.
+    """
+    spinners = [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(usable_cores())]
+    try:
+        for _ in range(50):  # until the scheduler shows them running
+            if busy_threads_elsewhere() >= usable_cores():
+                break
+        case = BY_NAME["image_zero_bytes"]  # fails inside training, after the point where the note is said
+        _, outcome = run_case(case, tmp_path / "in-process", None)
+        lines = outcome.stderr.strip().splitlines()
+        assert outcome.code == 2 and len(lines) == 1 and lines[0].startswith("snlad: error: "), outcome.stderr
+        argv = prepare(case, tmp_path / "process", None)
+        env = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}
+        result = subprocess.run(
+            [sys.executable, "-m", "snlad.cli", "--threads", "1", *argv],
+            cwd=tmp_path / "process",
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("snlad: error: "), result.stderr
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
