@@ -14,12 +14,12 @@ def _rd(**settings) -> torch.nn.Module:
 
 def test_decoder_blocks_set_the_refine_blocks_of_each_stage_deepest_first():
     model = _rd(decoder_blocks=[3, 4, 6])
-    assert [len(stage.refine) for stage in model.decoder] == [3, 4, 6]
+    assert [stage.blocks for stage in model.decoder] == [3, 4, 6]
     images = torch.rand(2, 3, 64, 64)
     teacher, student = model.eval()(images)
     assert [s.shape for s in student] == [t.shape for t in teacher]
     default = _rd()
-    assert [len(stage.refine) for stage in default.decoder] == [1, 1, 1]
+    assert [stage.blocks for stage in default.decoder] == [1, 1, 1]
     assert sum(p.numel() for p in model.student_parameters()) > sum(p.numel() for p in default.student_parameters())
 
 
@@ -51,3 +51,10 @@ def test_decoder_settings_are_refused_for_fd(setting):
 def test_decoder_blocks_need_three_positive_counts():
     with pytest.raises(SnladError, match="3 block counts"):
         load_config("rd", None, ["model.decoder_blocks=[2,2]"])
+
+
+def test_a_default_rd_keeps_the_state_dict_layout_of_earlier_model_files():
+    """Runs trained before decoder depth was a setting must still load: same keys for one block per stage."""
+    keys = {k for k in _rd().state_dict() if k.startswith("decoder.0.")}
+    assert keys >= {"decoder.0.refine.0.0.weight", "decoder.0.refine.1.weight", "decoder.0.refine.1.bias"}
+    assert not any(".more." in k for k in keys)

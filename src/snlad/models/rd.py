@@ -70,7 +70,8 @@ class OCBE(nn.Module):
 class DecoderStage(nn.Module):
     """Upsample x2 and refine with ``blocks`` residual blocks; the output is linear so it can match any teacher's range.
 
-    Between blocks a ReLU, as in a ResNet stage; the last block's sum stays linear.
+    Between blocks a ReLU, as in a ResNet stage; the last block's sum stays linear. The first block
+    keeps the name ``refine`` (a one-block stage loads the model files written before depth was a setting).
     """
 
     def __init__(self, in_channels: int, out_channels: int, blocks: int = 1) -> None:
@@ -80,15 +81,22 @@ class DecoderStage(nn.Module):
             nn.BatchNorm2d(out_channels),
             nn.ReLU(inplace=True),
         )
-        self.refine = nn.ModuleList(
-            nn.Sequential(conv_bn_relu(out_channels, out_channels), nn.Conv2d(out_channels, out_channels, 3, padding=1))
-            for _ in range(blocks)
-        )
+        self.refine = self._block(out_channels)
+        self.more = nn.ModuleList(self._block(out_channels) for _ in range(blocks - 1))
+
+    @staticmethod
+    def _block(channels: int) -> nn.Sequential:
+        return nn.Sequential(conv_bn_relu(channels, channels), nn.Conv2d(channels, channels, 3, padding=1))
+
+    @property
+    def blocks(self) -> int:
+        return 1 + len(self.more)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.up(x)
-        for index, block in enumerate(self.refine):
-            x = x + block(x) if index == 0 else x + block(torch.relu(x))
+        x = x + self.refine(x)
+        for block in self.more:
+            x = x + block(torch.relu(x))
         return x
 
 
