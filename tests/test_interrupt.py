@@ -141,6 +141,54 @@ def test_ctrl_c_saves_a_resumable_checkpoint_and_resume_matches_an_uninterrupted
     assert_same_weights(model_weights(straight), model_weights(run))
 
 
+def _interrupt_at_check(number: int) -> Callable[[], contextlib.AbstractContextManager]:
+    """A stand-in for ``deferred_interrupts`` whose flag is raised at its ``number``-th check: an interrupt placed
+    by the training loop's own progress, not by timing."""
+
+    @contextlib.contextmanager
+    def deferred() -> Iterator[Callable[[], bool]]:
+        checks = iter(range(1, 10**9))
+        yield lambda: next(checks) >= number
+
+    return deferred
+
+
+def _log_rows(run: Path) -> list[list[str]]:
+    return [line.split(",") for line in (run / "train_log.csv").read_text().splitlines()]
+
+
+def test_an_interrupt_after_an_epochs_last_batch_ends_that_epoch_first(
+    data: Path, straight: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """7 images in batches of 2: checks after batches 1-3 and at the epoch's end; the 4th check is the epoch's end.
+
+    The epoch is logged and saved whole (no empty epoch to resume into, no short row in train_log.csv), and
+    a state saved the earlier way (epoch 0, position 7 of 7) resumes without a short row either.
+    """
+    from snlad.engine import train
+
+    run = tmp_path / "run"
+    argv = train_argv(data, run)
+    with monkeypatch.context() as patch:
+        patch.setattr(train, "deferred_interrupts", _interrupt_at_check(4))
+        assert main(argv) == 130
+    state = read_checkpoint(run / "checkpoint.pt")
+    assert (state["epoch"], state["position"]) == (1, 0)
+    assert [row[0] for row in _log_rows(run)] == ["epoch", "1"]
+
+    earlier = tmp_path / "earlier"
+    shutil.copytree(run, earlier)
+    state.update(epoch=0, position=7)  # what an interrupt after the last batch saved before this fix
+    torch.save(state, earlier / "checkpoint.pt")
+    for folder in (run, earlier):
+        with contextlib.redirect_stdout(None):
+            assert main([*train_argv(data, folder), "--resume"]) == 0
+        rows = _log_rows(folder)
+        assert [row[0] for row in rows] == ["epoch", *(str(e) for e in range(1, EPOCHS + 1))]
+        assert {len(row) for row in rows} == {len(rows[0])}
+        assert_same_weights(model_weights(straight), model_weights(folder))
+
+
 def test_sigterm_then_sigkill_at_random_moments_never_break_the_checkpoint(data: Path, tmp_path: Path) -> None:
     """A scheduler's SIGTERM, then kill -9 twice at random points of an epoch; resuming each time.
 

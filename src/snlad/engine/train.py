@@ -191,7 +191,8 @@ def fit(
                     sums[name] = sums.get(name, 0.0) + value * batch_size
                 bar.update(batch_size * context.world_size)
                 bar.set_postfix(loss=f"{loss.item():.4f}")
-                if context.any(interrupted(), device):
+                # After an epoch's last batch the epoch ends as usual (logged, saved); the check below it stops.
+                if position < len(samples) and context.any(interrupted(), device):
                     bar.close()
                     if context.is_main:
                         write_checkpoint(folder.checkpoint, _training_state(model, optimizer, config, epoch, position))
@@ -201,6 +202,10 @@ def fit(
                     )
             bar.close()
             epoch, position = epoch + 1, 0
+            if not sums:  # resumed from a state saved after the epoch's last batch: nothing was trained to log
+                if context.is_main:
+                    write_checkpoint(folder.checkpoint, _training_state(model, optimizer, config, epoch, position))
+                continue
             names = list(sums)
             totals = context.sum([sums[name] for name in names] + [float(seen)], device)
             means = {name: total / max(totals[-1], 1.0) for name, total in zip(names, totals[:-1], strict=True)}
