@@ -22,6 +22,7 @@ import io
 import os
 import shutil
 import struct
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -1046,8 +1047,7 @@ def _(d: Path) -> list[str]:
     needs_run=True,
 )
 def _(d: Path) -> list[str]:
-    (d / "pred" / "maps").mkdir(parents=True)
-    (d / "pred" / "maps" / "old.npy").write_bytes(b"x")
+    assert quietly(predict("data/widget/test/good/1.png")) == 0
     return predict("data/widget/test/good/0.png")
 
 
@@ -1132,6 +1132,264 @@ def _(d: Path) -> list[str]:
 )
 def _(d: Path) -> list[str]:
     return predict("data/widget/test/good/0.png", extra=("--category", "gizmo"))
+
+
+# -- nothing the user had is lost or overwritten (issue 21): byte-for-byte checks
+
+_BEFORE: dict[Path, dict[Path, bytes]] = {}
+
+
+def keep(d: Path, *names: str) -> None:
+    """Remember the bytes of every file under ``names`` (files or folders in ``d``) for :func:`unchanged`."""
+    files = [p for name in names for p in ([d / name] if (d / name).is_file() else (d / name).rglob("*"))]
+    _BEFORE[d.resolve()] = {path: path.read_bytes() for path in files if path.is_file()}
+
+
+def unchanged(d: Path) -> None:
+    """Every file :func:`keep` saw is still there with the same bytes."""
+    for path, data in _BEFORE.pop(d.resolve()).items():
+        assert path.is_file(), f"{path} was deleted"
+        assert path.read_bytes() == data, f"{path} was changed"
+
+
+def quietly(argv: list[str]) -> int:
+    """Run one command in-process with its output swallowed (a case's set-up, not the case)."""
+    from snlad.cli import main
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        return main(["--quiet", *argv])
+
+
+@case(
+    "train_out_not_a_run",
+    "data safety",
+    "`train --out` a folder of the user's that holds no run but a `config.yaml`, `metrics.csv`, `train_log.csv`",
+    2,
+    "proj holds no snlad run but files a training would replace (config.yaml, metrics.csv",
+    "choose another --out",
+    check=unchanged,
+)
+def _(d: Path) -> list[str]:
+    make_dataset(d / "data")
+    (d / "proj").mkdir()
+    (d / "proj" / "config.yaml").write_text("mine: 1\n")
+    (d / "proj" / "metrics.csv").write_text("x\n")
+    (d / "proj" / "train_log.csv").write_text("epoch,loss\n1,0.5\n")
+    keep(d, "proj")
+    return train(out="proj")
+
+
+@case(
+    "predict_keeps_foreign_tmp",
+    "data safety",
+    "`predict --out` a folder holding the user's own hidden `.draft.tmp`, 2 hours old (kept: only snlad's temporaries are cleaned)",
+    0,
+    "scored 1 image ",
+    needs_run=True,
+    check=unchanged,
+)
+def _(d: Path) -> list[str]:
+    (d / "pred").mkdir()
+    draft = d / "pred" / ".draft.tmp"
+    draft.write_text("draft\n")
+    os.utime(draft, (time.time() - 7200, time.time() - 7200))
+    keep(d, "pred")
+    return predict("data/widget/test/good/0.png")
+
+
+@case(
+    "overwrite_bad_new_data_keeps_run",
+    "data safety",
+    "`train --overwrite` of a finished run with a truncated image in the new data: the old run stays whole",
+    2,
+    BAD,
+    "re-copy it or delete it",
+    needs_run=True,
+    check=unchanged,
+)
+def _(d: Path) -> list[str]:
+    (d / "run" / "metrics.csv").write_text("the old run's metrics\n")
+    keep(d, "run")
+    truncated(d / BAD, "PNG")
+    return train("data", "--overwrite", out="run")
+
+
+@contextlib.contextmanager
+def held_lock(folder: Path, holder: str) -> Iterator[None]:
+    """Another process's lock on ``folder`` (a separate open file: flock conflicts within one process too)."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        handle.write(holder)
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@case(
+    "predict_concurrent",
+    "data safety",
+    "a second `predict` into the `--out` another `predict` is writing",
+    2,
+    "pred is in use by another snlad predict (pid 4242)",
+    "wait for it to finish",
+    needs_run=True,
+    simulate=lambda d: held_lock(d / "pred", "snlad predict (pid 4242)"),
+)
+def _(d: Path) -> list[str]:
+    return predict("data/widget/test/good/0.png")
+
+
+@case(
+    "test_out_other_run",
+    "data safety",
+    "`test --out` another run's folder",
+    2,
+    "other holds another run",
+    needs_run=True,
+    check=unchanged,
+)
+def _(d: Path) -> list[str]:
+    shutil.copytree(d / "run", d / "other")
+    (d / "other" / "metrics.csv").write_text("the other run's metrics\n")
+    keep(d, "other")
+    return [*test_cmd(), "--out", "other"]
+
+
+@case(
+    "test_out_existing_metrics",
+    "data safety",
+    "`test --out` a folder that already holds a `metrics.csv` (no `--overwrite`)",
+    2,
+    "evals/metrics.csv already exists",
+    "--overwrite",
+    needs_run=True,
+    check=unchanged,
+)
+def _(d: Path) -> list[str]:
+    (d / "evals").mkdir()
+    (d / "evals" / "metrics.csv").write_text("mine\n")
+    keep(d, "evals")
+    return [*test_cmd(), "--out", "evals"]
+
+
+@case(
+    "predict_overwrite_keeps_foreign",
+    "data safety",
+    "`predict --overwrite` into a folder with the user's own `masks/` and `maps/` (ground truth): only predict's own files are replaced",
+    0,
+    "scored 1 image ",
+    needs_run=True,
+    check=unchanged,
+)
+def _(d: Path) -> list[str]:
+    save(d / "pred" / "masks" / "gt.png", square_mask())
+    (d / "pred" / "maps").mkdir()
+    (d / "pred" / "maps" / "notes.npy").write_bytes(b"mine")
+    keep(d, "pred")
+    return predict("data/widget/test/good/0.png", extra=("--overwrite",))
+
+
+@case(
+    "predict_would_replace_foreign",
+    "data safety",
+    "`predict` whose mask `masks/0.png` would replace a file of the user's",
+    2,
+    "pred/masks/0.png exists and was not written by snlad predict",
+    "choose another --out",
+    needs_run=True,
+    check=unchanged,
+)
+def _(d: Path) -> list[str]:
+    save(d / "pred" / "masks" / "0.png", square_mask())
+    keep(d, "pred")
+    return predict("data/widget/test/good/0.png", extra=("--category", "widget"))
+
+
+@case(
+    "calibrate_margin_nan",
+    "data safety",
+    "`calibrate --margin nan` (or inf): would store thresholds nothing exceeds",
+    2,
+    "threshold margin must be a finite number >= 0, got nan",
+    needs_run=True,
+    check=unchanged,
+)
+def _(d: Path) -> list[str]:
+    keep(d, "run")
+    return ["calibrate", "--run", "run", "--data", "data", "--margin", "nan"]
+
+
+@case(
+    "rerun_after_failed_start",
+    "data safety",
+    "the same `train` again after a first one failed before its first checkpoint (corrupt image, since fixed)",
+    0,
+    "trained fd on widget",
+)
+def _(d: Path) -> list[str]:
+    _with_bad_train_image(d, lambda p: truncated(p, "PNG"))
+    assert quietly(train()) == 2
+    save(d / BAD, texture(1))
+    return train()
+
+
+# -- paths named in data files, configs and run files stay inside their root
+
+
+def _nothing_at(path: Path) -> None:
+    assert not path.exists(), f"{path} was written outside --out"
+
+
+@case(
+    "visa_csv_escapes_root",
+    "paths",
+    "a VisA split CSV whose image column names `../outside/secret.png`",
+    2,
+    "visa/split_csv/1cls.csv line 5: image: '../outside/secret.png' is not a path inside visa",
+)
+def _(d: Path) -> list[str]:
+    images = d / "visa" / "widget" / "Data" / "Images" / "Normal"
+    rows = ["object,split,label,image,mask"]
+    for i in range(3):
+        save(images / f"{i}.png", texture(i))
+        rows.append(f"widget,train,normal,widget/Data/Images/Normal/{i}.png,")
+    save(d / "outside" / "secret.png", texture(9))
+    rows.append("widget,train,normal,../outside/secret.png,")
+    (d / "visa" / "split_csv").mkdir()
+    (d / "visa" / "split_csv" / "1cls.csv").write_text("\n".join(rows) + "\n")
+    return train("visa")
+
+
+@case(
+    "experiment_name_escapes_out",
+    "paths",
+    "an experiment configuration named `../../escaped`",
+    2,
+    "experiment configuration name: '../../escaped' is not a folder name inside exp",
+    check=lambda d: _nothing_at(d / "escaped"),
+)
+def _(d: Path) -> list[str]:
+    make_dataset(d / "data")
+    (d / "e.yaml").write_text("configurations:\n  ../../escaped:\n    model: fd\n")
+    return ["experiment", "--experiment", "e.yaml", "--data", "data", "--out", "exp"]
+
+
+@case(
+    "run_category_escapes_run",
+    "paths",
+    "a one-class `run.json` whose category is `../other` (would load that folder's model)",
+    2,
+    "run/run.json names category: '../other' is not a folder name inside run",
+    needs_run=True,
+)
+def _(d: Path) -> list[str]:
+    (d / "run" / "run.json").write_text('{"mode": "one-class", "categories": ["../other"], "finished": true}')
+    return predict("data/widget/test/good/0.png", extra=("--category", "../other"))
 
 
 # ---------------------------------------------------------------- running and rendering

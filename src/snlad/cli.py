@@ -187,7 +187,8 @@ def _add_test(commands: argparse._SubParsersAction, common: argparse.ArgumentPar
     parser.add_argument("--data", required=True, help="data root with test images (and masks, where there are)")
     _category_options(parser, "comma-separated subset of the run's categories")
     _map_settings(parser)
-    parser.add_argument("--out", help="write the metrics files here instead of into the run")
+    parser.add_argument("--out", help="write the metrics files here instead of into the run (never into another run)")
+    parser.add_argument("--overwrite", action="store_true", help="replace metrics files written earlier in --out")
     _add_speed_options(parser)
     parser.set_defaults(handler=_test)
 
@@ -203,6 +204,7 @@ def _test(args: argparse.Namespace) -> None:
         args.out,
         args.micro_batch,
         args.compile,
+        args.overwrite,
     )
     print(api.metrics_table(per_category), end="")
 
@@ -346,7 +348,8 @@ def _add_calibrate(commands: argparse._SubParsersAction, common: argparse.Argume
         help="recompute a run's decision thresholds",
         description="Recompute the image and pixel thresholds of a run (stored in its model.pt) from held-out normals (--split train), "
         "synthetic cut-paste anomalies, or a labelled split. Rules in docs/thresholds.md; never calibrate on the split you report results on. "
-        "A category calibrated on fewer than 10 normal images gets a note: its thresholds are noisy.",
+        "Training already stored thresholds: replacing them needs --overwrite, and each category's old -> new values and the file "
+        "changed are printed. A category calibrated on fewer than 10 normal images gets a note: its thresholds are noisy.",
     )
     parser.add_argument("--run", required=True, help="run directory written by `snlad train`")
     parser.add_argument(
@@ -373,18 +376,36 @@ def _add_calibrate(commands: argparse._SubParsersAction, common: argparse.Argume
     )
     parser.add_argument("--margin", type=float, default=0.0, help="normal-based rules: threshold x (1 + margin)")
     _category_options(parser, "comma-separated subset of the run's categories")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the thresholds the run already holds (training stores some); later predictions and reports use the new ones",
+    )
     parser.set_defaults(handler=_calibrate)
 
 
 def _calibrate(args: argparse.Namespace) -> None:
     results = api.calibrate(
-        args.run, args.data, args.split, args.rule, args.quantile, args.margin, _names(args.category), not args.quiet
+        args.run,
+        args.data,
+        args.split,
+        args.rule,
+        args.quantile,
+        args.margin,
+        _names(args.category),
+        not args.quiet,
+        args.overwrite,
     )
     for category, result in results.items():
-        normals = len(result["normal_scores"])
+        normals, old = len(result["normal_scores"]), result["previous"] or {}
+        image, pixel = (
+            f"{old[key]:.6g} -> {result[key]:.6g}" if key in old else f"{result[key]:.6g}"
+            for key in ("threshold", "pixel_threshold")
+        )
+        was = f", was {old['rule']}" if old else ""
         print(
-            f"{category}: threshold {result['threshold']:.6g}, pixel threshold {result['pixel_threshold']:.6g} "
-            f"({result['rule']} on {normals} normal image{'s' if normals != 1 else ''} + {result['anomalous_images']} anomalous)"
+            f"{category}: image threshold {image}, pixel threshold {pixel} ({result['rule']}{was}; "
+            f"{normals} normal image{'s' if normals != 1 else ''} + {result['anomalous_images']} anomalous) -> {result['file']}"
         )
 
 

@@ -33,7 +33,7 @@ from snlad.config import read_yaml
 from snlad.data import list_categories
 from snlad.engine.run import MODES, ONE_CLASS, Run
 from snlad.errors import SnladError
-from snlad.files import atomic_write_text, write_csv
+from snlad.files import atomic_write_text, confined, write_csv
 
 TABLE_METRICS = (("image_auroc", "I-AUROC"), ("pixel_auroc", "P-AUROC"), ("aupro", "AUPRO"))
 # What a table reports: the test sets, the synthetic validation sets, or the real-defect validation root.
@@ -104,6 +104,8 @@ def run_experiment(
     ``real_defects``: a root of real defects (disjoint from the test split) every run is validated on.
     """
     out_dir = Path(out_dir)
+    for name in experiment.configurations:  # each names the folder OUT/<mode>/<name>: never one outside OUT
+        confined(out_dir, name, "experiment configuration name", single=True)
     categories = experiment.categories or list_categories(data_root)
     unknown = [n for n in only or [] if n not in experiment.configurations]
     if unknown:

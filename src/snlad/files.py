@@ -3,9 +3,13 @@
 Every file snlad writes goes to a temporary file in the same folder, is
 flushed to disk, then renamed over the target: a crash, SIGKILL or full disk
 at any moment leaves either the old file or the new one, never half of one.
-The temporary files are named ``.<target name>.<random>.tmp``; one left by a
-SIGKILL during a write is removed by :func:`remove_stale_temporaries` the
-next time snlad writes into that folder's run.
+The temporary files are named ``.<target name>.<random>.snlad.tmp`` (a name
+no other program uses); one left by a SIGKILL during a write is removed by
+:func:`remove_stale_temporaries` the next time snlad writes into that folder.
+
+Every path that comes from a data file, a config or a run file (a split CSV's
+image column, an experiment's configuration name, a run's category) goes
+through :func:`confined`: it stays inside its root or is refused.
 
 Torch files are read with ``weights_only=True``: a file that would run code
 when unpickled is refused, not executed.
@@ -13,14 +17,16 @@ when unpickled is refused, not executed.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import io
 import json
 import os
 import pickle
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +35,7 @@ import torch
 
 from snlad.errors import SnladError, brief
 
-TEMPORARY_SUFFIX = ".tmp"
+TEMPORARY_SUFFIX = ".snlad.tmp"  # not plain ".tmp": a user's own hidden .tmp files are never snlad's to delete
 STALE_AFTER_S = 60.0  # a temporary file older than this belongs to no write in progress
 
 
@@ -145,7 +151,7 @@ def unpickling_detail(error: pickle.UnpicklingError) -> str:
 
 
 def remove_stale_temporaries(folder: Path, older_than_s: float = STALE_AFTER_S) -> list[Path]:
-    """Delete snlad's own temporary files (``.<name>.<random>.tmp``) left in ``folder`` by a killed write.
+    """Delete snlad's own temporary files (``.<name>.<random>.snlad.tmp``) left in ``folder`` by a killed write.
 
     Only files of that naming, older than ``older_than_s`` (no write takes
     that long between creating and renaming), are touched; returns what was removed.
@@ -163,3 +169,67 @@ def remove_stale_temporaries(folder: Path, older_than_s: float = STALE_AFTER_S) 
         except OSError:  # raced with another cleaner, or not ours to delete: leave it
             continue
     return removed
+
+
+def confined(root: Path, relative: str | Path, what: str, single: bool = False) -> Path:
+    """``root / relative``, refused unless it stays inside ``root``: the one check for paths read from files.
+
+    A split CSV, an experiment file or a run's ``run.json`` names files and
+    folders relative to its root; an absolute path or one that climbs out
+    with ``..`` would train on, copy or overwrite what lies elsewhere. The
+    check is lexical (``..`` and absolute paths, after normalising), not
+    symlink resolution: a dataset assembled from symlinks is the user's own
+    choice, a name written in a file is not. ``what`` says where the name
+    came from, for the one-line error; ``single`` asks for one folder name
+    (a category), not a path below ``root``.
+    """
+    text = str(relative)
+    parts = Path(os.path.normpath(text)).parts if text else ()
+    if (
+        not text
+        or "\0" in text
+        or Path(text).is_absolute()
+        or not parts
+        or parts[0] in ("..", ".")
+        or (single and (len(parts) != 1 or text != parts[0]))
+    ):
+        raise SnladError(
+            f"{what}: {text!r} is not a {'folder name' if single else 'path'} inside {root} "
+            "(absolute, empty or climbing out with '..'); only names relative to it are allowed"
+        )
+    return Path(root) / Path(*parts)
+
+
+@contextlib.contextmanager
+def exclusive_lock(folder: Path, command: str) -> Iterator[None]:
+    """Hold ``folder/.lock`` for ``command``; a second snlad process on the same folder gets a clear error at once.
+
+    Two processes writing one folder would leave files of both mixed (a
+    prediction's scores from one, its maps from the other); the lock is an
+    ``flock`` the kernel drops when a process dies, so a killed run never
+    leaves the folder locked.
+    """
+    make_folder(folder)
+    lock_file = folder / ".lock"
+    try:
+        handle = open(lock_file, "a+")  # noqa: SIM115 -- closed below, after the lock is released
+    except OSError as error:
+        raise SnladError(f"cannot write {lock_file}: {error.strerror} (check the folder is writable)") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise SnladError(
+                f"{folder} is in use by another {holder}: wait for it to finish, or use another --out"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{command} (pid {os.getpid()})")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)
+            fcntl.flock(handle, fcntl.LOCK_UN)

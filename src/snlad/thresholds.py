@@ -23,6 +23,7 @@ and the highest score it does not, so the decision has a margin both ways.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,8 +44,8 @@ class Rule:
             raise SnladError(f"unknown threshold rule '{self.name}': choose one of {', '.join(RULES)}")
         if not 0.0 < self.quantile <= 1.0:
             raise SnladError(f"threshold quantile must be in (0, 1], got {self.quantile}")
-        if self.margin < 0:
-            raise SnladError(f"threshold margin must be >= 0, got {self.margin}")
+        if not (math.isfinite(self.margin) and self.margin >= 0):  # NaN or inf would store a threshold nothing exceeds
+            raise SnladError(f"threshold margin must be a finite number >= 0, got {self.margin}")
 
 
 @dataclass

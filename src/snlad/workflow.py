@@ -108,58 +108,100 @@ def train(
     context = init_distributed(resolve_device(config.train.device))  # torchrun: one rank of many
     mode = ONE_CLASS if one_class else MULTI_CLASS
     with run.lock() if context.is_main else contextlib.nullcontext():
-        if context.is_main:
-            _start(run, config, mode, categories, resume, overwrite)
-            warn_if_oversubscribed()
-        if not one_class:
-            trained = _train_one(
-                config,
-                samples,
-                run.model_dir(mode, categories[0]),
-                context,
-                resume,
-                overwrite,
-                progress,
-                drop_checkpoint,
-            )
-            models = dict.fromkeys(categories, trained)
-        else:
-            models = {}
-            for category in categories:
-                folder = run.model_dir(mode, category)
-                category_config = copy.deepcopy(config)
-                category_config.data.categories = [category]
-                # A category finished before an interruption resumes at its last epoch: nothing left to train.
-                sub_resume = resume and folder.checkpoint.exists()
-                category_samples = [s for s in samples if s.category == category]
-                models[category] = _train_one(
-                    category_config, category_samples, folder, context, sub_resume, overwrite, progress, drop_checkpoint
-                )
+        written: list[Path] = []
+        try:
+            if context.is_main:
+                written = _start(run, config, mode, categories, resume, overwrite)
+                warn_if_oversubscribed()
+            models = _train_models(config, samples, run, mode, context, resume, overwrite, progress, drop_checkpoint)
+        except BaseException:
+            if context.is_main and not run.model_dirs():
+                run.restore_replaced(written)  # the new run saved nothing: the one it was to replace comes back
+            raise
         if context.is_main:
             run.write_index(mode, categories, finished=True)
+            run.drop_replaced()
     return models
 
 
-def _start(run: Run, config: Config, mode: str, categories: list[str], resume: bool, overwrite: bool) -> None:
-    """Clean up after a killed write, refuse to clobber a run, and write the plan: run.json (unfinished) and config.yaml."""
+def _train_models(
+    config: Config,
+    samples: Sequence[Sample],
+    run: Run,
+    mode: str,
+    context: DistContext,
+    resume: bool,
+    overwrite: bool,
+    progress: bool,
+    drop_checkpoint: bool,
+) -> dict[str, TrainedModel]:
+    """The one multi-class model, or one model per category, each trained and saved in its model folder."""
+    categories = config.data.categories
+    if mode == MULTI_CLASS:
+        folder = run.model_dir(mode, categories[0])
+        trained = _train_one(config, samples, folder, context, resume, overwrite, progress, drop_checkpoint)
+        return dict.fromkeys(categories, trained)
+    models = {}
+    for category in categories:
+        folder = run.model_dir(mode, category)
+        category_config = copy.deepcopy(config)
+        category_config.data.categories = [category]
+        # A category finished before an interruption resumes at its last epoch: nothing left to train.
+        sub_resume = resume and folder.checkpoint.exists()
+        category_samples = [s for s in samples if s.category == category]
+        models[category] = _train_one(
+            category_config, category_samples, folder, context, sub_resume, overwrite, progress, drop_checkpoint
+        )
+    return models
+
+
+def _start(run: Run, config: Config, mode: str, categories: list[str], resume: bool, overwrite: bool) -> list[Path]:
+    """Clean up after a killed write, refuse to clobber anything, and write the plan: run.json (unfinished) and config.yaml.
+
+    ``--overwrite`` sets the replaced run aside (:meth:`Run.set_aside`) rather
+    than deleting it: a new run that fails before its first checkpoint (a
+    corrupt image, a full disk) gives it back. Files that are not a run's
+    (a folder of the user's that happens to hold a config.yaml) are never
+    replaced, with or without ``--overwrite``. Returns the files the new run
+    may write, for :meth:`Run.restore_replaced`.
+    """
     for folder in [run.path, *(run.path / category for category in categories)]:
         remove_stale_temporaries(folder)
-    if not resume and not overwrite and (run.index_file.exists() or run.model_dirs()):
+    folders = [run.model_dir(mode, category) for category in categories] + run.model_dirs()
+    files = run.training_files(folders)
+    if resume:
+        return files
+    present = [path for path in files if path.exists()]
+    if _holds_run(run):
+        if not overwrite:
+            raise SnladError(
+                f"{run.path} already holds a run: use --resume to continue it, --overwrite to replace it, or another --out"
+            )
+        run.set_aside(present)  # --overwrite: the replaced run's results would describe another model
+    elif present and not _only_a_plan(run):
+        names = ", ".join(str(path.relative_to(run.path)) for path in present[:4])
         raise SnladError(
-            f"{run.path} already holds a run: use --resume to continue it, --overwrite to replace it, or another --out"
+            f"{run.path} holds no snlad run but files a training would replace ({names}): "
+            "choose another --out (an empty or new folder)"
         )
-    if not resume:
-        replaced = (run.metrics_csv, run.metrics_json, run.metrics_md, run.test_scores, run.partial_test_scores)
-        for stale in (
-            *replaced,
-            run.validation_json,
-            run.validation_md,
-            run.real_validation_json,
-            run.real_validation_md,
-        ):
-            stale.unlink(missing_ok=True)  # --overwrite: the replaced run's results would describe another model
-        write_yaml(config, run.config)
-        run.write_index(mode, categories, finished=False)
+    write_yaml(config, run.config)
+    run.write_index(mode, categories, finished=False)
+    return files
+
+
+def _holds_run(run: Run) -> bool:
+    """A finished run, or one with training state to continue (not just the plan of a start that failed at once)."""
+    return bool(run.model_dirs()) or (run.index_file.exists() and not _only_a_plan(run))
+
+
+def _only_a_plan(run: Run) -> bool:
+    """``run.json`` unfinished and nothing trained: a start that failed before its first checkpoint, safe to start again."""
+    if run.model_dirs() or not run.index_file.is_file():
+        return False
+    try:
+        return not run.read_plan().finished
+    except SnladError:  # a corrupt run.json: not snlad's to replace without --overwrite
+        return False
 
 
 def resume_config(
@@ -244,11 +286,14 @@ def test(
     out_dir: str | Path | None = None,
     micro_batch: int | None = None,
     torch_compile: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Evaluate a run on the test split of ``data_root``; write metrics files into ``out_dir`` (default: the run).
 
     ``map_overrides`` (e.g. ``["map.beta=2"]``) score the same networks with another anomaly map;
     ``micro_batch`` and ``torch_compile`` change speed only (:func:`snlad.engine.optimise.optimise_for_inference`).
+    An ``out_dir`` other than the run never holds another run, and its earlier
+    metrics files are replaced only with ``overwrite``.
     """
     run = Run(Path(run_dir))
     models = optimise_run(with_map_settings(run.load_models(), map_overrides), micro_batch, torch_compile)
@@ -256,6 +301,8 @@ def test(
     _known_categories(run, models, wanted)
     samples = index_dataset(data_root, "test", wanted)
     out = Run(Path(out_dir or run_dir))
+    if out_dir is not None and out.path.resolve() != run.path.resolve():
+        _check_test_out(out, overwrite)
     per_category, rows = evaluate(models, samples, batch_size, progress, partial=out.partial_test_scores)
     out.partial_test_scores.unlink(missing_ok=True)
     first = next(iter(models.values())).config
@@ -266,6 +313,19 @@ def test(
         title=f"{first.model.name} ({first.model.teacher}, {first.data.image_size} px)",
     )
     return per_category
+
+
+def _check_test_out(out: Run, overwrite: bool) -> None:
+    """``test --out`` elsewhere than the run: never into another run, never over earlier files without ``overwrite``."""
+    if out.index_file.exists() or out.model_dirs():
+        raise SnladError(
+            f"{out.path} holds another run: its metrics describe its own model; choose a folder outside any run for --out"
+        )
+    earlier = [path for path in out.results() if path.exists()]
+    if earlier and not overwrite:
+        raise SnladError(
+            f"{earlier[0]} already exists ({len(earlier)} metrics file(s) in {out.path}): use --overwrite to replace them, or another --out"
+        )
 
 
 def run_model(run_dir: str | Path, category: str | None = None) -> TrainedModel:
@@ -312,9 +372,15 @@ def calibrate(
     margin: float = 0.0,
     categories: Sequence[str] | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, dict]:
-    """Recompute a run's decision thresholds and store them in its model files; see docs/thresholds.md."""
-    return recalibrate_run(Path(run_dir), data_root, split, Rule(rule, quantile, margin), categories, progress)
+    """Recompute a run's decision thresholds and store them in its model files; see docs/thresholds.md.
+
+    Thresholds the run already holds are replaced only with ``overwrite``.
+    """
+    return recalibrate_run(
+        Path(run_dir), data_root, split, Rule(rule, quantile, margin), categories, progress, overwrite
+    )
 
 
 def export(

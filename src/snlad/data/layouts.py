@@ -52,6 +52,7 @@ from pathlib import Path
 from snlad.data.image_io import is_image_file
 from snlad.data.sample import Sample
 from snlad.errors import SnladError
+from snlad.files import confined
 
 SPLITS = ("train", "test")
 VISA_SPLIT_CSV = Path("split_csv") / "1cls.csv"
@@ -284,7 +285,7 @@ def _index_visa(
             continue
         if label == "anomaly" and split == "train":
             raise SnladError(f"{where}: anomaly image in the train split; snlad trains on normal images only")
-        image = root / (row.get("image") or "").strip()
+        image = confined(root, (row.get("image") or "").strip(), f"{where}: image")
         if not is_image_file(image):
             raise SnladError(f"{where}: image {image} not found (or not an image file); restore it or drop the row")
         if label == "normal":
@@ -292,7 +293,7 @@ def _index_visa(
             continue
         mask_entry = (row.get("mask") or "").strip()
         if mask_entry:
-            mask: Path | None = root / mask_entry
+            mask: Path | None = confined(root, mask_entry, f"{where}: mask")
             if not mask.is_file():
                 raise SnladError(
                     f"{where}: mask {mask} of image {image} does not exist; restore it or empty the row's mask column"

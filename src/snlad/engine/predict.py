@@ -6,6 +6,7 @@ run; every output file is written atomically.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -19,7 +20,15 @@ from snlad.data import IMAGE_EXTENSIONS, AnomalyDataset, Sample, load_image
 from snlad.engine.inference import infer
 from snlad.engine.trained import TrainedModel
 from snlad.errors import SnladError, notice
-from snlad.files import atomic_write_bytes, remove_stale_temporaries, write_csv, write_npy
+from snlad.files import (
+    atomic_write_bytes,
+    confined,
+    exclusive_lock,
+    remove_stale_temporaries,
+    write_csv,
+    write_json,
+    write_npy,
+)
 from snlad.render import colour_scale, mask_to_uint8, overlay, png_bytes
 
 
@@ -83,21 +92,53 @@ TINY_SIDE = 32  # an image smaller than this on a side is scored from almost no 
 OUTPUTS = {"maps": ".npy", "overlays": ".png", "masks": ".png"}  # what predict writes besides scores.csv
 
 
-def earlier_outputs(out_dir: Path, overwrite: bool) -> set[Path]:
-    """What an earlier predict left in ``out_dir``; refused without ``overwrite``, never mixed into a new prediction.
+MANIFEST = ".snlad-prediction.json"  # the files a predict wrote: only these are ever replaced or deleted
 
-    The files are not deleted here: a new prediction replaces them one by one
-    (atomically), and :func:`remove_leftovers` deletes the rest only once it has
-    finished, so a failure half-way (full disk) loses nothing the user had.
+
+def earlier_outputs(out_dir: Path, overwrite: bool) -> set[Path]:
+    """What an earlier predict wrote in ``out_dir`` (its manifest); refused without ``overwrite``, never mixed in.
+
+    Only files the manifest names count: a folder that also holds the user's
+    own ``masks/`` (a plain-layout category as ``--out``) keeps them. The
+    files are not deleted here: a new prediction replaces them one by one
+    (atomically), and :func:`remove_leftovers` deletes the rest only once it
+    has finished, so a failure half-way (full disk) loses nothing the user had.
     """
-    earlier = {path for folder, suffix in OUTPUTS.items() for path in (out_dir / folder).glob(f"*{suffix}")}
-    earlier |= {out_dir / "scores.csv"} if (out_dir / "scores.csv").exists() else set()
+    earlier = {path for path in _read_manifest(out_dir) if path.exists()}
     if earlier and not overwrite:
         raise SnladError(
             f"{out_dir} already holds predictions ({len(earlier)} files): use --overwrite to replace them, or another --out"
         )
-    remove_stale_temporaries(out_dir)
+    for folder in (out_dir, *(out_dir / name for name in OUTPUTS)):
+        remove_stale_temporaries(folder)
     return earlier
+
+
+def _read_manifest(out_dir: Path) -> set[Path]:
+    path = out_dir / MANIFEST
+    if not path.is_file():
+        return set()
+    try:
+        names = json.loads(path.read_text())["files"]
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise TypeError
+    except (OSError, ValueError, KeyError, TypeError):
+        raise SnladError(
+            f"{path} is corrupt: delete it (and the prediction it describes), or use another --out"
+        ) from None
+    return {confined(out_dir, name, f"{path} names") for name in names}
+
+
+def _write_manifest(out_dir: Path, files: set[Path]) -> None:
+    write_json(out_dir / MANIFEST, {"files": sorted(path.relative_to(out_dir).as_posix() for path in files)})
+
+
+def planned_outputs(out_dir: Path, stems: Iterable[str], maps: str, masks: bool) -> set[Path]:
+    """Every file a prediction of ``stems`` writes: scores.csv, overlays, and maps and masks where asked for."""
+    folders = ["overlays", *(["maps"] if maps != "none" else []), *(["masks"] if masks else [])]
+    return {out_dir / "scores.csv"} | {
+        out_dir / folder / f"{stem}{OUTPUTS[folder]}" for stem in stems for folder in folders
+    }
 
 
 def remove_leftovers(earlier: set[Path], written: set[Path]) -> None:
@@ -137,10 +178,35 @@ def predict(
         )
     out_dir = Path(out_dir)
     paths = collect_images(inputs)
+    with exclusive_lock(out_dir, "snlad predict"):  # two predicts into one folder would mix their files
+        return _predict_locked(trained, paths, out_dir, category, batch_size, progress, maps, map_dtype, overwrite)
+
+
+def _predict_locked(
+    trained: TrainedModel,
+    paths: list[Path],
+    out_dir: Path,
+    category: str | None,
+    batch_size: int,
+    progress: bool,
+    maps: str,
+    map_dtype: str,
+    overwrite: bool,
+) -> tuple[list[dict], list[tuple[str, str]]]:
+    """:func:`predict` with ``out_dir`` locked: refuse to touch what is not snlad's, then score and write."""
     earlier = earlier_outputs(out_dir, overwrite)
-    written: set[Path] = set()
     calibration = trained.calibration.get(category, {}) if category else {}
     threshold, pixel_threshold = calibration.get("threshold"), calibration.get("pixel_threshold")
+    stems = _unique_stems(paths)
+    planned = planned_outputs(out_dir, stems.values(), maps, pixel_threshold is not None)
+    foreign = sorted(path for path in planned - earlier if path.exists())
+    if foreign:
+        raise SnladError(
+            f"{foreign[0]} exists and was not written by snlad predict ({len(foreign)} such file(s) would be replaced): "
+            "choose another --out"
+        )
+    _write_manifest(out_dir, earlier | planned)  # first: a prediction killed half-way still knows its files
+    written: set[Path] = set()
     samples = [Sample(image=p, category=category or "", label=0, defect="unknown", mask=None) for p in paths]
     loader = DataLoader(
         SkippingDataset(samples, trained.config.data.image_size),
@@ -148,7 +214,6 @@ def predict(
         collate_fn=_collate,
         num_workers=trained.config.data.num_workers,
     )
-    stems = _unique_stems(paths)
     rows: list[dict] = []
     failed: list[tuple[str, str]] = []
     try:
@@ -175,6 +240,7 @@ def predict(
         raise
     _write_scores(out_dir / "scores.csv", rows)
     remove_leftovers(earlier, written | {out_dir / "scores.csv"})
+    _write_manifest(out_dir, written | {out_dir / "scores.csv"})
     return rows, failed
 
 

@@ -7,24 +7,27 @@ kept for ``--resume``) and, once finished, ``model.pt``. ``RUN/run.json`` lists
 the mode and the categories; it is written when training starts (the plan,
 ``"finished": false``, with the run-wide ``RUN/config.yaml``) and again when
 it ends. ``snlad test`` adds ``metrics.{csv,json,md}`` and ``test_scores.csv``
-to ``RUN/``. While ``snlad train`` works in a run it holds ``RUN/.lock``.
+to ``RUN/``. While ``snlad train`` works in a run it holds ``RUN/.lock``;
+``--overwrite`` moves the run it replaces to ``RUN/.replaced/`` and deletes it
+only once the new run has finished (or moves it back if the new one failed
+before saving anything).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
-from collections.abc import Iterator
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from snlad.engine.trained import TrainedModel, load_trained
 from snlad.errors import SnladError
-from snlad.files import atomic_write_text, make_folder
+from snlad.files import atomic_write_text, confined, exclusive_lock, make_folder
 
 MULTI_CLASS, ONE_CLASS = "multi-class", "one-class"
+REPLACED = ".replaced"  # hidden: never a category name (categories are data folders, listed without dot-names)
 MODES = (MULTI_CLASS, ONE_CLASS)
 
 
@@ -53,10 +56,9 @@ class ModelDir:
     def started(self) -> bool:
         return self.checkpoint.exists() or self.model.exists()
 
-    def clear(self) -> None:
-        """Delete what training writes (``--overwrite``); anything else in the folder stays."""
-        for path in (self.checkpoint, self.model, self.train_log, self.config):
-            path.unlink(missing_ok=True)
+    def files(self) -> tuple[Path, ...]:
+        """What training writes here; anything else in the folder is not snlad's."""
+        return (self.checkpoint, self.model, self.train_log, self.config)
 
 
 @dataclass(frozen=True)
@@ -81,10 +83,6 @@ class Run:
     def config(self) -> Path:
         """The run-wide config (for a multi-class run the model's own)."""
         return self.path / "config.yaml"
-
-    @property
-    def lock_file(self) -> Path:
-        return self.path / ".lock"
 
     @property
     def metrics_json(self) -> Path:
@@ -132,9 +130,67 @@ class Run:
     def model_dirs(self) -> list[ModelDir]:
         """Every model folder that holds training files, whether or not the run finished (resume, cleanup)."""
         folders = (
-            [self.path, *(sub for sub in sorted(self.path.glob("*")) if sub.is_dir())] if self.path.is_dir() else []
+            [self.path, *(sub for sub in sorted(self.path.glob("*")) if sub.is_dir() and sub.name != REPLACED)]
+            if self.path.is_dir()
+            else []
         )
         return [ModelDir(folder) for folder in folders if ModelDir(folder).started()]
+
+    def results(self) -> tuple[Path, ...]:
+        """What ``snlad test`` and ``snlad validate`` write into the run: they describe its model, no other."""
+        return (
+            self.metrics_csv,
+            self.metrics_json,
+            self.metrics_md,
+            self.test_scores,
+            self.partial_test_scores,
+            self.validation_json,
+            self.validation_md,
+            self.real_validation_json,
+            self.real_validation_md,
+        )
+
+    def training_files(self, folders: list[ModelDir]) -> list[Path]:
+        """Every file ``snlad train`` writes or retires in this run with model folders ``folders``."""
+        paths = [self.index_file, self.config, *self.results(), *(p for folder in folders for p in folder.files())]
+        return list(dict.fromkeys(paths))
+
+    @property
+    def replaced(self) -> Path:
+        """``--overwrite`` keeps the replaced run here until the new one has finished (or restores it)."""
+        return self.path / REPLACED
+
+    def set_aside(self, files: list[Path]) -> None:
+        """Move ``files`` (the run being replaced) into :attr:`replaced`; renames, so nothing is copied or lost.
+
+        An earlier ``--overwrite`` interrupted after its first checkpoint left
+        the run it replaced there: that finished run stays, and ``files`` (the
+        interrupted replacement the user now replaces again) are deleted.
+        """
+        keep = not self.replaced.exists()
+        for path in files:
+            if keep:
+                target = self.replaced / path.relative_to(self.path)
+                make_folder(target.parent)
+                os.replace(path, target)
+            else:
+                path.unlink()
+
+    def restore_replaced(self, written: list[Path]) -> None:
+        """Undo :meth:`set_aside` after a replacement that failed before saving anything: ``written`` goes, the old run returns."""
+        if not self.replaced.is_dir():
+            return
+        for path in written:
+            path.unlink(missing_ok=True)
+        for path in sorted(p for p in self.replaced.rglob("*") if p.is_file()):
+            target = self.path / path.relative_to(self.replaced)
+            make_folder(target.parent)
+            os.replace(path, target)
+        shutil.rmtree(self.replaced)
+
+    def drop_replaced(self) -> None:
+        """The replacement finished: the run it replaced is no longer needed."""
+        shutil.rmtree(self.replaced, ignore_errors=True)
 
     def write_index(self, mode: str, categories: list[str], finished: bool) -> None:
         if mode not in MODES:
@@ -171,6 +227,8 @@ class Run:
                 raise TypeError
         except (ValueError, KeyError, TypeError):
             raise SnladError(f"{self.index_file} is corrupt; retrain the run") from None
+        for category in categories:  # a one-class run loads RUN/<category>/model.pt: never a folder elsewhere
+            confined(self.path, category, f"{self.index_file} names category", single=True)
         return RunIndex(mode, categories, finished)
 
     def read_index(self) -> RunIndex:
@@ -182,34 +240,9 @@ class Run:
             )
         return index
 
-    @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
+    def lock(self) -> contextlib.AbstractContextManager[None]:
         """Hold ``RUN/.lock`` exclusively; a second snlad process on the same run gets a clear error at once."""
-        make_folder(self.path)
-        try:
-            handle = open(self.lock_file, "a+")  # noqa: SIM115 -- closed below, after the lock is released
-        except OSError as error:
-            raise SnladError(
-                f"cannot write {self.lock_file}: {error.strerror} (check the folder is writable)"
-            ) from None
-        with handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                holder = handle.read().strip() or "another process"
-                raise SnladError(
-                    f"{self.path} is in use by another snlad train ({holder}): wait for it to finish, or use another --out"
-                ) from None
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"pid {os.getpid()}")
-            handle.flush()
-            try:
-                yield
-            finally:
-                handle.truncate(0)
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        return exclusive_lock(self.path, "snlad train")
 
     def model_files(self) -> dict[str, Path]:
         """Each category's ``model.pt``."""

@@ -286,9 +286,7 @@ def train_model(
     progress: bool = True,
 ) -> TeacherStudent:
     """Train one model on ``samples`` (one category or many, held-out images already removed) into ``folder``."""
-    resume_state = _prepare(folder, config, resume, overwrite)
-    if overwrite and not resume and context.is_main:
-        folder.clear()
+    resume_state = _prepare(folder, config, resume, overwrite)  # --overwrite: the caller set the old run aside
     context.barrier()
     torch.manual_seed(config.train.seed)
     # Channels-last: 1.3-1.4x faster training steps on CPU (measured, FD and RD at 256 px).
