@@ -58,3 +58,16 @@ def test_a_default_rd_keeps_the_state_dict_layout_of_earlier_model_files():
     keys = {k for k in _rd().state_dict() if k.startswith("decoder.0.")}
     assert keys >= {"decoder.0.refine.0.0.weight", "decoder.0.refine.1.weight", "decoder.0.refine.1.bias"}
     assert not any(".more." in k for k in keys)
+
+
+def test_a_model_trained_on_a_gpu_loads_on_this_machines_device(tmp_path):
+    """load_trained ignores train.device: a run trained with train.device=cuda is used on CPU-only machines."""
+    from snlad.engine.trained import TrainedModel, build_scorer, load_trained
+
+    config = load_config("rd", None, ["train.device=cuda", "data.image_size=64"])
+    model = build_model(config.model, pretrained_teacher=False)
+    TrainedModel(config, model, build_scorer(config, model), ["widget"]).save(tmp_path / "model.pt")
+    loaded = load_trained(tmp_path / "model.pt")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert loaded.device.type == expected and loaded.config.train.device == "cuda"
+    assert load_trained(tmp_path / "model.pt", "cpu").device.type == "cpu"

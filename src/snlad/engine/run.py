@@ -249,13 +249,13 @@ class Run:
         index = self.read_index()
         return {category: self.model_dir(index.mode, category).model for category in index.categories}
 
-    def load_models(self) -> dict[str, TrainedModel]:
-        """Map every category of the run to the model that serves it (a multi-class model is loaded once)."""
+    def load_models(self, device: str = "auto") -> dict[str, TrainedModel]:
+        """Map every category of the run to the model that serves it (a multi-class model is loaded once), on ``device``."""
         loaded: dict[Path, TrainedModel] = {}
         models = {}
         for category, path in self.model_files().items():
             if path not in loaded:
-                loaded[path] = load_trained(path)
+                loaded[path] = load_trained(path, device)
             models[category] = loaded[path]
         return models
 

@@ -104,15 +104,18 @@ def model_from_state(config: Config, state: dict[str, torch.Tensor], source: Pat
     return model
 
 
-def load_trained(path: Path) -> TrainedModel:
-    """The finished model in ``path`` (a ``model.pt``), on the device its config names."""
+def load_trained(path: Path, device: str = "auto") -> TrainedModel:
+    """The finished model in ``path`` (a ``model.pt``) on ``device`` ("auto": a GPU where this machine has one).
+
+    Never the device the model was trained on (``train.device``): a run trained on a GPU is used on CPU-only machines.
+    """
     payload = read_checkpoint(path)
     if payload.get("kind") != "model":
         raise SnladError(
             f"{path} is a training checkpoint, not a finished model: finish it with `snlad train --resume`"
         )
     config = from_dict(payload["config"], source=str(path))
-    model = model_from_state(config, payload["model"], path).to(resolve_device(config.train.device))
+    model = model_from_state(config, payload["model"], path).to(resolve_device(device))
     trained = TrainedModel(
         config, model, build_scorer(config, model), list(payload["categories"]), payload.get("calibration", {})
     )
