@@ -93,16 +93,34 @@ def test_training_stores_image_and_pixel_thresholds_from_held_out_normals(run, t
         assert bool(mask.any()) == bool(row["is_anomalous"])  # no held-out normal pixel is marked
 
 
+def test_calibrate_replaces_stored_thresholds_only_with_overwrite_and_says_old_and_new(run, capsys):
+    """Training stored thresholds; predictions and reports depend on them, so replacing them is the user's explicit choice."""
+    model = run / "model.pt"
+    before, stored = model.read_bytes(), load_run(run)["bottle"].calibration["bottle"]
+    assert main(["calibrate", "--run", str(run), "--data", str(DEMO), "--rule", "synthetic-f1"]) == 2
+    err = capsys.readouterr().err
+    assert "already holds thresholds for bottle (image" in err and "--overwrite" in err and model.read_bytes() == before
+    argv = ["calibrate", "--run", str(run), "--data", str(DEMO), "--category", "bottle", "--margin", "0.5"]
+    assert main([*argv, "--overwrite"]) == 0
+    new = load_run(run)["bottle"].calibration["bottle"]
+    out = capsys.readouterr().out
+    assert f"bottle: image threshold {stored['threshold']:.6g} -> {new['threshold']:.6g}, pixel threshold" in out
+    assert f"(max, was {stored['rule']};" in out and str(model) in out
+    assert new["threshold"] == pytest.approx(1.5 * stored["threshold"])
+
+
 def test_cli_recalibrates_with_synthetic_and_labelled_anomalies(run, capsys):
-    assert main(["calibrate", "--run", str(run), "--data", str(DEMO), "--rule", "synthetic-f1"]) == 0
+    assert main(["calibrate", "--run", str(run), "--data", str(DEMO), "--rule", "synthetic-f1", "--overwrite"]) == 0
     synthetic = load_run(run)["bottle"].calibration["bottle"]
     assert synthetic["rule"] == "synthetic-f1" and synthetic["anomalous_images"] == 4 and 0 < synthetic["pixel_f1"] <= 1
     # A labelled split (here the demo's test split stands in for a validation split).
-    assert main(["calibrate", "--run", str(run), "--data", str(DEMO), "--split", "test", "--rule", "f1"]) == 0
+    test_split = ["--split", "test", "--rule", "f1", "--overwrite"]
+    assert main(["calibrate", "--run", str(run), "--data", str(DEMO), *test_split]) == 0
     labelled = load_run(run)["bottle"].calibration["bottle"]
     assert labelled["rule"] == "f1" and labelled["anomalous_images"] > 0 and "test split" in labelled["source"]
-    assert "bottle: threshold" in capsys.readouterr().out
-    assert main(["calibrate", "--run", str(run), "--data", str(DEMO), "--rule", "f1"]) == 2  # train split: no defects
+    assert "bottle: image threshold" in capsys.readouterr().out
+    no_defects = ["--rule", "f1", "--overwrite"]  # the train split has none
+    assert main(["calibrate", "--run", str(run), "--data", str(DEMO), *no_defects]) == 2
     assert "needs anomalous images" in capsys.readouterr().err
 
 

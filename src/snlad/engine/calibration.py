@@ -139,11 +139,16 @@ def recalibrate_run(
     rule: Rule,
     categories: Sequence[str] | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, dict]:
     """Recompute thresholds of a finished run from ``split`` of ``data_root`` and store them in its model files.
 
     Split ``train`` uses the held-out normals of training (the same hold-out as
     ``snlad train``); any other split uses all its images and their labels.
+    Stored thresholds decide every later prediction and report, so they are
+    replaced only with ``overwrite`` (refused before any image is scored).
+    Each returned entry also names the ``file`` it was stored in and the
+    ``previous`` entry it replaced (None where there was none).
     """
     run = Run(Path(run_dir))
     files = run.model_files()
@@ -152,6 +157,16 @@ def recalibrate_run(
     unknown = [c for c in wanted if c not in models]
     if unknown:
         raise SnladError(f"the run {run.path} was not trained on {', '.join(unknown)} (it knows {', '.join(models)})")
+    previous = {c: models[c].calibration[c] for c in wanted if c in models[c].calibration}
+    if previous and not overwrite:
+        stored = ", ".join(
+            f"{c} (image {p['threshold']:.4g}, pixel {p['pixel_threshold']:.4g}, rule {p['rule']})"
+            for c, p in previous.items()
+        )
+        raise SnladError(
+            f"the run {run.path} already holds thresholds for {stored}: pass --overwrite to replace them "
+            "(later predictions and reports then use the new ones)"
+        )
     updates: dict[Path, dict[str, dict]] = {}
     for category in tqdm(wanted, desc="calibrating", unit="category", disable=not progress, leave=False):
         trained = models[category]
@@ -168,6 +183,10 @@ def recalibrate_run(
         payload = read_checkpoint(path)
         payload["calibration"] = {**payload.get("calibration", {}), **calibration}
         write_checkpoint(path, payload)
-    results = {category: result for calibration in updates.values() for category, result in calibration.items()}
+    results = {
+        category: {**result, "file": str(path), "previous": previous.get(category)}
+        for path, calibration in updates.items()
+        for category, result in calibration.items()
+    }
     note_few_normals(results)
     return results

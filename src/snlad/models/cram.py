@@ -61,6 +61,11 @@ class CRAM(nn.Module):
         self.output = output
         self.recorded: tuple[torch.Tensor, torch.Tensor] | None = None  # (x, reconstruction) of the last training pass
 
+    def train(self, mode: bool = True) -> CRAM:
+        """Switching mode forgets the last training pass: its tensors are part of a graph, which deepcopy (BatchNorm folding) refuses."""
+        self.recorded = None
+        return super().train(mode)
+
     def soft_assignment(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The assignment a (B x K x H x W) of every position to the centres, and its reconstruction sum_k a_k c_k."""
         assignment = torch.softmax(self.assign(x) / self.tau, dim=1)
