@@ -9,5 +9,5 @@ RUN=runs/demo
 snlad train --data data/demo --model snl-fd --config configs/demo.yaml --out "$RUN" --overwrite
 snlad test --run "$RUN" --data data/demo
 snlad predict --run "$RUN" --category bottle data/demo/bottle/test/* --out "$RUN/predictions/bottle"
-snlad report --run "$RUN" --data data/demo --out "$RUN/report"
+snlad report --run "$RUN" --data data/demo --out "$RUN/report" --overwrite
 echo "metrics: $RUN/metrics.md  heatmaps: $RUN/predictions/bottle/overlays/  report: $RUN/report/index.html"

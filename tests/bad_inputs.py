@@ -1278,6 +1278,23 @@ def _(d: Path) -> list[str]:
 
 
 @case(
+    "report_out_exists",
+    "data safety",
+    "`report --out` a folder that already holds an `index.html` (no `--overwrite`)",
+    2,
+    "site/index.html already exists",
+    "--overwrite",
+    needs_run=True,
+    check=unchanged,
+)
+def _(d: Path) -> list[str]:
+    (d / "site").mkdir()
+    (d / "site" / "index.html").write_text("<p>my page</p>\n")
+    keep(d, "site")
+    return ["report", "--run", "run", "--data", "data", "--out", "site"]
+
+
+@case(
     "predict_overwrite_keeps_foreign",
     "data safety",
     "`predict --overwrite` into a folder with the user's own `masks/` and `maps/` (ground truth): only predict's own files are replaced",

@@ -121,9 +121,10 @@ def report(
     experiment_dir: str | Path | None = None,
     examples: int = 3,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> Path:
-    """The HTML report comparing tested runs; returns ``OUT/index.html``."""
-    return build_report(runs, data_root, out_dir, probe_dirs, experiment_dir, examples, progress)
+    """The HTML report comparing tested runs; returns ``OUT/index.html`` (an earlier one replaced only with ``overwrite``)."""
+    return build_report(runs, data_root, out_dir, probe_dirs, experiment_dir, examples, progress, overwrite)
 
 
 def figure_onevsmulti(experiment_dir: str | Path, out_png: str | Path) -> Path:

@@ -94,7 +94,10 @@ def _add_report(commands: argparse._SubParsersAction, common: argparse.ArgumentP
     )
     parser.add_argument("--run", action="append", required=True, help="run directory (repeatable)")
     parser.add_argument("--data", required=True, help="data root the runs were tested on")
-    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument(
+        "--out", required=True, help="output directory (refused if it holds a report, unless --overwrite)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier report in --out")
     parser.add_argument("--probes", action="append", default=[], help="output directory of `snlad probe` (repeatable)")
     parser.add_argument("--experiment-dir", help="output directory of `snlad experiment` (results-<mode>.csv)")
     parser.add_argument(
@@ -161,7 +164,18 @@ def _cutpaste(args: argparse.Namespace) -> None:
 
 def _report(args: argparse.Namespace) -> None:
     _positive("--examples", args.examples)
-    print(api.report(args.run, args.data, args.out, args.probes, args.experiment_dir, args.examples, not args.quiet))
+    print(
+        api.report(
+            args.run,
+            args.data,
+            args.out,
+            args.probes,
+            args.experiment_dir,
+            args.examples,
+            not args.quiet,
+            args.overwrite,
+        )
+    )
 
 
 def _onevsmulti(args: argparse.Namespace) -> None:

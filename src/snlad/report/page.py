@@ -20,7 +20,7 @@ from snlad import plots, render
 from snlad.data import index_dataset, list_categories
 from snlad.engine.evaluate import FEW_TEST_IMAGES, TABLE_COLUMNS
 from snlad.errors import SnladError
-from snlad.files import atomic_write_text
+from snlad.files import atomic_write_text, make_folder
 from snlad.report.examples import category_grid
 from snlad.report.html import esc, image, page, percent, table
 from snlad.report.onevsmulti import METRICS, onevsmulti_figure, summarise
@@ -167,12 +167,20 @@ def build_report(
     experiment_dir: str | Path | None = None,
     examples: int = 3,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> Path:
-    """Write OUT/index.html and OUT/images/*; return the page's path."""
-    runs = load_report_runs(run_dirs)
+    """Write OUT/index.html and OUT/images/*; return the page's path.
+
+    An earlier report in ``out_dir`` is replaced only with ``overwrite``; the
+    check comes before the runs are read, so a refusal costs nothing.
+    """
     out_dir, data_root = Path(out_dir), Path(data_root)
     folder = out_dir / IMAGES
-    folder.mkdir(parents=True, exist_ok=True)
+    earlier = [path for path in (out_dir / "index.html", folder) if path.exists()]
+    if earlier and not overwrite:
+        raise SnladError(f"{earlier[0]} already exists: use --overwrite to replace the report, or another --out")
+    runs = load_report_runs(run_dirs)
+    make_folder(folder, out_dir / "index.html")
     categories = sorted({c for run in runs for c in run.run.models})
     nav = "<nav>" + "".join(f'<a href="#cat-{esc(c)}">{esc(c)}</a>' for c in categories) + "</nav>"
     plots.colour_legend(folder / "colour-scale.png", render.THRESHOLD_AT)
