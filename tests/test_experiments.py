@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from snlad import api
+from snlad.cli import main
 from snlad.engine.run import Run
 from snlad.errors import SnladError
 from snlad.experiments import load_experiment
@@ -147,6 +148,44 @@ def test_every_shipped_experiment_file_resolves(path):
     for spec in experiment.configurations.values():
         overrides = experiment.settings + list(spec.get("set", []))
         api.resolve_config(spec["model"], None, overrides, categories=["a", "b"])
+
+
+def test_categories_come_from_settings_or_the_top_level_key_and_category_overrides_both(tmp_path, one_thread, capsys):
+    """data.categories under settings limits the experiment like the top-level key; --category wins over both."""
+    spec = tmp_path / "limit.yaml"
+    fast = "data.image_size: 64, train.batch_size: 4, data.num_workers: 0, loss.affinity_size: 8, train.epochs: 1"
+    spec.write_text(
+        f"settings: {{{fast}, data.categories: [bottle, kolektor_sdd]}}\nvalidate: false\n"
+        "configurations: {fd: {model: fd}}\nmodes: [multi-class]\n"
+    )
+    experiment = load_experiment(spec)
+    assert experiment.categories == ["bottle", "kolektor_sdd"] and not any(
+        "categories" in s for s in experiment.settings
+    )
+    assert (
+        main(
+            [
+                "--quiet",
+                "experiment",
+                "--experiment",
+                str(spec),
+                "--data",
+                str(DEMO),
+                "--out",
+                str(tmp_path / "o"),
+                "--category",
+                "bottle",
+            ]
+        )
+        == 0
+    )
+    assert json.loads(Run(tmp_path / "o" / "multi-class" / "fd" / "seed0").metrics_json.read_text()).keys() == {
+        "bottle",
+        "mean",
+    }
+    spec.write_text(spec.read_text() + "categories: [capsule]\n")
+    with pytest.raises(SnladError, match="disagree"):
+        load_experiment(spec)
 
 
 def test_overwriting_a_run_removes_its_test_and_validation_results(tmp_path, one_thread):

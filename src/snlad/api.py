@@ -81,10 +81,12 @@ def experiment(
     tables_only: bool = False,
     progress: bool = True,
     real_defects: str | Path | None = None,
+    categories: Sequence[str] | None = None,
 ) -> dict[str, Path]:
     """Train, test and validate every configuration x seed x mode of an experiment file; returns the tables written.
 
     ``real_defects``: a root of real defects disjoint from the test split (e.g. realad-val) every run is also validated on.
+    ``categories``: instead of the file's ``categories`` (or its settings' ``data.categories``; default all).
     """
     return run_experiment(
         load_experiment(path),
@@ -96,6 +98,7 @@ def experiment(
         tables_only,
         progress,
         real_defects,
+        list(categories) if categories else None,
     )
 
 

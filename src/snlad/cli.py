@@ -422,6 +422,10 @@ def _add_experiment(commands: argparse._SubParsersAction, common: argparse.Argum
     parser.add_argument("--experiment", required=True, help="experiment YAML, e.g. configs/experiments/cpu.yaml")
     parser.add_argument("--data", required=True, help="data root")
     parser.add_argument("--out", required=True, help="output directory")
+    _category_options(
+        parser,
+        "comma-separated categories (default: the file's top-level categories or settings' data.categories, else all)",
+    )
     parser.add_argument("--only", help="comma-separated configuration names to run (default: all)")
     parser.add_argument("--seeds", help="comma-separated seeds to run (default: the file's)")
     parser.add_argument("--modes", help="comma-separated modes to run: multi-class, one-class (default: the file's)")
@@ -449,6 +453,7 @@ def _experiment(args: argparse.Namespace) -> None:
         args.tables_only,
         not args.quiet,
         args.real_defects,
+        _names(args.category),
     )
     for mode, path in tables.items():
         print(f"{mode}: {path}")

@@ -1,7 +1,10 @@
 """Experiment runner: train and test a list of configurations, seeds and modes; tabulate.
 
 An experiment file (``configs/experiments/*.yaml``) names shared settings,
-seeds, modes and configurations (a model name plus overrides). Each
+seeds, modes and configurations (a model name plus overrides), and which
+categories of the data root to use: the top-level ``categories: [a, b]`` or,
+the same, ``data.categories`` under ``settings`` (default: every category;
+``snlad experiment --category`` overrides both). Each
 (mode, configuration, seed) is one run directory ``OUT/<mode>/<name>/seed<k>``;
 a run whose ``metrics.json`` exists is not trained again, and a run with a
 checkpoint resumes, so the whole experiment can be stopped and restarted.
@@ -64,7 +67,15 @@ def load_experiment(path: str | Path) -> Experiment:
         raise SnladError(
             f"{path}: unknown experiment key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})"
         )
-    settings = [f"{key}={json.dumps(value)}" for key, value in (values.get("settings") or {}).items()]
+    shared = dict(values.get("settings") or {})
+    categories = values.get("categories")
+    # The same choice as a setting: the runner needs the categories before any setting applies.
+    if "data.categories" in shared:
+        chosen = shared.pop("data.categories")
+        if categories is not None and categories != chosen:
+            raise SnladError(f"{path}: 'categories' {categories} and settings' data.categories {chosen} disagree")
+        categories = chosen
+    settings = [f"{key}={json.dumps(value)}" for key, value in shared.items()]
     modes = list(values.get("modes", MODES))
     bad = [m for m in modes if m not in MODES]
     if bad:
@@ -81,7 +92,7 @@ def load_experiment(path: str | Path) -> Experiment:
         list(values.get("seeds", [0])),
         modes,
         configurations,
-        values.get("categories"),
+        [categories] if isinstance(categories, str) else categories,
         bool(values.get("validate", True)),
     )
 
@@ -96,17 +107,19 @@ def run_experiment(
     tables_only: bool = False,
     progress: bool = True,
     real_defects: str | Path | None = None,
+    categories: list[str] | None = None,
 ) -> dict[str, Path]:
     """Train, test and validate every (mode, configuration, seed) not yet done; write the tables of each mode.
 
     ``only``/``seeds``/``modes`` restrict what is trained (several processes can
     share one experiment that way); ``tables_only`` trains nothing.
     ``real_defects``: a root of real defects (disjoint from the test split) every run is validated on.
+    ``categories`` replaces the experiment's own (``snlad experiment --category``).
     """
     out_dir = Path(out_dir)
     for name in experiment.configurations:  # each names the folder OUT/<mode>/<name>: never one outside OUT
         confined(out_dir, name, "experiment configuration name", single=True)
-    categories = experiment.categories or list_categories(data_root)
+    categories = categories or experiment.categories or list_categories(data_root)
     unknown = [n for n in only or [] if n not in experiment.configurations]
     if unknown:
         raise SnladError(
