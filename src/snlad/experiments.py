@@ -289,14 +289,24 @@ def write_tables(
     return path
 
 
+def selection_score(validation_mean: dict[str, float | None]) -> float | None:
+    """What the campaign chooses on: the mean of the real-defect validation I-AUROC and P-AUROC (None if either is missing).
+
+    Image and pixel accuracy count alike, although the pixel mean covers fewer categories (those with masks).
+    """
+    values = [validation_mean.get(key) for key in ("image_auroc", "pixel_auroc")]
+    return None if any(v is None or v != v for v in values) else sum(values) / 2
+
+
 def write_summary(out_dir: Path, mode: str, names: list[str], seeds: list[int]) -> Path:
     """summary-<mode>.md: per configuration, the real-validation means (chosen on) beside the test means (reported).
 
-    Each cell is the mean ± std over the seeds that have it; the seed counts say how many.
+    Each cell is the mean ± std over the seeds that have it; the seed counts say how many. The first
+    number column is the :func:`selection_score`.
     """
     labels = [label for _, label in TABLE_METRICS]
     header = (
-        "| configuration | seeds (val / test) | "
+        "| configuration | seeds (val / test) | val score | "
         + " | ".join(f"val {label}" for label in labels)
         + " | "
         + " | ".join(f"test {label}" for label in labels)
@@ -305,16 +315,19 @@ def write_summary(out_dir: Path, mode: str, names: list[str], seeds: list[int]) 
     lines = [
         f"## {mode}: real-defect validation (choose here) beside test (report only)",
         "",
+        "val score: the mean of val I-AUROC and val P-AUROC, what settings are chosen on.",
+        "",
         header,
-        "|" + "---|" * (2 + 2 * len(labels)),
+        "|" + "---|" * (3 + 2 * len(labels)),
     ]
     for name in names:
         validation = list(collect(out_dir, mode, name, seeds, REAL_VALIDATION).values())
         test = list(collect(out_dir, mode, name, seeds, TEST).values())
         if not validation and not test:
             continue
+        score = _cell([selection_score(r["mean"]) for r in validation])
         cells = [_cell([r["mean"][key] for r in results]) for results in (validation, test) for key, _ in TABLE_METRICS]
-        lines.append(f"| {name} | {len(validation)} / {len(test)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | {len(validation)} / {len(test)} | {score} | " + " | ".join(cells) + " |")
     path = out_dir / f"summary-{mode}.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
