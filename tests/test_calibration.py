@@ -1,5 +1,8 @@
 """Decision thresholds: rules, storage in model.pt, is_anomalous and binary masks from predict."""
 
+import csv
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +14,7 @@ from snlad.cli import main
 from snlad.data import holdout_split, index_dataset
 from snlad.engine.run import load_run
 from snlad.errors import SnladError
+from snlad.metrics import decision_metrics
 from snlad.thresholds import Rule, Scored, f1_threshold, thresholds
 
 DEMO = Path(__file__).parents[1] / "data" / "demo"
@@ -137,3 +141,33 @@ def test_binned_f1_search_on_many_pixels_agrees_with_the_exact_one(monkeypatch):
     assert binned_f1 == pytest.approx(
         2 * ((values > binned) & positives).sum() / ((values > binned).sum() + positives.sum())
     )
+
+
+def test_decision_metrics_count_score_above_threshold_as_flagged():
+    metrics = decision_metrics(np.array([0.1, 0.5, 0.5, 0.9]), np.array([0, 0, 1, 1]), 0.5)
+    assert metrics == {"accuracy": 0.75, "precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3)}
+    assert np.isnan(decision_metrics(np.array([0.1]), np.array([0]), 0.5)["precision"])  # nothing flagged
+    assert all(np.isnan(v) for v in decision_metrics(np.array([0.1]), np.array([1]), None).values())
+
+
+def test_test_finds_the_trained_root_and_scores_the_stored_thresholds_decisions(run, tmp_path, capsys):
+    """`snlad test --run R` alone: the run knows its data root; the stored threshold's decisions are measured."""
+    assert main(["test", "--run", str(run), "--quiet"]) == 0
+    assert "At the stored image threshold" in capsys.readouterr().out
+    threshold = load_run(run)["bottle"].calibration["bottle"]["threshold"]
+    rows = list(csv.DictReader((run / "test_scores.csv").open()))
+    flagged = np.array([float(r["score"]) > threshold for r in rows])
+    labels = np.array([r["label"] == "1" for r in rows])
+    metrics = json.loads((run / "metrics.json").read_text())["bottle"]
+    assert metrics["threshold"] == pytest.approx(threshold)
+    assert metrics["accuracy"] == pytest.approx(np.mean(flagged == labels))
+    assert metrics["recall"] == pytest.approx(np.sum(flagged & labels) / np.sum(labels))
+    # Thresholds belong to the trained map: with another map there is no decision to measure.
+    assert main(["test", "--run", str(run), "--quiet", "--set", "map.beta=3", "--out", str(tmp_path / "beta")]) == 0
+    assert json.loads((tmp_path / "beta" / "metrics.json").read_text())["bottle"]["accuracy"] is None
+    copy = tmp_path / "moved"
+    shutil.copytree(run, copy)
+    index = json.loads((copy / "run.json").read_text())
+    (copy / "run.json").write_text(json.dumps({**index, "data_root": str(tmp_path / "gone")}))
+    assert main(["test", "--run", str(copy), "--quiet"]) == 2
+    assert f"was trained on {tmp_path / 'gone'}, which is no longer there: pass --data ROOT" in capsys.readouterr().err

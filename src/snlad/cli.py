@@ -181,10 +181,15 @@ def _add_test(commands: argparse._SubParsersAction, common: argparse.ArgumentPar
         parents=[common],
         help="evaluate a run on test images",
         description="Evaluate a run on the test split; writes metrics.csv, metrics.json, metrics.md and test_scores.csv into the run "
-        "(interrupted: the scores so far in test_scores.partial.csv).",
+        "(interrupted: the scores so far in test_scores.partial.csv). Besides AUROC, AP, F1-max and AUPRO (threshold-free), "
+        "each calibrated category gets the accuracy, precision, recall and F1 of its stored image threshold. "
+        "The files hold fractions, the printed table percentages.",
     )
     parser.add_argument("--run", required=True, help="run directory written by `snlad train`")
-    parser.add_argument("--data", required=True, help="data root with test images (and masks, where there are)")
+    parser.add_argument(
+        "--data",
+        help="data root with test images (and masks, where there are); default: the root the run was trained on",
+    )
     _category_options(parser, "comma-separated subset of the run's categories")
     _map_settings(parser)
     parser.add_argument("--out", help="write the metrics files here instead of into the run (never into another run)")

@@ -73,6 +73,36 @@ def image_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     }
 
 
+DECISION_NAMES = ("accuracy", "precision", "recall", "f1")
+
+
+def decision_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float | None) -> dict[str, float]:
+    """Accuracy, precision, recall and F1 of the decisions ``score > threshold`` (what ``predict`` flags).
+
+    The threshold-free metrics above say how well scores separate the
+    classes; these say how good the stored decision is. A ratio with a zero
+    denominator (nothing flagged, no defective image) is NaN, as is every one
+    without a threshold.
+    """
+    if threshold is None:
+        return dict.fromkeys(DECISION_NAMES, math.nan)
+    flagged = np.asarray(scores, dtype=np.float64).ravel() > threshold
+    labels = np.asarray(labels).astype(bool).ravel()
+    hits = int(np.sum(flagged & labels))
+
+    def ratio(numerator: int, denominator: int) -> float:
+        return numerator / denominator if denominator else math.nan
+
+    precision, recall = ratio(hits, int(flagged.sum())), ratio(hits, int(labels.sum()))
+    f1 = ratio(2 * hits, int(flagged.sum()) + int(labels.sum()))
+    return {
+        "accuracy": ratio(int(np.sum(flagged == labels)), len(labels)),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+    }
+
+
 def pixel_metrics(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3) -> dict[str, float]:
     """Exact pixel-level AUROC, AP, F1-max and AUPRO, all in memory.
 

@@ -111,7 +111,7 @@ def train(
         written: list[Path] = []
         try:
             if context.is_main:
-                written = _start(run, config, mode, categories, resume, overwrite)
+                written = _start(run, config, mode, categories, resume, overwrite, data_root)
                 warn_if_oversubscribed()
             models = _train_models(config, samples, run, mode, context, resume, overwrite, progress, drop_checkpoint)
         except BaseException:
@@ -119,7 +119,7 @@ def train(
                 run.restore_replaced(written)  # the new run saved nothing: the one it was to replace comes back
             raise
         if context.is_main:
-            run.write_index(mode, categories, finished=True)
+            run.write_index(mode, categories, finished=True, data_root=data_root)
             run.drop_replaced()
     return models
 
@@ -155,7 +155,9 @@ def _train_models(
     return models
 
 
-def _start(run: Run, config: Config, mode: str, categories: list[str], resume: bool, overwrite: bool) -> list[Path]:
+def _start(
+    run: Run, config: Config, mode: str, categories: list[str], resume: bool, overwrite: bool, data_root: str | Path
+) -> list[Path]:
     """Clean up after a killed write, refuse to clobber anything, and write the plan: run.json (unfinished) and config.yaml.
 
     ``--overwrite`` sets the replaced run aside (:meth:`Run.set_aside`) rather
@@ -185,7 +187,7 @@ def _start(run: Run, config: Config, mode: str, categories: list[str], resume: b
             "choose another --out (an empty or new folder)"
         )
     write_yaml(config, run.config)
-    run.write_index(mode, categories, finished=False)
+    run.write_index(mode, categories, finished=False, data_root=data_root)
     return files
 
 
@@ -278,7 +280,7 @@ def _known_categories(run: Run, models: dict[str, TrainedModel], wanted: Sequenc
 
 def test(
     run_dir: str | Path,
-    data_root: str | Path,
+    data_root: str | Path | None = None,
     categories: Sequence[str] | None = None,
     batch_size: int = 8,
     progress: bool = True,
@@ -290,6 +292,11 @@ def test(
 ) -> dict[str, dict[str, float]]:
     """Evaluate a run on the test split of ``data_root``; write metrics files into ``out_dir`` (default: the run).
 
+    Without ``data_root``, the root the run was trained on (recorded in its run.json), if it is still there.
+    Metrics are fractions; each calibrated category also gets the accuracy,
+    precision, recall and F1 of its stored image threshold, unless
+    ``map_overrides`` change the map the thresholds were calibrated for.
+
     ``map_overrides`` (e.g. ``["map.beta=2"]``) score the same networks with another anomaly map;
     ``micro_batch`` and ``torch_compile`` change speed only (:func:`snlad.engine.optimise.optimise_for_inference`).
     An ``out_dir`` other than the run never holds another run, and its earlier
@@ -297,9 +304,11 @@ def test(
     """
     run = Run(Path(run_dir))
     models = optimise_run(with_map_settings(run.load_models(), map_overrides), micro_batch, torch_compile)
+    if map_overrides:  # the thresholds belong to the trained map: their decisions on another say nothing
+        models = {category: dataclasses.replace(trained, calibration={}) for category, trained in models.items()}
     wanted = list(categories) if categories is not None else list(models)
     _known_categories(run, models, wanted)
-    samples = index_dataset(data_root, "test", wanted)
+    samples = index_dataset(data_root if data_root is not None else trained_root(run), "test", wanted)
     out = Run(Path(out_dir or run_dir))
     if out_dir is not None and out.path.resolve() != run.path.resolve():
         _check_test_out(out, overwrite)
@@ -313,6 +322,16 @@ def test(
         title=f"{first.model.name} ({first.model.teacher}, {first.data.image_size} px)",
     )
     return per_category
+
+
+def trained_root(run: Run) -> Path:
+    """The data root ``run`` was trained on, for commands given no ``--data``; a clear error where it is unknown or gone."""
+    recorded = run.read_index().data_root
+    if recorded is None:
+        raise SnladError(f"{run.path} does not record its data root (trained by an earlier snlad): pass --data ROOT")
+    if not Path(recorded).is_dir():
+        raise SnladError(f"{run.path} was trained on {recorded}, which is no longer there: pass --data ROOT")
+    return Path(recorded)
 
 
 def _check_test_out(out: Run, overwrite: bool) -> None:

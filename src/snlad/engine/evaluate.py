@@ -11,10 +11,18 @@ metrics alone, since its unknown defect pixels must not be scored as normal.
 A category with no mask at all has no pixel metrics (NaN, ``null`` in JSON,
 an empty CSV cell, ``n/a`` in tables), and the mean of a metric is over the
 categories that have it; the mean row says how many that is.
+
+Beside the threshold-free metrics, each calibrated category gets the
+accuracy, precision, recall and F1 of its stored image threshold's decisions
+(``score > threshold``, as ``snlad predict`` flags). Units: metrics are
+fractions in [0, 1] in the files and from the API (metrics.json, metrics.csv,
+``api.test``) and percentages in the tables printed for people (metrics.md,
+the terminal, the report).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,7 +35,14 @@ from snlad.engine.inference import infer
 from snlad.engine.run import Run
 from snlad.engine.trained import TrainedModel
 from snlad.files import atomic_write_text, write_csv, write_json
-from snlad.metrics import METRIC_NAMES, PixelMetricAccumulator, image_metrics, mean_over_categories
+from snlad.metrics import (
+    DECISION_NAMES,
+    METRIC_NAMES,
+    PixelMetricAccumulator,
+    decision_metrics,
+    image_metrics,
+    mean_over_categories,
+)
 
 TABLE_COLUMNS = ("image_auroc", "pixel_auroc", "aupro", "image_ap", "image_f1max", "pixel_ap", "pixel_f1max")
 COUNT_COLUMNS = ("images", "defective", "masked")  # test images, defective ones, defective ones with a mask
@@ -78,12 +93,19 @@ def evaluate_category(
         "defective": int(labels.sum()),
         "masked": sum(row["label"] * row["has_mask"] for row in rows),
     }
-    return {**image_metrics(scores, labels), **accumulator.compute(), **counts}, rows
+    threshold = trained.calibration.get(samples[0].category, {}).get("threshold")
+    decisions = {
+        "threshold": math.nan if threshold is None else threshold,
+        **decision_metrics(scores, labels, threshold),
+    }
+    return {**image_metrics(scores, labels), **accumulator.compute(), **decisions, **counts}, rows
 
 
 def mean_row(per_category: dict[str, dict[str, float]]) -> dict[str, float]:
     """Means of the metrics over the categories that have them, total counts, and how many categories each mean covers."""
-    row = mean_over_categories({c: {name: values[name] for name in METRIC_NAMES} for c, values in per_category.items()})
+    averaged = (*METRIC_NAMES, *DECISION_NAMES)  # not the thresholds: each is on its own category's scale
+    row = mean_over_categories({c: {name: values[name] for name in averaged} for c, values in per_category.items()})
+    row["threshold"] = math.nan
     row.update({name: sum(values[name] for values in per_category.values()) for name in COUNT_COLUMNS})
     row["image_categories"] = sum(not np.isnan(values["image_auroc"]) for values in per_category.values())
     row["pixel_categories"] = sum(not np.isnan(values["pixel_auroc"]) for values in per_category.values())
@@ -166,7 +188,28 @@ def metrics_markdown(per_category: dict[str, dict[str, float]], title: str | Non
                 f"Pixel metrics (pixel_*, aupro): mean over the {mean['pixel_categories']} of {len(categories)} categories with defect masks; "
                 f"{', '.join(unmasked)}: image-level labels only (n/a).",
             ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _decisions_markdown(categories, per_category.get("mean"))) + "\n"
+
+
+def _decisions_markdown(categories: dict[str, dict[str, float]], mean: dict[str, float] | None) -> list[str]:
+    """The decisions table: each calibrated category's image threshold and how its decisions fare (none if none is)."""
+    calibrated = {c: v for c, v in categories.items() if not np.isnan(v.get("threshold", math.nan))}
+    if not calibrated:
+        return []
+    lines = [
+        "",
+        "At the stored image threshold (score > threshold is flagged, as `snlad predict` does):",
+        "",
+        "| category | image threshold | " + " | ".join(DECISION_NAMES) + " |",
+        "|" + "---|" * (len(DECISION_NAMES) + 2),
+    ]
+    lines += [
+        f"| {c} | {v['threshold']:.4g} | " + " | ".join(_percent(v[name]) for name in DECISION_NAMES) + " |"
+        for c, v in calibrated.items()
+    ]
+    if mean is not None and len(calibrated) > 1:
+        lines.append("| **mean** | | " + " | ".join(_percent(mean[name]) for name in DECISION_NAMES) + " |")
+    return lines
 
 
 def _csv_cell(value: float) -> str:
@@ -192,11 +235,12 @@ def write_metrics(
     A metric a category does not have is an empty CSV cell and ``null`` in JSON.
     """
     run = Run(Path(out_dir))
-    header = ["category", *METRIC_NAMES, *COUNT_COLUMNS, *COVERAGE_COLUMNS]
+    decided = ("threshold", *DECISION_NAMES)
+    header = ["category", *METRIC_NAMES, *decided, *COUNT_COLUMNS, *COVERAGE_COLUMNS]
     table = [
         {
             "category": category,
-            **{name: _csv_cell(values[name]) for name in METRIC_NAMES},
+            **{name: _csv_cell(values[name]) for name in (*METRIC_NAMES, *decided)},
             **{name: values[name] for name in (*COUNT_COLUMNS, *COVERAGE_COLUMNS) if name in values},
         }
         for category, values in per_category.items()

@@ -66,6 +66,7 @@ class RunIndex:
     mode: str
     categories: list[str]
     finished: bool = True
+    data_root: str | None = None  # the root trained on (absolute), so `snlad test` need not be told it again
 
 
 @dataclass(frozen=True)
@@ -192,12 +193,16 @@ class Run:
         """The replacement finished: the run it replaced is no longer needed."""
         shutil.rmtree(self.replaced, ignore_errors=True)
 
-    def write_index(self, mode: str, categories: list[str], finished: bool) -> None:
+    def write_index(self, mode: str, categories: list[str], finished: bool, data_root: str | Path) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown run mode {mode!r}")
-        atomic_write_text(
-            self.index_file, json.dumps({"mode": mode, "categories": categories, "finished": finished}, indent=2)
-        )
+        index = {
+            "mode": mode,
+            "categories": categories,
+            "finished": finished,
+            "data_root": str(Path(data_root).resolve()),
+        }
+        atomic_write_text(self.index_file, json.dumps(index, indent=2))
 
     def read_plan(self) -> RunIndex:
         """The run's mode and categories, finished or not; a clear error when there is no run here."""
@@ -218,8 +223,10 @@ class Run:
         try:
             index = json.loads(self.index_file.read_text())
             mode, categories, finished = index["mode"], index["categories"], index.get("finished", True)
+            data_root = index.get("data_root")  # runs trained before it was recorded have none
             if (
-                mode not in MODES
+                not isinstance(data_root, str | None)
+                or mode not in MODES
                 or not isinstance(categories, list)
                 or not all(isinstance(c, str) for c in categories)
                 or not isinstance(finished, bool)
@@ -229,7 +236,7 @@ class Run:
             raise SnladError(f"{self.index_file} is corrupt; retrain the run") from None
         for category in categories:  # a one-class run loads RUN/<category>/model.pt: never a folder elsewhere
             confined(self.path, category, f"{self.index_file} names category", single=True)
-        return RunIndex(mode, categories, finished)
+        return RunIndex(mode, categories, finished, data_root)
 
     def read_index(self) -> RunIndex:
         """The mode and categories of a finished run; a clear error for anything else."""
