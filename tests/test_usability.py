@@ -113,16 +113,24 @@ def test_predict_refuses_an_earlier_prediction_and_overwrite_leaves_no_stale_fil
     assert [row["output"] for row in scores(out / "scores.csv")] == [one[0].stem]
 
 
-def test_colliding_stems_are_renamed_and_recorded(run: Path, tmp_path: Path) -> None:
-    """Three images named 000: the first keeps its stem, the others get their folder's name; scores.csv says which."""
-    copy = tmp_path / "elsewhere" / "000.jpg"
-    copy.parent.mkdir()
-    copy.write_bytes((BOTTLE_GOOD / "000.jpg").read_bytes())
-    casting = DEMO / "casting" / "test" / "good" / "000.png"
-    rows, _ = api.predict(run, [BOTTLE_GOOD / "000.jpg", copy, casting], tmp_path / "pred", progress=False)
-    assert [row["output"] for row in rows] == ["000", "elsewhere_000", "good_000"]
-    assert [row["output"] for row in scores(tmp_path / "pred" / "scores.csv")] == ["000", "elsewhere_000", "good_000"]
-    assert {p.stem for p in (tmp_path / "pred" / "maps").iterdir()} == {"000", "elsewhere_000", "good_000"}
+def test_outputs_mirror_the_input_sub_folders_so_the_class_is_in_the_path(run: Path, tmp_path: Path) -> None:
+    """good/006.jpg and broken_large/006.jpg keep their folders under maps/, overlays/, masks/; one folder keeps bare stems."""
+    test_split = BOTTLE_GOOD.parent
+    argv = ["--quiet", "predict", str(test_split / "broken_large"), str(BOTTLE_GOOD), "--run", str(run)]
+    assert main([*argv, "--category", "bottle", "--out", str(tmp_path / "pred")]) == 0
+    outputs = ["broken_large/006", "broken_large/018", "good/000", "good/003", "good/006"]
+    assert [row["output"] for row in scores(tmp_path / "pred" / "scores.csv")] == outputs
+    for folder, suffix in (("maps", ".npy"), ("overlays", ".png"), ("masks", ".png")):
+        found = sorted(
+            p.relative_to(tmp_path / "pred" / folder).as_posix() for p in (tmp_path / "pred" / folder).rglob("*.*")
+        )
+        assert found == [f"{name}{suffix}" for name in outputs], folder
+    same = tmp_path / "same"  # one folder, two files that share a stem
+    same.mkdir()
+    (same / "a.jpg").write_bytes((BOTTLE_GOOD / "000.jpg").read_bytes())
+    (same / "a.png").write_bytes((DEMO / "casting" / "test" / "good" / "000.png").read_bytes())
+    rows, _ = api.predict(run, [same], tmp_path / "one", progress=False)
+    assert [row["output"] for row in rows] == ["a", "a_1"]
 
 
 @pytest.mark.parametrize("maps,dtype", [("model", "float16"), ("none", "float32"), ("original", "float32")])

@@ -265,8 +265,8 @@ def _add_predict(commands: argparse._SubParsersAction, common: argparse.Argument
         help="score new images",
         description="Score images: writes OUT/scores.csv (image, output, score[, is_anomalous]), OUT/maps/<output>.npy (the anomaly map), "
         "OUT/overlays/<output>.png (the map over the image; blue = typical normal, yellow-orange = the decision threshold) and, "
-        "for a calibrated --category, OUT/masks/<output>.png (255 = defect). <output> is the image's stem; a repeated stem gets "
-        "its folder's name prefixed (scores.csv says which).",
+        "for a calibrated --category, OUT/masks/<output>.png (255 = defect). <output> is the image's path below the folder all "
+        "inputs share, without its suffix: the input's sub-folders are mirrored (crack/000, good/000; scores.csv says which).",
     )
     parser.add_argument("inputs", nargs="+", help="image files or folders of images")
     parser.add_argument("--run", required=True, help="run directory written by `snlad train`")

@@ -7,6 +7,7 @@ run; every output file is written atomically.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -72,18 +73,26 @@ def _collate(items: list[dict]) -> dict:
     return batch
 
 
-def _unique_stems(paths: Sequence[Path]) -> dict[str, str]:
-    """Map each path to an output stem; a repeated stem gets its parent folder's name prefixed."""
-    stems: dict[str, str] = {}
+def output_names(paths: Sequence[Path]) -> dict[str, str]:
+    """Map each path to its output name: its path below the folder all inputs share, without the suffix.
+
+    ``test/crack/000.png`` and ``test/good/000.png`` become ``crack/000`` and
+    ``good/000``, so outputs mirror the input's sub-folders and the class can
+    be read from the path; images of one folder keep their bare stems. Two
+    inputs that would still share a name (``a.png``, ``a.jpg``) get ``_1``, ``_2``.
+    """
+    parents = [path.absolute().parent for path in paths]
+    common = Path(os.path.commonpath(parents)) if parents else Path()
+    names: dict[str, str] = {}
     used: set[str] = set()
-    for path in paths:
-        stem = path.stem if path.stem not in used else f"{path.parent.name}_{path.stem}"
+    for path, parent in zip(paths, parents, strict=True):
+        name = base = (parent.relative_to(common) / path.stem).as_posix()
         suffix = 1
-        while stem in used:
-            stem, suffix = f"{path.parent.name}_{path.stem}_{suffix}", suffix + 1
-        used.add(stem)
-        stems[str(path)] = stem
-    return stems
+        while name in used:
+            name, suffix = f"{base}_{suffix}", suffix + 1
+        used.add(name)
+        names[str(path)] = name
+    return names
 
 
 MAP_RESOLUTIONS = ("original", "model", "none")
@@ -167,8 +176,8 @@ def predict(
     ``map_dtype`` "float16" halves the .npy files. With a calibrated
     ``category``, scores.csv gets ``is_anomalous`` (score > threshold) and
     masks/ the binary defect masks (map > pixel threshold); see docs/thresholds.md.
-    Output names are the image stems; a stem seen before gets its folder's
-    name prefixed (``good_006``), and scores.csv's ``output`` column says which.
+    Output names mirror the inputs' sub-folders below the folder they share
+    (``good/006``: :func:`output_names`); scores.csv's ``output`` column says which.
 
     Returns the score rows and the (path, error) of every skipped file.
     """
@@ -197,7 +206,7 @@ def _predict_locked(
     earlier = earlier_outputs(out_dir, overwrite)
     calibration = trained.calibration.get(category, {}) if category else {}
     threshold, pixel_threshold = calibration.get("threshold"), calibration.get("pixel_threshold")
-    stems = _unique_stems(paths)
+    stems = output_names(paths)
     planned = planned_outputs(out_dir, stems.values(), maps, pixel_threshold is not None)
     foreign = sorted(path for path in planned - earlier if path.exists())
     if foreign:
