@@ -31,7 +31,7 @@ LAYERS = [
     {"cli", "cli_report"},
 ]
 ENGINE_LAYERS = [
-    {"device", "precision", "checkpoint", "sampler", "feature_cache"},
+    {"device", "precision", "checkpoint", "sampler", "feature_cache", "memory_bank"},
     {"distributed"},
     {"trained"},
     {"run", "optimise", "inference"},

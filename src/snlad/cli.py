@@ -144,7 +144,7 @@ def _train(args: argparse.Namespace) -> None:
     )
     kept = (
         ""
-        if args.drop_checkpoint
+        if args.drop_checkpoint or config.model.name == "patchcore"  # a built memory bank has nothing to continue
         else "; checkpoint.pt is kept for `--resume --set train.epochs=N` (delete it, or train with --drop-checkpoint, if you will not continue)"
     )
     print(f"trained {config.model.name} on {', '.join(config.data.categories)} -> {args.out}{kept}")

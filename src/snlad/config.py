@@ -23,7 +23,7 @@ import yaml
 from snlad.errors import SnladError, brief
 from snlad.files import atomic_write_text
 
-MODEL_NAMES = ("fd", "rd", "snl-fd", "snl-rd")
+MODEL_NAMES = ("fd", "rd", "snl-fd", "snl-rd", "patchcore")
 CRAM_OUTPUT_NAMES = ("residual", "centres", "bottleneck")  # implemented by snlad.models.cram.CRAM_OUTPUTS
 RESUMABLE_SETTINGS = ("train.epochs", "train.device", "data.num_workers", "data.cache_mb", "train.teacher_cache_mb")
 """What ``--resume`` may change: more epochs, where and how fast it runs; anything else would not continue the same training."""
@@ -57,6 +57,11 @@ class ModelConfig:
     # RD only: dropout on the bottleneck embedding while training, so the decoder cannot copy the input through
     # (Dinomaly's noisy bottleneck: 0.2); inference never drops.
     bottleneck_dropout: float = 0.0
+    # PatchCore only: the share of all training patches kept in the memory bank by greedy k-centre selection
+    # (PatchCore's 10 % setting; 1 % loses little on MVTec AD, Roth et al. 2022, Table 1), and the random
+    # projection's dimension the selection measures distances in (the paper's 128).
+    coreset_fraction: float = 0.1
+    coreset_projection: int = 128
 
 
 def term(weight: float) -> float:
@@ -104,6 +109,9 @@ class MapConfig:
     # held-out normals + synthetic anomalies (docs/results/selection-map.md).
     image_score: str = "topk"
     topk_fraction: float = 0.01
+    # Per-position distance between the two feature maps: "cosine" (1 - cos, the distillation models) or
+    # "euclidean" (PatchCore: the L2 distance to the nearest memory-bank patch).
+    distance: str = "cosine"
 
 
 @dataclass
@@ -153,6 +161,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "loss": {"channel": 1.0, "spatial": 1.0, "intra": 1.0, "inter": 1.0},
         "map": {"beta": 2.0},
     },
+    "patchcore": {"map": {"distance": "euclidean"}},
 }
 
 
@@ -260,6 +269,12 @@ def _validate(config: Config, source: str) -> None:
             "model.decoder_blocks and model.bottleneck_dropout belong to the rd models (fd has no decoder)",
         ),
         (config.model.cram_tau > 0, "model.cram_tau must be > 0"),
+        (0.0 < config.model.coreset_fraction <= 1.0, "model.coreset_fraction must be in (0, 1]"),
+        (config.model.coreset_projection >= 1, "model.coreset_projection must be >= 1"),
+        (
+            config.model.name != "patchcore" or not config.model.cram,
+            "model.cram belongs to the distillation models (patchcore has no student)",
+        ),
         (
             config.model.cram_output in CRAM_OUTPUT_NAMES,
             f"model.cram_output must be one of {', '.join(CRAM_OUTPUT_NAMES)}",
@@ -277,6 +292,7 @@ def _validate(config: Config, source: str) -> None:
         (config.loss.inter_kind in ("cross", "batch"), "loss.inter_kind must be 'cross' or 'batch'"),
         (config.map.image_score in ("max", "topk"), "map.image_score must be 'max' or 'topk'"),
         (0.0 < config.map.topk_fraction <= 1.0, "map.topk_fraction must be in (0, 1]"),
+        (config.map.distance in ("cosine", "euclidean"), "map.distance must be 'cosine' or 'euclidean'"),
         (config.map.sigma >= 0, "map.sigma must be >= 0"),
         (config.train.amp in ("none", "bf16"), "train.amp must be 'none' or 'bf16'"),
         (config.train.schedule in ("constant", "cosine"), "train.schedule must be 'constant' or 'cosine'"),

@@ -1,6 +1,7 @@
 """Anomaly maps and image scores: one implementation for training, test, predict, calibration, selection, probes and export.
 
-Per level: the local distance ``1 - cos(T[:, p], S[:, p])`` plus, for SNL,
+Per level: the local distance ``1 - cos(T[:, p], S[:, p])`` (PatchCore: the L2
+distance of a patch to its nearest memory-bank patch, ``map.distance``) plus, for SNL,
 ``beta`` times the structural distance ``mean_q |A_T(p, q) - A_S(p, q)|`` (the
 row of the intra-affinity difference, from the same affinities as the training
 loss: on its pooled grid, or over each position's local window). Levels are upsampled bilinearly to the input size, summed and
@@ -71,6 +72,19 @@ def local_distance(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor
     return 1 - F.cosine_similarity(teacher, student, dim=1)
 
 
+def euclidean_distance(features: torch.Tensor, nearest: torch.Tensor) -> torch.Tensor:
+    """B x C x H x W pair -> B x H x W, the L2 distance across channels (PatchCore's patch score).
+
+    Recomputed from the two features rather than kept from the search's
+    ``|a|^2 - 2ab + |b|^2``, which loses precision to cancellation for close pairs.
+    """
+    return (features - nearest).square().sum(dim=1).sqrt()
+
+
+DISTANCES = {"cosine": local_distance, "euclidean": euclidean_distance}
+"""``map.distance``: how a position's two features are compared."""
+
+
 def structural_distance(teacher: torch.Tensor, student: torch.Tensor, settings: LossConfig) -> torch.Tensor:
     """B x C x H x W pair -> B x h x w, mean_q |A_T(p, q) - A_S(p, q)|, the affinities of the training loss.
 
@@ -98,6 +112,7 @@ class AnomalyScorer(nn.Module):
     def __init__(self, config: MapConfig, image_size: int, affinity: LossConfig, level_sides: Sequence[int]) -> None:
         super().__init__()
         self.beta = config.beta
+        self.distance = DISTANCES[config.distance]
         self.image_size = image_size
         self.affinity = (
             affinity  # how the structural distance compares positions: the training loss's affinity settings
@@ -121,7 +136,7 @@ class AnomalyScorer(nn.Module):
 
     def level_map(self, teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
         """One level's contribution to the smoothed map, B x S x S."""
-        level = self.project(local_distance(teacher, student))
+        level = self.project(self.distance(teacher, student))
         if self.beta > 0:
             level = level + self.beta * self.project(structural_distance(teacher, student, self.affinity))
         return level

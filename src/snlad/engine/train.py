@@ -29,13 +29,14 @@ from snlad.engine.checkpoint import read_checkpoint, write_checkpoint
 from snlad.engine.device import resolve_device
 from snlad.engine.distributed import DistContext, per_rank_batch, unwrap, wrap_student
 from snlad.engine.feature_cache import TeacherFeatureCache
+from snlad.engine.memory_bank import build_memory_bank
 from snlad.engine.precision import autocast
 from snlad.engine.run import ModelDir
 from snlad.engine.sampler import ResumableSampler
 from snlad.errors import SnladError
 from snlad.files import atomic_write_text
 from snlad.losses import distillation_loss
-from snlad.models import TeacherStudent, build_model
+from snlad.models import PatchCore, TeacherStudent, build_model
 
 
 class TrainingInterrupted(SnladError):
@@ -295,5 +296,48 @@ def train_model(
         init_crams_from_teacher(model, samples, config)
     if context.is_main:
         write_yaml(config, folder.config)
-    fit(model, samples, config, folder, resume_state, progress, context)
+    if isinstance(model, PatchCore):  # nothing to train: the memory bank is built once
+        build_bank(model, samples, config, folder, resume_state, progress, context)
+    else:
+        fit(model, samples, config, folder, resume_state, progress, context)
     return unwrap(model).eval()
+
+
+def build_bank(
+    model: PatchCore,
+    samples: Sequence[Sample],
+    config: Config,
+    folder: ModelDir,
+    resume_state: dict | None,
+    progress: bool,
+    context: DistContext,
+) -> None:
+    """PatchCore's training (:mod:`snlad.engine.memory_bank`), checkpointed like an epoch.
+
+    The state saved once the bank is built holds it (``--resume`` loads it,
+    as a finished one-class category); one saved on Ctrl-C holds an empty
+    bank, and ``--resume`` builds it again from the first image.
+    """
+    if context.world_size > 1:
+        raise SnladError("patchcore builds its memory bank in one process: run snlad train without torchrun")
+    if resume_state is not None and resume_state["model"]["bank"].numel():
+        model.load_state_dict(resume_state["model"])
+        return
+    with deferred_interrupts() as interrupted:
+        stats = build_memory_bank(model, samples, config, progress, interrupted)
+    state = {"kind": "training", "config": config.to_dict(), "model": model.state_dict(), "position": 0}
+    write_checkpoint(folder.checkpoint, {**state, "epoch": 0 if stats is None else 1})
+    if stats is None:
+        raise TrainingInterrupted(
+            f"interrupted while building the memory bank; state saved to {folder.checkpoint}: "
+            "the same command plus --resume builds it again"
+        )
+    seconds = stats.feature_seconds + stats.coreset_seconds
+    _append_log(folder.train_log, 1, {"patches": stats.patches, "bank": stats.kept}, seconds, len(samples) / seconds)
+    if progress:
+        print(
+            f"memory bank: {stats.kept:,} of {stats.patches:,} patches ({len(samples)} images), "
+            f"features {stats.feature_seconds:.0f} s, coreset {stats.coreset_seconds:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
