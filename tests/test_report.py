@@ -1,5 +1,6 @@
 """The HTML report, its error messages, the one-class vs multi-class figure and the screenshot script."""
 
+import json
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -150,3 +151,45 @@ def test_screenshot_script_renders_the_page(tmp_path):
     )
     pixels = np.asarray(Image.open(tmp_path / "shot.png").convert("RGB"))
     assert pixels.shape == (300, 400, 3) and tuple(pixels[-1, -1]) == (255, 0, 0)
+
+
+def test_report_names_both_thresholds_and_each_runs_rule_and_plots_show_auc_and_threshold(runs, tmp_path, monkeypatch):
+    """One meaning of 'threshold': the grid names image and pixel thresholds, the decision under each map and the rule."""
+    from snlad import plots
+
+    figures = {}
+    save = plots.save
+    monkeypatch.setattr(plots, "save", lambda figure, path, palette=False: figures.setdefault(Path(path).name, figure))
+    text = build_report(runs, DEMO, tmp_path / "report", examples=1).read_text()
+    monkeypatch.setattr(plots, "save", save)
+    calibration = api.run_model(runs[0]).calibration["bottle"]
+    assert (
+        f"image threshold {calibration['threshold']:.4g}, pixel threshold {calibration['pixel_threshold']:.4g}" in text
+    )
+    assert "thresholds calibrated by" in text and f"{calibration['rule']} on the {calibration['source']}" in text
+    assert " defective</td>" in text or " normal</td>" in text
+    roc = figures["bottle-roc.png"].axes[0]
+    aurocs = [json.loads((run / "metrics.json").read_text())["bottle"]["image_auroc"] for run in runs]
+    legend = [t.get_text() for t in roc.get_legend().get_texts()]
+    assert legend[:2] == [f"{label} (AUROC {100 * a:.1f} %)" for label, a in zip(("fd", "snl-fd"), aurocs)]
+    assert roc.get_xlim()[0] < 0 and roc.get_ylim()[1] > 1  # a perfect curve is not hidden under the frame
+    histogram = figures["bottle-histograms.png"].axes[0]
+    assert any(list(line.get_xdata()) == [calibration["threshold"]] * 2 for line in histogram.lines)
+    assert all(
+        not patch.get_fill() for patch in histogram.patches
+    )  # outlines: no blended colour missing from the legend
+
+
+def test_overlays_keep_the_part_visible_and_carry_score_decision_and_colour_bar(runs, tmp_path):
+    from snlad import render
+
+    grey = np.full((4, 4, 3), 200, np.uint8)
+    normal = render.overlay(grey, np.zeros((4, 4)), render.ColourScale(0.0, 1.0))
+    assert np.abs(normal.astype(int) - 200).max() < 0.25 * 200  # a typical normal pixel tints the image lightly
+    image = DEMO / "bottle" / "test" / "good" / "000.jpg"
+    rows, _ = api.predict(runs[0], [image], tmp_path / "pred", category="bottle", progress=False)
+    picture = np.asarray(Image.open(tmp_path / "pred" / "overlays" / "000.png"))
+    band = picture[-8:, : picture.shape[1] // 2]
+    assert picture.shape[:2] == Image.open(image).size[::-1]
+    assert (band < 40).mean() > 0.5 and (band > 200).any()  # a dark caption band with white text
+    assert render.caption(grey, "x", None) is grey  # too small for a caption: unchanged

@@ -17,6 +17,7 @@ from PIL import Image
 from sklearn.metrics import roc_curve
 
 from snlad.files import atomic_write_bytes
+from snlad.metrics import image_metrics
 
 _PANEL = (4.2, 3.2)  # inches per subplot: readable at 90 dpi in a 1400 px page
 
@@ -80,29 +81,52 @@ def distributions(per_run: Mapping[str, Mapping[str, np.ndarray]], path: Path, t
     return save(figure, path)
 
 
-def histograms(per_run: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str) -> Path:
-    """Per run, overlaid histograms of the good and the defective images' scores."""
+def histograms(
+    per_run: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    path: Path,
+    title: str,
+    thresholds: Mapping[str, float | None] | None = None,
+) -> Path:
+    """Per run, histograms of the good and the defective images' scores, and its image threshold as a line.
+
+    Outlined (step) histograms: filled ones blended where they overlap into a
+    colour the legend does not have. The threshold shows which side of the
+    decision each image falls on.
+    """
     figure, axes = _panels(len(per_run), title)
     for axis, (label, (good, defective)) in zip(axes, per_run.items()):
-        both = np.concatenate([good, defective])
+        threshold = (thresholds or {}).get(label)
+        both = np.concatenate([good, defective, [] if threshold is None else [threshold]])
         bins = np.linspace(both.min(), both.max() + 1e-9, 16) if both.size else 10
-        axis.hist(good, bins=bins, alpha=0.6, label=f"good ({len(good)})", color="tab:green")
-        axis.hist(defective, bins=bins, alpha=0.6, label=f"defective ({len(defective)})", color="tab:red")
+        axis.hist(good, bins=bins, histtype="step", linewidth=2, label=f"good ({len(good)})", color="tab:green")
+        axis.hist(
+            defective, bins=bins, histtype="step", linewidth=2, label=f"defective ({len(defective)})", color="tab:red"
+        )
+        if threshold is not None:
+            axis.axvline(
+                threshold, color="black", linestyle="--", linewidth=1.5, label=f"image threshold {threshold:.4g}"
+            )
         axis.set(title=label, xlabel="image score", ylabel="images")
         axis.legend(fontsize=8)
     return save(figure, path)
 
 
 def roc_curves(per_run: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path, title: str) -> Path:
-    """Image-level ROC curve of every run, from (labels, scores); runs lacking a class are left out."""
+    """Image-level ROC curve of every run, from (labels, scores), its AUROC in the legend; runs lacking a class are left out.
+
+    The axes reach a little past [0, 1] and lines are not clipped, so a perfect
+    curve (along the left and top edges) stays visible instead of hiding under the frame.
+    """
     figure = Figure(figsize=(4.5, 4.2))
     axis = figure.subplots()
     for label, (labels, scores) in per_run.items():
         if 0 < np.sum(labels) < len(labels):
             fpr, tpr, _ = roc_curve(labels, scores)
-            axis.plot(fpr, tpr, label=label)
+            auroc = image_metrics(scores, labels)["image_auroc"]
+            axis.plot(fpr, tpr, linewidth=2, clip_on=False, label=f"{label} (AUROC {100 * auroc:.1f} %)")
     axis.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
-    axis.set(title=title, xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01))
+    limits = (-0.02, 1.02)
+    axis.set(title=title, xlabel="false positive rate", ylabel="true positive rate", xlim=limits, ylim=limits)
     axis.legend(fontsize=8, loc="lower right")
     return save(figure, path)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import matplotlib
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 
 @dataclass(frozen=True)
@@ -43,16 +43,61 @@ def colour_scale(calibration: dict | None, maps: np.ndarray) -> ColourScale:
     category given, no held-out normals, or a run calibrated before
     ``pixel_floor`` existed): the lowest to the highest value of ``maps``.
     """
+    return calibrated_scale(calibration) or ColourScale(float(np.min(maps)), float(np.max(maps)))
+
+
+def calibrated_scale(calibration: dict | None) -> ColourScale | None:
+    """The scale a calibration fixes (pixel threshold at :data:`THRESHOLD_AT`), or None when it fixes none."""
     floor, threshold = (calibration or {}).get("pixel_floor"), (calibration or {}).get("pixel_threshold")
     if floor is not None and threshold is not None and threshold > floor:
         return ColourScale(floor, floor + (threshold - floor) / THRESHOLD_AT)
-    return ColourScale(float(np.min(maps)), float(np.max(maps)))
+    return None
+
+
+OPACITY = (0.2, 0.8)  # the map's opacity at the bottom and the top of the colour scale
 
 
 def overlay(image: np.ndarray, anomaly_map: np.ndarray, scale: ColourScale) -> np.ndarray:
-    """H x W x 3 uint8 image and H x W map -> the jet-coloured map blended half and half over the image."""
-    colours = matplotlib.colormaps["jet"](scale.normalise(anomaly_map), bytes=True)[..., :3]  # uint8, not float64 RGBA
-    return ((image.astype(np.uint16) + colours) // 2).astype(np.uint8)
+    """H x W x 3 uint8 image and H x W map -> the jet-coloured map blended over the image, more opaque where higher.
+
+    A fixed half-and-half blend tinted every normal part dark blue (the bottom
+    of jet), hiding the part; here a typical normal pixel lets 80 % of the
+    image through and a pixel at the top of the scale 20 %.
+    """
+    level = scale.normalise(anomaly_map)
+    colours = matplotlib.colormaps["jet"](level, bytes=True)[..., :3]  # uint8, not float64 RGBA
+    weight = (OPACITY[0] + (OPACITY[1] - OPACITY[0]) * level)[..., None]
+    return (image * (1 - weight) + colours * weight).round().astype(np.uint8)
+
+
+CAPTION_MIN_WIDTH = 96  # px: narrower overlays get no caption (it would cover the picture)
+
+
+def caption(picture: np.ndarray, text: str, threshold_at: float | None) -> np.ndarray:
+    """``picture`` with a dark band along its bottom: ``text`` and the colour bar (its threshold tick, when calibrated).
+
+    Drawn inside the picture, so an overlay keeps the image's size and lines up with it.
+    """
+    height, width = picture.shape[:2]
+    if width < CAPTION_MIN_WIDTH:
+        return picture
+    band = max(16, height // 14)
+    out = Image.fromarray(picture)
+    draw = ImageDraw.Draw(out)
+    draw.rectangle((0, height - band, width, height), fill=(0, 0, 0))
+    bar_left, bar_width = width * 3 // 4, width // 4 - band // 4
+    size = band * 2 // 3
+    while size > 6 and draw.textlength(text, font=ImageFont.load_default(size=size)) > bar_left - band // 2:
+        size -= 1  # shrink the text to fit beside the colour bar
+    font = ImageFont.load_default(size=size)
+    draw.text((band // 4, height - band + band // 8), text, fill=(255, 255, 255), font=font)
+    gradient = matplotlib.colormaps["jet"](np.linspace(0, 1, bar_width), bytes=True)[None, :, :3]
+    bar = np.repeat(gradient, band // 2, axis=0)
+    out.paste(Image.fromarray(bar), (bar_left, height - band + band // 4))
+    if threshold_at is not None:
+        tick = bar_left + round(threshold_at * (bar_width - 1))
+        draw.line((tick, height - band + 1, tick, height - 2), fill=(255, 255, 255), width=max(1, band // 8))
+    return np.asarray(out)
 
 
 def png_bytes(image: np.ndarray) -> bytes:

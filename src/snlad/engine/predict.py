@@ -30,7 +30,15 @@ from snlad.files import (
     write_json,
     write_npy,
 )
-from snlad.render import colour_scale, mask_to_uint8, overlay, png_bytes
+from snlad.render import (
+    THRESHOLD_AT,
+    calibrated_scale,
+    caption,
+    colour_scale,
+    mask_to_uint8,
+    overlay,
+    png_bytes,
+)
 
 
 def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
@@ -238,7 +246,16 @@ def _predict_locked(
                     )
                 stem = stems[path]
                 written |= _write_outputs(
-                    out_dir, stem, path, anomaly_map, (height, width), maps, map_dtype, calibration, pixel_threshold
+                    out_dir,
+                    stem,
+                    path,
+                    anomaly_map,
+                    (height, width),
+                    maps,
+                    map_dtype,
+                    calibration,
+                    pixel_threshold,
+                    verdict(float(score), threshold),
                 )
                 row = {"image": path, "output": stem, "score": float(score)}
                 if threshold is not None:
@@ -253,6 +270,13 @@ def _predict_locked(
     return rows, failed
 
 
+def verdict(score: float, threshold: float | None) -> str:
+    """The overlay's caption: the image score and, with a threshold, the decision it makes."""
+    if threshold is None:
+        return f"score {score:.4g} (no threshold)"
+    return f"score {score:.4g} {'>' if score > threshold else '<='} {threshold:.4g}: {'DEFECTIVE' if score > threshold else 'normal'}"
+
+
 def _write_outputs(
     out_dir: Path,
     stem: str,
@@ -263,8 +287,12 @@ def _write_outputs(
     map_dtype: str,
     calibration: dict,
     pixel_threshold: float | None,
+    label: str,
 ) -> set[Path]:
-    """One image's map (.npy), overlay and mask, at the resolution ``maps`` asks for; returns the files written."""
+    """One image's map (.npy), overlay (captioned with ``label``) and mask, at the resolution ``maps`` asks for.
+
+    Returns the files written.
+    """
     picture = load_image(path)
     if maps == "model":
         side = anomaly_map.shape[-1]
@@ -273,9 +301,9 @@ def _write_outputs(
     else:
         resized = F.interpolate(anomaly_map[None, None], size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
     written = {out_dir / "overlays" / f"{stem}.png"}
-    atomic_write_bytes(
-        out_dir / "overlays" / f"{stem}.png", png_bytes(overlay(picture, resized, colour_scale(calibration, resized)))
-    )
+    threshold_at = THRESHOLD_AT if calibrated_scale(calibration) else None  # the colour bar's tick
+    pictured = caption(overlay(picture, resized, colour_scale(calibration, resized)), label, threshold_at)
+    atomic_write_bytes(out_dir / "overlays" / f"{stem}.png", png_bytes(pictured))
     if pixel_threshold is not None:
         written.add(out_dir / "masks" / f"{stem}.png")
         atomic_write_bytes(out_dir / "masks" / f"{stem}.png", png_bytes(mask_to_uint8(resized > pixel_threshold)))

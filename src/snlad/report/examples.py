@@ -59,9 +59,13 @@ def _run_cells(
     for index, (picture, anomaly_map, score) in enumerate(zip(pictures, maps, scores, strict=True)):
         name = f"{prefix}-{index}.png"
         write_png(render.overlay(picture, anomaly_map, scale), folder / name)
-        cells.append(image(f"{folder.name}/{name}", f"{report_run.label} map") + f"score {float(score):.3f}")
+        verdict = "" if not calibration else (" defective" if float(score) > calibration["threshold"] else " normal")
+        cells.append(image(f"{folder.name}/{name}", f"{report_run.label} map") + f"score {float(score):.3f}{verdict}")
     if calibration and "pixel_floor" in calibration:
-        legend = f"colours {scale.low:.3g} (typical normal) to {scale.high:.3g}; threshold {calibration['pixel_threshold']:.3g}"
+        legend = (
+            f"image threshold {calibration['threshold']:.4g}, pixel threshold {calibration['pixel_threshold']:.4g} "
+            f"({calibration['rule']}); colours {scale.low:.3g} (typical normal) to {scale.high:.3g}"
+        )
     else:
         legend = f"colours {scale.low:.3g} to {scale.high:.3g} (range of these maps: no calibrated threshold)"
     return cells, legend

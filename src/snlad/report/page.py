@@ -29,6 +29,28 @@ from snlad.report.runs import ReportRun, load_report_runs
 IMAGES = "images"
 
 
+def threshold_rules(run: ReportRun) -> str:
+    """How a run's thresholds were calibrated (rule and images), once if every category shares it, else per category.
+
+    Runs calibrated by different rules colour their maps on different scales,
+    so the report names each run's rule beside its maps' numbers.
+    """
+    rules: dict[str, list[str]] = {}
+    for category, trained in run.run.models.items():
+        entry = trained.calibration.get(category)
+        rule = f"{entry['rule']} on the {entry['source']}" if entry else "none (scores only)"
+        rules.setdefault(rule, []).append(category)
+    if len(rules) == 1:
+        return next(iter(rules))
+    return "; ".join(f"{', '.join(categories)}: {rule}" for rule, categories in rules.items())
+
+
+def image_threshold(run: ReportRun, category: str) -> float | None:
+    """The run's stored image threshold for ``category`` (None when it has none)."""
+    trained = run.run.models.get(category)
+    return trained.calibration.get(category, {}).get("threshold") if trained is not None else None
+
+
 def _runs_section(runs: Sequence[ReportRun]) -> str:
     rows = []
     for run in runs:
@@ -41,11 +63,12 @@ def _runs_section(runs: Sequence[ReportRun]) -> str:
                 config.data.image_size,
                 run.run.mode,
                 ", ".join(run.run.models),
+                threshold_rules(run),
                 run.run.path,
             ]
         )
     return "<h2 id='runs'>Runs</h2>" + table(
-        ["run", "model", "teacher", "image size", "mode", "categories", "path"], rows
+        ["run", "model", "teacher", "image size", "mode", "categories", "thresholds calibrated by", "path"], rows
     )
 
 
@@ -93,7 +116,12 @@ def _category_section(
             label: (run.scores[category][run.labels[category] == 0], run.scores[category][run.labels[category] == 1])
             for label, run in tested.items()
         }
-        plots.histograms(split, folder / f"{category}-histograms.png", f"{category}: image scores, good vs defective")
+        plots.histograms(
+            split,
+            folder / f"{category}-histograms.png",
+            f"{category}: image scores, good vs defective",
+            {label: image_threshold(run, category) for label, run in tested.items()},
+        )
         plots.roc_curves(
             {label: (run.labels[category], run.scores[category]) for label, run in tested.items()},
             folder / f"{category}-roc.png",
@@ -191,8 +219,10 @@ def build_report(
         _metrics_section(runs),
         "<h2 id='categories'>Per category</h2>",
         "<p class='note'>Anomaly maps: each run's map over the image, coloured by the run's own calibration for the category "
-        "(as <code>snlad predict</code> overlays): blue is its typical held-out normal pixel, the decision threshold sits at two "
-        "thirds of the bar, so yellow to red is what the run would mark as defect. Each run's column header gives the numbers.</p>",
+        "(as <code>snlad predict</code> overlays): blue is its typical normal pixel, the <em>pixel</em> threshold sits at two "
+        "thirds of the bar, so yellow to red is what the run would mark as defect. Each run's column header gives its image and "
+        "pixel thresholds and the rule they came from (Runs table); under each map, the image score and the decision: "
+        "<em>defective</em> when the score is above the <em>image</em> threshold, as <code>snlad predict</code> flags it.</p>",
         image(f"{IMAGES}/colour-scale.png", "colour scale of the anomaly maps", "plot"),
     ]
     available = set(list_categories(data_root))
