@@ -35,7 +35,7 @@ ENGINE_LAYERS = [
     {"distributed"},
     {"trained"},
     {"run", "optimise", "inference"},
-    {"train", "evaluate", "predict", "calibration"},
+    {"train", "evaluate", "predict", "calibration", "detector"},
 ]
 
 

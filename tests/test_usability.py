@@ -442,3 +442,31 @@ def test_oversubscription_is_said_once_and_only_when_the_user_can_act(tmp_path: 
         assert "busy" not in capsys.readouterr().err
     finally:
         torch.set_num_threads(threads)
+
+
+# ---------------------------------------------------------------- in-memory Python API
+
+
+def test_a_loaded_run_scores_pil_images_arrays_tensors_and_paths_in_memory_as_predict_does(
+    run: Path, tmp_path: Path
+) -> None:
+    """api.load: the same score, map and decisions for a picture however it is given, and as `snlad predict` writes."""
+    path = BOTTLE_GOOD / "000.jpg"
+    picture = Image.open(path)
+    array = np.array(picture)
+    tensor = torch.from_numpy(array).permute(2, 0, 1) / 255.0
+    detector = api.load(run, category="bottle")
+    detections = detector.score([picture, array, tensor, path, array.astype(np.float32) / 255.0])
+    rows, _ = api.predict(run, [path], tmp_path / "pred", category="bottle", progress=False)
+    stored = np.load(tmp_path / "pred" / "maps" / "000.npy")
+    for detection in detections:
+        assert detection.score == pytest.approx(rows[0]["score"], abs=1e-5)
+        assert detection.anomalous == bool(rows[0]["is_anomalous"])
+        assert detection.map.shape == stored.shape == array.shape[:2]
+        assert np.allclose(detection.map, stored, atol=1e-4)
+        assert (detection.mask == (detection.map > detector.pixel_threshold)).all()
+    grey = detector.score(array.mean(axis=2).astype(np.uint8))  # one image, not a list: still a list of one
+    assert len(grey) == 1 and grey[0].map.shape == array.shape[:2]
+    assert api.load(run).score(path)[0].anomalous is None  # no category: no thresholds
+    with pytest.raises(SnladError, match="cannot score a dict"):
+        detector.score({"not": "an image"})

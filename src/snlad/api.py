@@ -5,7 +5,12 @@ from snlad import api
 config = api.resolve_config("snl-fd", overrides=["train.epochs=20"])
 api.train(config, "ROOT", "runs/mine")
 metrics = api.test("runs/mine", "ROOT")          # {category: {metric: value}, "mean": {...}}
+detector = api.load("runs/mine", category="bottle")  # score images in memory, nothing written
+[detection] = detector.score(pil_image)           # also numpy arrays, tensors, paths, or a list of them
+detection.score, detection.anomalous, detection.map, detection.mask
 ```
+
+Metrics are fractions in [0, 1] here and in the files; printed tables show percentages.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pathlib import Path
 
 from snlad.backbones import BACKBONE_NAMES
 from snlad.config import MODEL_NAMES, RESUMABLE_SETTINGS
+from snlad.engine.detector import Detection, Detector, ImageLike
 from snlad.engine.evaluate import metrics_markdown
 from snlad.engine.predict import MAP_DTYPES, MAP_RESOLUTIONS
 from snlad.engine.run import Run
@@ -44,6 +50,9 @@ __all__ = [
     "RESUMABLE_SETTINGS",
     "RULES",
     "CutPasteSettings",
+    "Detection",
+    "Detector",
+    "ImageLike",
     "MixupSettings",
     "Run",
     "TrainingInterrupted",
@@ -51,6 +60,7 @@ __all__ = [
     "experiment",
     "export",
     "figure_onevsmulti",
+    "load",
     "metrics_table",
     "predict",
     "probe_cutpaste",
@@ -64,6 +74,16 @@ __all__ = [
     "validate",
     "validate_real",
 ]
+
+
+def load(run_dir: str | Path, category: str | None = None) -> Detector:
+    """A run's model ready to score images in memory (:class:`Detector`); ``category`` picks its thresholds.
+
+    Each detection has the image ``score``, the anomaly ``map`` at the image's
+    size, and with a calibrated category ``anomalous`` (score > image
+    threshold) and the defect ``mask`` (map > pixel threshold), as ``snlad predict`` writes them.
+    """
+    return Detector(run_model(run_dir, category), category)
 
 
 def metrics_table(per_category: dict[str, dict[str, float]], title: str | None = None) -> str:

@@ -5,8 +5,8 @@ Layout rules (MVTec AD, VisA, plain folder) are documented in
 limits) in :mod:`snlad.data.image_io`.
 """
 
-from snlad.data.dataset import AnomalyDataset, holdout_split, load_tensors
-from snlad.data.image_io import IMAGE_EXTENSIONS, load_image, load_mask
+from snlad.data.dataset import AnomalyDataset, holdout_split, load_tensors, model_input
+from snlad.data.image_io import IMAGE_EXTENSIONS, as_rgb, load_image, load_mask, read_rgb
 from snlad.data.layouts import detect_layout, index_dataset, list_categories
 from snlad.data.sample import Sample
 
@@ -14,6 +14,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "AnomalyDataset",
     "Sample",
+    "as_rgb",
     "detect_layout",
     "holdout_split",
     "index_dataset",
@@ -21,4 +22,6 @@ __all__ = [
     "load_tensors",
     "load_image",
     "load_mask",
+    "model_input",
+    "read_rgb",
 ]

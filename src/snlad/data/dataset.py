@@ -16,6 +16,14 @@ from snlad.data.sample import Sample
 from snlad.errors import SnladError
 
 
+def model_input(image: Image.Image, image_size: int) -> torch.Tensor:
+    """An RGB image as the model sees it: squashed to ``image_size`` square (bilinear), 3 x S x S float32 in [0, 1]."""
+    size = (image_size, image_size)
+    if image.size != size:
+        image = image.resize(size, Image.Resampling.BILINEAR)
+    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+
+
 class AnomalyDataset(Dataset):
     """Decode, resize and tensorise samples lazily, one item at a time.
 
@@ -51,9 +59,7 @@ class AnomalyDataset(Dataset):
         size = (self.image_size, self.image_size)
         image = read_rgb(sample.image)
         width, height = image.size
-        if image.size != size:
-            image = image.resize(size, Image.Resampling.BILINEAR)
-        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+        pixels = model_input(image, self.image_size)
         if sample.mask is None:
             mask = torch.zeros((1, *size), dtype=torch.float32)
         else:

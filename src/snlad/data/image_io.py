@@ -135,6 +135,11 @@ def _to_rgb(image: Image.Image, full_scale: float, path: Path) -> Image.Image:
         ) from None
 
 
+def as_rgb(image: Image.Image) -> Image.Image:
+    """An image already in memory (any Pillow mode) as ``RGB``, by the same rules as a file."""
+    return _to_rgb(image, _full_scale(image), Path("<in-memory image>"))
+
+
 def read_rgb(path: str | Path) -> Image.Image:
     """Read an image file as an upright Pillow ``RGB`` image (the dataset resizes it in Pillow)."""
     path = Path(path)
