@@ -143,13 +143,13 @@ def truncated(path: Path, fmt: str) -> Path:
     return path
 
 
-def png_bomb(path: Path) -> Path:
-    """A 60-byte PNG whose header claims 20000 x 20000 pixels."""
+def png_bomb(path: Path, side: int = 20000) -> Path:
+    """A 60-byte PNG whose header claims ``side`` x ``side`` pixels."""
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
     path.write_bytes(
         b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
     )
@@ -734,6 +734,162 @@ def _(d: Path) -> list[str]:
 def _(d: Path) -> list[str]:
     make_dataset(d / "data")
     return train("data", "--set", "train.betas=[0.9")
+
+
+def alias_bomb(levels: int = 6) -> str:
+    """A YAML flow list in which each level repeats the one before 9 times: a few hundred bytes, 9**levels values."""
+    text = "[&l0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"
+    for level in range(1, levels):
+        text += f", &l{level} [" + ", ".join([f"*l{level - 1}"] * 9) + "]"
+    return text + "]"
+
+
+@case(
+    "config_alias_bomb",
+    "config",
+    "a config file whose value is a YAML alias bomb (9^6 values from 300 bytes; deeper ones exhausted memory)",
+    2,
+    "config file c.yaml: the YAML expands to more than 10000 values",
+)
+def _(d: Path) -> list[str]:
+    return _config(d, f"train:\n  betas: {alias_bomb()}\n")
+
+
+@case(
+    "override_alias_bomb",
+    "config",
+    "`--set` whose value is a YAML alias bomb",
+    2,
+    "override train.betas: the YAML expands to more than 10000 values",
+)
+def _(d: Path) -> list[str]:
+    make_dataset(d / "data")
+    return train("data", "--set", f"train.betas={alias_bomb()}")
+
+
+@case(
+    "experiment_alias_bomb",
+    "config",
+    "an experiment's `settings:` holding a YAML alias bomb",
+    2,
+    "config file e.yaml: the YAML expands to more than 10000 values",
+)
+def _(d: Path) -> list[str]:
+    make_dataset(d / "data")
+    (d / "e.yaml").write_text(f"settings:\n  train.betas: {alias_bomb()}\nconfigurations:\n  a:\n    model: fd\n")
+    return ["experiment", "--experiment", "e.yaml", "--data", "data", "--out", "exp"]
+
+
+for _setting, _expect, _why in (
+    ("data.image_size=100000", "data.image_size must be a multiple of 16 in [32, 2048]", "exhausted memory"),
+    ("model.cram_centres=1000000000", "model.cram_centres must be in [1, 4096]", "exhausted memory"),
+    ("loss.affinity_size=1000", "loss.affinity_size must be in [2, 64]", "an affinity costs side^4"),
+    ("data.num_workers=-1", "data.num_workers must be in [0, 64]", "crashed in the DataLoader"),
+    ("train.betas=[2,2]", "train.betas must be two numbers in [0, 1)", "crashed in Adam"),
+    ("train.weight_decay=-1", "train.weight_decay must be >= 0", "crashed in Adam"),
+    ("train.seed=1180591620717411303424", "train.seed must be a whole number in [0, 4294967295]", "2**70 crashed"),
+):
+
+    def _setting_case(d: Path, setting: str = _setting) -> list[str]:
+        make_dataset(d / "data")
+        return train("data", "--set", setting)
+
+    CASES.append(
+        Case(
+            name=f"bound_{_setting.split('=')[0].replace('.', '_')}",
+            group="bounds",
+            what=f"`--set {_setting}` (before: {_why})",
+            build=_setting_case,
+            code=2,
+            expect=(_expect,),
+        )
+    )
+
+
+@case(
+    "bound_map_sigma",
+    "bounds",
+    "`predict --set map.sigma=1000000` (before: predict hung building the blur)",
+    2,
+    "map.sigma must be in [0, data.image_size / 4]",
+    needs_run=True,
+)
+def _(d: Path) -> list[str]:
+    return predict("data/widget/test/good/0.png", extra=("--set", "map.sigma=1000000"))
+
+
+@case(
+    "bound_threads",
+    "bounds",
+    "`--threads 999` on a 2-core machine (before: a 3-second training ran for minutes)",
+    2,
+    "--threads 999: snlad may run on 2 core(s) here; use at most 2",
+    simulate=lambda d: mock.patch("snlad.cli.usable_cores", return_value=2),
+)
+def _(d: Path) -> list[str]:
+    make_dataset(d / "data")
+    return ["--threads", "999", *train()]
+
+
+@case(
+    "image_above_bomb_warning",
+    "bounds",
+    "a PNG whose header claims 12000 x 12000 (between Pillow's warning and its error: decoded 4 GB, wrote a 576 MB map)",
+    2,
+    BAD,
+    "decompression-bomb limit",
+    "downscale it",
+)
+def _(d: Path) -> list[str]:
+    _with_bad_train_image(d, lambda p: png_bomb(p, 12000))
+    return train()
+
+
+@case(
+    "experiment_settings_list",
+    "config",
+    "an experiment whose `settings:` is a list, not a mapping",
+    2,
+    "e.yaml: 'settings' must be a mapping",
+)
+def _(d: Path) -> list[str]:
+    make_dataset(d / "data")
+    (d / "e.yaml").write_text("settings:\n  - train.epochs=1\nconfigurations:\n  a:\n    model: fd\n")
+    return ["experiment", "--experiment", "e.yaml", "--data", "data", "--out", "exp"]
+
+
+@case("experiment_seeds_not_numbers", "config", "`experiment --seeds x,y`", 2, "--seeds must be comma-separated")
+def _(d: Path) -> list[str]:
+    make_dataset(d / "data")
+    (d / "e.yaml").write_text("configurations:\n  a:\n    model: fd\n")
+    return ["experiment", "--experiment", "e.yaml", "--data", "data", "--out", "exp", "--seeds", "x,y"]
+
+
+@case(
+    "probe_negative_seed",
+    "config",
+    "`probe mixup --seed -5`",
+    2,
+    "--seed must be in [0, 4294967295], got -5",
+    needs_run=True,
+)
+def _(d: Path) -> list[str]:
+    return [
+        "probe",
+        "mixup",
+        "--run",
+        "run",
+        "--data",
+        "data",
+        "--base",
+        "widget",
+        "--other",
+        "widget",
+        "--seed",
+        "-5",
+        "--out",
+        "probe",
+    ]
 
 
 # -- checkpoints (a run's model.pt / checkpoint.pt)

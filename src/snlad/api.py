@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from snlad.backbones import BACKBONE_NAMES
-from snlad.config import MODEL_NAMES, RESUMABLE_SETTINGS
+from snlad.config import MAX_SEED, MODEL_NAMES, RESUMABLE_SETTINGS, is_seed
 from snlad.engine.detector import Detection, Detector, ImageLike
 from snlad.engine.evaluate import metrics_markdown
 from snlad.engine.predict import MAP_DTYPES, MAP_RESOLUTIONS
@@ -46,6 +46,7 @@ __all__ = [
     "BACKBONE_NAMES",
     "MAP_DTYPES",
     "MAP_RESOLUTIONS",
+    "MAX_SEED",
     "MODEL_NAMES",
     "RESUMABLE_SETTINGS",
     "RULES",
@@ -61,6 +62,7 @@ __all__ = [
     "export",
     "figure_onevsmulti",
     "load",
+    "is_seed",
     "metrics_table",
     "predict",
     "probe_cutpaste",

@@ -30,6 +30,7 @@ from snlad.api import (
     Run,
     TrainingInterrupted,
 )
+from snlad.engine.device import usable_cores
 from snlad.errors import SnladError, one_line
 
 PARTIAL_FAILURE = 3  # predict skipped unreadable files and scored the rest
@@ -446,8 +447,19 @@ def _add_experiment(commands: argparse._SubParsersAction, common: argparse.Argum
     parser.set_defaults(handler=_experiment)
 
 
+def _seeds(text: str) -> list[int]:
+    """``--seeds 0,1,2``; anything else is one line naming the option, not a ValueError."""
+    try:
+        seeds = [int(seed) for seed in _names(text) or []]
+    except ValueError:
+        seeds = []
+    if not seeds or not all(api.is_seed(seed) for seed in seeds):
+        raise SnladError(f"--seeds must be comma-separated whole numbers in [0, {api.MAX_SEED}], got {text!r}")
+    return seeds
+
+
 def _experiment(args: argparse.Namespace) -> None:
-    seeds = [int(s) for s in _names(args.seeds)] if args.seeds else None
+    seeds = _seeds(args.seeds) if args.seeds else None
     tables = api.experiment(
         args.experiment,
         args.data,
@@ -491,12 +503,20 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _set_threads(threads: int) -> None:
+    """``--threads N``, at most the cores this process may run on: more only wait on each other (999 took minutes to stop)."""
+    cores = usable_cores()
+    if threads > cores:
+        raise SnladError(f"--threads {threads}: snlad may run on {cores} core(s) here; use at most {cores}")
+    torch.set_num_threads(threads)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # a scheduler's stop saves state like Ctrl-C
     try:
+        if args.threads:
+            _set_threads(args.threads)
         status = args.handler(args)
     except TrainingInterrupted as error:
         print(f"snlad: {error}", file=sys.stderr)

@@ -34,7 +34,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of the numpy generator that picks pairs and places (default 0)"
     )
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        help="images per batch (default 8); speed and memory only, the results do not change",
+    )
     parser.add_argument("--out", required=True, help="output directory for the CSV, JSON and PNG files")
 
 
@@ -136,15 +141,31 @@ def _positive(name: str, value: int) -> None:
         raise SnladError(f"{name} must be at least 1, got {value}")
 
 
+def _seed(value: int) -> None:
+    if not api.is_seed(value):
+        raise SnladError(f"--seed must be in [0, {api.MAX_SEED}], got {value}")
+
+
+METRICS_IN_PERCENT = ("image_auroc", "pixel_auroc", "aupro")
+
+
 def _print_rows(rows: list[dict], keys: tuple[str, ...], out: str) -> None:
+    """One line per row; metrics in percent like every table printed for people (the CSV and JSON hold fractions)."""
     for row in rows:
-        print(row["run"], *(f"{k}={row[k]:.3f}" if isinstance(row[k], float) else f"{k}={row[k]}" for k in keys))
+        print(row["run"], *(_shown(key, row[key]) for key in keys))
     print(f"-> {out}")
+
+
+def _shown(key: str, value: object) -> str:
+    if key in METRICS_IN_PERCENT and isinstance(value, float):
+        return f"{key}={100 * value:.1f} %"
+    return f"{key}={value:.3f}" if isinstance(value, float) else f"{key}={value}"
 
 
 def _mixup(args: argparse.Namespace) -> None:
     _positive("--batch-size", args.batch_size)
     _positive("--pairs", args.pairs)
+    _seed(args.seed)
     settings = api.MixupSettings(args.base, args.other, args.lambdas, args.seed, args.pairs, args.batch_size)
     _print_rows(api.probe_mixup(args.run, args.data, settings, args.out), ("lambda", "image_auroc"), args.out)
 
@@ -152,6 +173,7 @@ def _mixup(args: argparse.Namespace) -> None:
 def _cutpaste(args: argparse.Namespace) -> None:
     _positive("--batch-size", args.batch_size)
     _positive("--count", args.count)
+    _seed(args.seed)
     settings = api.CutPasteSettings(
         args.source, args.target, args.patch_size, args.count, args.seed, args.batch_size, args.examples
     )

@@ -29,6 +29,16 @@ RESUMABLE_SETTINGS = ("train.epochs", "train.device", "data.num_workers", "data.
 """What ``--resume`` may change: more epochs, where and how fast it runs; anything else would not continue the same training."""
 
 
+# Bounds on what one setting may cost (issue 21): far above any setting in use, far below what exhausts a machine.
+MAX_IMAGE_SIZE = 2048
+MAX_WORKERS = 64
+MAX_CRAM_CENTRES = 4096
+MAX_AFFINITY_SIZE = 64  # 64 x 64 positions: a 4096 x 4096 affinity per image and level
+MAX_AFFINITY_WINDOW = 31
+MAX_SEED = 2**32 - 1  # what every generator snlad seeds (torch, numpy) accepts
+MAX_VALUE_ITEMS = 10_000  # a config holds a few dozen values; a document that expands to more is a YAML alias bomb
+
+
 @dataclass
 class DataConfig:
     image_size: int = 256  # MVTec protocol used by RD4AD and SNL
@@ -245,19 +255,32 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     return value
 
 
+def is_seed(value: object) -> bool:
+    """A seed every generator snlad seeds accepts (numpy refuses negatives, torch values of 2**64 and more)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SEED
+
+
 def _validate(config: Config, source: str) -> None:
     """Value checks that types alone cannot express."""
     checks = [
         (config.model.name in MODEL_NAMES, f"model.name must be one of {', '.join(MODEL_NAMES)}"),
         (
-            config.data.image_size >= 32 and config.data.image_size % 16 == 0,
-            "data.image_size must be a multiple of 16, >= 32",
+            32 <= config.data.image_size <= MAX_IMAGE_SIZE and config.data.image_size % 16 == 0,
+            f"data.image_size must be a multiple of 16 in [32, {MAX_IMAGE_SIZE}] "
+            f"({MAX_IMAGE_SIZE} px already costs 64x the memory of 256 px)",
+        ),
+        (
+            0 <= config.data.num_workers <= MAX_WORKERS,
+            f"data.num_workers must be in [0, {MAX_WORKERS}] (0 decodes on the training thread)",
         ),
         (0.0 <= config.data.holdout_fraction < 1.0, "data.holdout_fraction must be in [0, 1)"),
         (config.train.epochs >= 1, "train.epochs must be >= 1"),
         (config.train.batch_size >= 1, "train.batch_size must be >= 1"),
         (config.train.lr > 0, "train.lr must be > 0"),
-        (config.model.cram_centres >= 1, "model.cram_centres must be >= 1"),
+        (
+            1 <= config.model.cram_centres <= MAX_CRAM_CENTRES,
+            f"model.cram_centres must be in [1, {MAX_CRAM_CENTRES}] (the paper uses 8-64)",
+        ),
         (
             len(config.model.decoder_blocks) == 3 and all(n >= 1 for n in config.model.decoder_blocks),
             "model.decoder_blocks must be 3 block counts >= 1 (deepest stage first)",
@@ -280,12 +303,15 @@ def _validate(config: Config, source: str) -> None:
             f"model.cram_output must be one of {', '.join(CRAM_OUTPUT_NAMES)}",
         ),
         (config.model.cram_init in ("random", "kmeans"), "model.cram_init must be 'random' or 'kmeans'"),
-        (config.loss.affinity_size >= 2, "loss.affinity_size must be >= 2"),
+        (
+            2 <= config.loss.affinity_size <= MAX_AFFINITY_SIZE,
+            f"loss.affinity_size must be in [2, {MAX_AFFINITY_SIZE}] (an affinity costs side^4 per image)",
+        ),
         (config.loss.affinity_distance in ("l1", "l2"), "loss.affinity_distance must be 'l1' or 'l2'"),
         (config.loss.affinity_mode in ("pooled", "local"), "loss.affinity_mode must be 'pooled' or 'local'"),
         (
-            config.loss.affinity_window >= 3 and config.loss.affinity_window % 2 == 1,
-            "loss.affinity_window must be odd and >= 3",
+            3 <= config.loss.affinity_window <= MAX_AFFINITY_WINDOW and config.loss.affinity_window % 2 == 1,
+            f"loss.affinity_window must be odd and in [3, {MAX_AFFINITY_WINDOW}]",
         ),
         (config.loss.spatial_kind in ("cos", "kl"), "loss.spatial_kind must be 'cos' or 'kl'"),
         (config.loss.spatial_tau > 0, "loss.spatial_tau must be > 0"),
@@ -293,7 +319,16 @@ def _validate(config: Config, source: str) -> None:
         (config.map.image_score in ("max", "topk"), "map.image_score must be 'max' or 'topk'"),
         (0.0 < config.map.topk_fraction <= 1.0, "map.topk_fraction must be in (0, 1]"),
         (config.map.distance in ("cosine", "euclidean"), "map.distance must be 'cosine' or 'euclidean'"),
-        (config.map.sigma >= 0, "map.sigma must be >= 0"),
+        (
+            0 <= config.map.sigma <= config.data.image_size / 4,
+            "map.sigma must be in [0, data.image_size / 4] (a wider blur spreads every defect over the whole image)",
+        ),
+        (
+            all(0.0 <= beta < 1.0 for beta in config.train.betas),
+            "train.betas must be two numbers in [0, 1) (Adam's moment decays)",
+        ),
+        (config.train.weight_decay >= 0, "train.weight_decay must be >= 0"),
+        (is_seed(config.train.seed), f"train.seed must be a whole number in [0, {MAX_SEED}]"),
         (config.train.amp in ("none", "bf16"), "train.amp must be 'none' or 'bf16'"),
         (config.train.schedule in ("constant", "cosine"), "train.schedule must be 'constant' or 'cosine'"),
         (
@@ -328,7 +363,31 @@ def parse_override(text: str) -> dict[str, Any]:
         raise SnladError(
             f"override {text!r}: the value is not valid YAML ({brief(error, 120)}); quote text values, e.g. model.teacher_weights='my [1].pth'"
         ) from None
+    _check_size(value, f"override {key}")
     return {section: {name: value}}
+
+
+def _check_size(value: Any, source: str) -> None:
+    """Refuse a YAML value that expands to more than :data:`MAX_VALUE_ITEMS` items before anything expands it.
+
+    YAML aliases let a few hundred bytes stand for billions of items (each use
+    of an alias counts again); an error message's repr, a JSON dump or a type
+    check would expand them until memory runs out. Counting stops at the limit,
+    so the check itself costs at most that many steps, recursive aliases too.
+    """
+    pending, count = [value], 0
+    while pending:
+        item = pending.pop()
+        count += 1
+        if count > MAX_VALUE_ITEMS:
+            raise SnladError(
+                f"{source}: the YAML expands to more than {MAX_VALUE_ITEMS} values (repeated aliases?); "
+                "a config holds a few settings"
+            )
+        if isinstance(item, dict):
+            pending += [*item.keys(), *item.values()]
+        elif isinstance(item, (list, tuple)):
+            pending += item
 
 
 def load_config(model_name: str | None, config_file: str | Path | None = None, overrides: list[str] = ()) -> Config:
@@ -366,6 +425,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise SnladError(f"config file {path} cannot be read as YAML ({brief(error)})") from None
     if values is None:
         return {}
+    _check_size(values, f"config file {path}")
     if not isinstance(values, dict):
         raise SnladError(f"config file {path} must hold a mapping of sections (data, model, loss, map, train)")
     return values

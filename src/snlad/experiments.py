@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from snlad import workflow
-from snlad.config import read_yaml
+from snlad.config import MAX_SEED, is_seed, read_yaml
 from snlad.data import list_categories
 from snlad.engine.run import MODES, ONE_CLASS, Run
 from snlad.errors import SnladError
@@ -67,6 +67,8 @@ def load_experiment(path: str | Path) -> Experiment:
         raise SnladError(
             f"{path}: unknown experiment key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})"
         )
+    if not isinstance(values.get("settings") or {}, dict):
+        raise SnladError(f"{path}: 'settings' must be a mapping of section.key: value, e.g. train.epochs: 5")
     shared = dict(values.get("settings") or {})
     categories = values.get("categories")
     # The same choice as a setting: the runner needs the categories before any setting applies.
@@ -83,13 +85,18 @@ def load_experiment(path: str | Path) -> Experiment:
     configurations = values.get("configurations") or {}
     if not configurations:
         raise SnladError(f"{path}: 'configurations' must list at least one configuration")
+    if not isinstance(configurations, dict):
+        raise SnladError(f"{path}: 'configurations' must be a mapping of names to configurations")
     for name, spec in configurations.items():
-        if not isinstance(spec, dict) or "model" not in spec:
+        if not isinstance(name, str) or not isinstance(spec, dict) or "model" not in spec:
             raise SnladError(f"{path}: configuration '{name}' needs a 'model' (and optional 'set' overrides)")
+    seeds = values.get("seeds", [0])
+    if not isinstance(seeds, list) or not all(is_seed(seed) for seed in seeds):
+        raise SnladError(f"{path}: 'seeds' must be a list of whole numbers in [0, {MAX_SEED}], got {seeds!r}")
     return Experiment(
         values.get("name", Path(path).stem),
         settings,
-        list(values.get("seeds", [0])),
+        seeds,
         modes,
         configurations,
         [categories] if isinstance(categories, str) else categories,

@@ -23,9 +23,10 @@ can produce, and a model only sees what this module hands it. The rules:
 * Floating-point images (``F``) are read as intensities in [0, 1] and clipped;
   a fixed range is used on purpose: stretching each image to its own min/max
   would normalise away exactly the brightness anomalies a detector must see.
-* Decompression bombs are refused: Pillow's limit (``2 * Image.MAX_IMAGE_PIXELS``,
-  about 179 Mpixel by default) is kept and left unmodified, so a user with
-  genuinely larger images can raise it deliberately.
+* Decompression bombs are refused above ``Image.MAX_IMAGE_PIXELS`` (about 89
+  Mpixel by default; Pillow itself only warns up to twice that and then
+  decodes gigabytes); the value is left unmodified, so a user with genuinely
+  larger images can raise it deliberately.
 * Truncated files never load silently: ``ImageFile.LOAD_TRUNCATED_IMAGES`` is
   never set here and pixels are decoded eagerly inside the error handler.
 
@@ -36,6 +37,7 @@ nonzero (after alpha compositing, so transparent strokes count as background).
 from __future__ import annotations
 
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -75,13 +77,17 @@ def _decode(path: Path, what: str) -> tuple[Image.Image, float]:
     if size == 0:
         raise SnladError(f"{what} file {path} is empty (0 bytes); re-copy it or delete it")
     try:
-        with Image.open(path) as image:
-            image.load()
-            return ImageOps.exif_transpose(image), _full_scale(image)
-    except Image.DecompressionBombError:
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that, then decodes gigabytes: refused here too.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                return ImageOps.exif_transpose(image), _full_scale(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise SnladError(
-            f"{what} file {path} is larger than Pillow's decompression-bomb limit of "
-            f"{2 * Image.MAX_IMAGE_PIXELS} pixels; downscale it, or raise PIL.Image.MAX_IMAGE_PIXELS if it is genuine"
+            f"{what} file {path} is larger than the decompression-bomb limit of {Image.MAX_IMAGE_PIXELS} pixels "
+            f"(decoding it takes gigabytes, its float32 map alone {4 * Image.MAX_IMAGE_PIXELS // 2**20} MB); "
+            "downscale it, or raise PIL.Image.MAX_IMAGE_PIXELS if it is genuine"
         ) from None
     except PermissionError:
         raise SnladError(
