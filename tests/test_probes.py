@@ -80,7 +80,9 @@ def test_cutpaste_cli_is_deterministic_and_reports_all_three_metrics(run_dir, tm
     assert [line.split(",")[3] for line in lines] == ["kolektor_sdd", "metal_nut"]
     assert all(0.0 <= float(v) <= 1.0 for line in lines for v in line.split(",")[-3:])
     assert (tmp_path / "a" / "cutpaste_examples_metal_nut.png").is_file()
-    assert "pixel_auroc=" in capsys.readouterr().out
+    printed = capsys.readouterr().out  # percentages, as every table printed for people; the CSV holds fractions
+    first = [line.split(",") for line in lines][0]
+    assert f"pixel_auroc={100 * float(first[-2]):.1f} %" in printed
 
 
 def test_probe_errors_are_one_line(run_dir, tmp_path, capsys):
@@ -128,3 +130,10 @@ def test_probe_errors_are_one_line(run_dir, tmp_path, capsys):
     assert len(errors) == 2 and "not trained on 'capsule'" in errors[0] and "patch size" in errors[1]
     with pytest.raises(SnladError, match="two different categories"):
         run_mixup([run_dir], DEMO, MixupSettings("bottle", "bottle"), tmp_path)
+
+
+@pytest.mark.parametrize("probe", ["mixup", "cutpaste"])
+def test_probe_batch_size_has_help(probe, capsys):
+    with pytest.raises(SystemExit):
+        main(["probe", probe, "--help"])
+    assert "speed and memory only" in " ".join(capsys.readouterr().out.split())
