@@ -37,7 +37,7 @@ def time_file(run: Path) -> dict[str, str]:
     text = path.read_text()
     wall = re.search(r"Elapsed \(wall clock\) time.*?: ([\d:.]+)", text)
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
-    return {"wall": wall.group(1) if wall else "", "rss": f"{int(rss.group(1)) / 2**20:.2f} GB" if rss else ""}
+    return {"wall": wall.group(1) if wall else "", "rss": f"{int(rss.group(1)) / 2**20:.2f} GiB" if rss else ""}
 
 
 def last_epoch(run: Path) -> dict[str, str]:
