@@ -3,7 +3,8 @@
 The graph takes ``images`` (float32, B x 3 x S x S, RGB in [0, 1], S the
 model's image size, any B) and returns ``maps`` (B x S x S) and ``scores``
 (B): teacher, student, per-level distances, upsampling and Gaussian smoothing
-are all inside, so a deployment needs no snlad code. It is built from the
+are all inside, so a deployment needs no snlad code (PatchCore: its memory
+bank and the exhaustive nearest-neighbour search, MatMul + ArgMin per bank chunk). It is built from the
 inference-optimised model (``snlad.engine.optimise``: BatchNorm folded,
 NHWC), whose maps equal the PyTorch model's to float rounding; the export
 test checks both files against it on real images.
