@@ -1,8 +1,11 @@
-"""Fuzzing the two parsers users feed files to: image/mask decoding and the config.
+"""Fuzzing what users feed snlad files through: image/mask decoding, the config, and edited run files.
 
 Contract under test: whatever the bytes or values, the result is either a
 correct value (an ``H x W x 3`` uint8 image, an ``H x W`` bool mask, a checked
 :class:`Config`) or a one-line :class:`SnladError` -- never another exception.
+Edited run files (``model.pt``, ``checkpoint.pt``, ``config.yaml`` with a key
+removed or a value of another type anywhere) go through the command line:
+exit 0, or exit 2 with one ``snlad: error:`` line, never a traceback.
 Example counts are bounded (and Pillow's bomb limit lowered while fuzzing), so
 the module stays within a few seconds on a 2-core machine, and derandomised so
 CI is repeatable. A deeper, random search: ``SNLAD_FUZZ_EXAMPLES=5000 pytest
@@ -11,9 +14,11 @@ tests/test_fuzz.py``.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +31,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from snlad.backbones import read_state_dict
+from snlad.cli import main
 from snlad.config import Config, from_dict, load_config, merge, parse_override
 from snlad.data import load_image, load_mask
 from snlad.engine.checkpoint import read_checkpoint
@@ -276,3 +282,154 @@ def test_fuzz_findings_stay_fixed(update: dict) -> None:
 def test_override_findings_stay_fixed(text: str) -> None:
     with pytest.raises(SnladError, match="not valid YAML"):
         parse_override(text)
+
+
+# ---------------------------------------------------------------- edited run files, through the command line
+
+CLI_FUZZ = settings(
+    max_examples=max(8, EXAMPLES // 5),  # each example runs a command: a few hundred ms
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    derandomize=EXAMPLES <= 100,
+)
+SWAPS = [None, True, -1, 2**70, 1.5, math.nan, "x", [], [1, "a"], {}, {"a": 1}]
+"""What a hand edit or another tool leaves where a value was: every type, and out-of-range numbers."""
+
+
+@st.composite
+def edits(draw: st.DrawFn, tensors: bool = True) -> tuple[list, str, object]:
+    """A place in a nested payload (a path of keys/indices, drawn while descending) and what happens there.
+
+    ``("remove", None)`` deletes the entry; ``("swap", value)`` replaces it by
+    a value of another type (a tensor too, where the file can hold one).
+    """
+    path = draw(st.lists(st.integers(0, 10**6), min_size=1, max_size=4))
+    swaps = SWAPS + ([torch.zeros(2)] if tensors else [])
+    return path, draw(st.sampled_from(["remove", "swap"])), draw(st.sampled_from(swaps))
+
+
+def apply_edit(payload: dict, edit: tuple[list, str, object]) -> str:
+    """Apply ``edit`` to ``payload`` in place, each drawn integer picking a key (sorted) or index; returns where."""
+    choices, action, value = edit
+    node, where = payload, []
+    for depth, choice in enumerate(choices):
+        keys = sorted(node, key=str) if isinstance(node, dict) else list(range(len(node)))
+        if not keys:
+            break
+        key = keys[choice % len(keys)]
+        where.append(str(key))
+        last = depth == len(choices) - 1 or not isinstance(node[key], (dict, list)) or not node[key]
+        if last:
+            if action == "remove":
+                del node[key]
+            else:
+                node[key] = value
+            break
+        node = node[key]
+    return "/".join(where)
+
+
+@pytest.fixture(scope="module")
+def shared_run(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> Path:
+    """``shared/data`` and ``shared/run`` (fd, 1 epoch, 64 px) of the bad-input suite."""
+    from bad_inputs import build_shared
+
+    return build_shared(tmp_path_factory.mktemp("fuzz-run"))
+
+
+def _one_error_line_or_success(argv: list[str], where: str) -> None:
+    """Run ``snlad`` in-process: exit 0, or exit 2 with one ``snlad: error:`` line; any exception fails the test."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["--quiet", *argv])
+    lines = [line for line in err.getvalue().splitlines() if not line.startswith("snlad: note: ")]
+    assert code in (0, 2), (where, code, err.getvalue())
+    if code == 2:
+        assert len(lines) == 1 and lines[0].startswith("snlad: error: "), (where, err.getvalue())
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@CLI_FUZZ
+@given(edit=edits())
+def test_edited_model_file_is_used_or_refused_in_one_line(shared_run: Path, tmp_path_factory, edit) -> None:
+    """model.pt with a key removed or a value of another type anywhere (config, categories, thresholds, weights)."""
+    work = tmp_path_factory.mktemp("model")
+    shutil.copytree(shared_run / "run", work / "run")
+    payload = torch.load(work / "run" / "model.pt", map_location="cpu", weights_only=True)
+    where = apply_edit(payload, edit)
+    torch.save(payload, work / "run" / "model.pt")
+    image = shared_run / "data" / "widget" / "test" / "good" / "0.png"
+    argv = ["predict", str(image), "--run", str(work / "run"), "--out", str(work / "pred"), "--category", "widget"]
+    _one_error_line_or_success(argv, where)
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@CLI_FUZZ
+@given(edit=edits(), target=st.sampled_from(["checkpoint.pt", "config.yaml"]))
+def test_edited_training_state_is_resumed_or_refused_in_one_line(
+    shared_run: Path, tmp_path_factory, edit, target: str
+) -> None:
+    """checkpoint.pt (epoch, position, weights, optimiser state, config) or the run's config.yaml, then --resume."""
+    work = tmp_path_factory.mktemp("resume")
+    shutil.copytree(shared_run / "run", work / "run")
+    file = work / "run" / target
+    if target == "config.yaml":
+        payload = yaml.safe_load(file.read_text())
+        where = apply_edit(payload, (edit[0], edit[1], edit[2] if not isinstance(edit[2], torch.Tensor) else "x"))
+        file.write_text(yaml.safe_dump(payload))
+    else:
+        payload = torch.load(file, map_location="cpu", weights_only=True)
+        where = apply_edit(payload, edit)
+        torch.save(payload, file)
+    argv = ["train", "--data", str(shared_run / "data"), "--out", str(work / "run"), "--resume"]
+    _one_error_line_or_success(argv, f"{target}: {where}")
+
+
+@pytest.mark.parametrize(
+    ("target", "edit"),
+    [
+        ("model.pt", (["categories"], "remove", None)),  # was KeyError
+        ("model.pt", (["config"], "remove", None)),
+        ("model.pt", (["model"], "swap", [1, "a"])),  # was AttributeError
+        ("model.pt", (["calibration", "widget", "threshold"], "swap", "x")),  # was TypeError in predict
+        ("model.pt", (["calibration", "widget", "threshold"], "swap", math.nan)),  # marked nothing
+        ("checkpoint.pt", (["epoch"], "remove", None)),  # was KeyError
+        ("checkpoint.pt", (["epoch"], "swap", "x")),  # was ValueError
+        ("checkpoint.pt", (["optimizer", "state", 0, "exp_avg"], "swap", torch.zeros(2))),  # was RuntimeError
+    ],
+)
+def test_edit_findings_stay_fixed(shared_run: Path, tmp_path: Path, target: str, edit: tuple) -> None:
+    """The edits of issue 21 item 14, by name: each is refused in one line naming the file."""
+    shutil.copytree(shared_run / "run", tmp_path / "run")
+    file = tmp_path / "run" / target
+    payload = torch.load(file, map_location="cpu", weights_only=True)
+    node = payload
+    for key in edit[0][:-1]:
+        node = node[key]
+    key = edit[0][-1]
+    if edit[1] == "remove":
+        del node[key]
+    else:
+        node[key] = edit[2]
+    torch.save(payload, file)
+    if target == "model.pt":
+        image = shared_run / "data" / "widget" / "test" / "good" / "0.png"
+        argv = [
+            "predict",
+            str(image),
+            "--run",
+            str(tmp_path / "run"),
+            "--out",
+            str(tmp_path / "p"),
+            "--category",
+            "widget",
+        ]
+    else:
+        argv = ["train", "--data", str(shared_run / "data"), "--out", str(tmp_path / "run"), "--resume"]
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        assert main(["--quiet", *argv]) == 2
+    lines = [line for line in err.getvalue().splitlines() if not line.startswith("snlad: note: ")]
+    assert len(lines) == 1 and lines[0].startswith("snlad: error: ") and target in lines[0], err.getvalue()

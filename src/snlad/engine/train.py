@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -25,7 +26,7 @@ from tqdm import tqdm
 from snlad.config import RESUMABLE_SETTINGS, Config, from_dict, write_yaml
 from snlad.data import Sample
 from snlad.data.cache import TrainingImages
-from snlad.engine.checkpoint import read_checkpoint, write_checkpoint
+from snlad.engine.checkpoint import ALTERED, entry, read_checkpoint, state_dict, write_checkpoint
 from snlad.engine.device import resolve_device
 from snlad.engine.distributed import DistContext, per_rank_batch, unwrap, wrap_student
 from snlad.engine.feature_cache import TeacherFeatureCache
@@ -33,7 +34,7 @@ from snlad.engine.memory_bank import build_memory_bank
 from snlad.engine.precision import autocast
 from snlad.engine.run import ModelDir
 from snlad.engine.sampler import ResumableSampler
-from snlad.errors import SnladError
+from snlad.errors import SnladError, brief
 from snlad.files import atomic_write_text
 from snlad.losses import distillation_loss
 from snlad.models import PatchCore, TeacherStudent, build_model
@@ -59,7 +60,7 @@ def _prepare(folder: ModelDir, config: Config, resume: bool, overwrite: bool) ->
             raise SnladError(
                 f"nothing to resume in {folder.path}: {folder.checkpoint.name} is missing (start without --resume)"
             )
-        state = read_checkpoint(folder.checkpoint)
+        state = _training_checkpoint(folder.checkpoint)
         saved = from_dict(state["config"], source=str(folder.checkpoint))
         if _comparable(saved) != _comparable(config):
             changed = [
@@ -71,7 +72,7 @@ def _prepare(folder: ModelDir, config: Config, resume: bool, overwrite: bool) ->
             raise SnladError(
                 f"cannot resume {folder.checkpoint}: it was trained with another config ({', '.join(changed)} differ)"
             )
-        if int(state["epoch"]) > config.train.epochs:
+        if state["epoch"] > config.train.epochs:
             raise SnladError(
                 f"cannot resume {folder.checkpoint} with train.epochs={config.train.epochs}: {state['epoch']} epochs are already trained"
             )
@@ -81,6 +82,56 @@ def _prepare(folder: ModelDir, config: Config, resume: bool, overwrite: bool) ->
             f"{folder.path} already holds a run: use --resume to continue it, --overwrite to replace it, or another --out"
         )
     return None
+
+
+START_AGAIN = "start the run again with --overwrite (or restore the file)"
+
+
+def _training_checkpoint(path: Path) -> dict[str, Any]:
+    """A ``checkpoint.pt`` whose every part resuming reads is there and of its type; else one SnladError naming it."""
+    state = read_checkpoint(path)
+    if state.get("kind") != "training":
+        raise SnladError(f"{path} is not a training checkpoint (kind {state.get('kind')!r}); {ALTERED}: {START_AGAIN}")
+    entry(state, "config", dict, path, START_AGAIN)
+    state_dict(state, "model", path, START_AGAIN)
+    entry(entry(state, "optimizer", dict, path, START_AGAIN), "state", dict, path, START_AGAIN)
+    for key in ("epoch", "position"):
+        if entry(state, key, int, path, START_AGAIN) < 0:
+            raise SnladError(f"checkpoint {path}: '{key}' is {state[key]}, below 0; {ALTERED}: {START_AGAIN}")
+    return state
+
+
+def _restore(model: TeacherStudent, optimizer: torch.optim.Optimizer, state: dict[str, Any], path: Path) -> None:
+    """Load the weights and Adam's moments of a checked training checkpoint; what does not fit this model is one SnladError.
+
+    Only the moments are taken from the file: the optimiser's settings come
+    from the config (which ``--resume`` keeps), so an edited learning rate or
+    beta in the file cannot surface as a TypeError in the middle of training.
+    """
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:
+        raise SnladError(
+            f"checkpoint {path} does not fit its own config ({brief(error)}); {ALTERED}: {START_AGAIN}"
+        ) from None
+    params = [param for group in optimizer.param_groups for param in group["params"]]
+    moments = state["optimizer"]["state"]
+
+    def fits(index: object, moment: object) -> bool:
+        return (
+            isinstance(index, int)
+            and 0 <= index < len(params)
+            and isinstance(moment, dict)
+            and set(moment) == {"step", "exp_avg", "exp_avg_sq"}
+            and all(isinstance(value, torch.Tensor) for value in moment.values())
+            and moment["step"].numel() == 1
+            and moment["exp_avg"].shape == moment["exp_avg_sq"].shape == params[index].shape
+        )
+
+    if not all(fits(index, moment) for index, moment in moments.items()):
+        raise SnladError(f"checkpoint {path}: its optimizer state does not fit the model; {ALTERED}: {START_AGAIN}")
+    fresh = optimizer.state_dict()
+    optimizer.load_state_dict({**fresh, "state": moments})
 
 
 def _loader(images: TrainingImages, config: Config, sampler: ResumableSampler, batch_size: int) -> DataLoader:
@@ -141,9 +192,13 @@ def fit(
     )
     epoch, position = 0, 0
     if resume_state is not None:
-        model.load_state_dict(resume_state["model"])
-        optimizer.load_state_dict(resume_state["optimizer"])
-        epoch, position = int(resume_state["epoch"]), int(resume_state["position"])
+        _restore(model, optimizer, resume_state, folder.checkpoint)
+        epoch, position = resume_state["epoch"], resume_state["position"]
+        if position > len(samples):
+            raise SnladError(
+                f"checkpoint {folder.checkpoint}: position {position} lies beyond the {len(samples)} training images "
+                f"(the data changed, or {ALTERED}): {START_AGAIN}"
+            )
     device = resolve_device(config.train.device)
     sampler = ResumableSampler(len(samples), config.train.seed, context.rank, context.world_size)
     images = TrainingImages(

@@ -6,7 +6,7 @@ checkpoint never depends on command-line flags.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from snlad.config import Config, from_dict
-from snlad.engine.checkpoint import read_checkpoint, write_checkpoint
+from snlad.engine.checkpoint import ALTERED, entry, read_checkpoint, real, state_dict, write_checkpoint
 from snlad.engine.device import resolve_device
 from snlad.errors import SnladError, brief
 from snlad.models import TeacherStudent, build_model
@@ -114,9 +114,39 @@ def load_trained(path: Path, device: str = "auto") -> TrainedModel:
         raise SnladError(
             f"{path} is a training checkpoint, not a finished model: finish it with `snlad train --resume`"
         )
-    config = from_dict(payload["config"], source=str(path))
-    model = model_from_state(config, payload["model"], path).to(resolve_device(device))
-    trained = TrainedModel(
-        config, model, build_scorer(config, model), list(payload["categories"]), payload.get("calibration", {})
-    )
-    return trained.eval()
+    config = from_dict(entry(payload, "config", dict, path, RETRAIN), source=str(path))
+    state = state_dict(payload, "model", path, RETRAIN)
+    categories = entry(payload, "categories", list, path, RETRAIN)
+    if not categories or not all(isinstance(category, str) for category in categories):
+        raise SnladError(f"checkpoint {path}: 'categories' must be a list of category names; {ALTERED}: {RETRAIN}")
+    calibration = _checked_calibration(payload.get("calibration", {}), path)
+    model = model_from_state(config, state, path).to(resolve_device(device))
+    return TrainedModel(config, model, build_scorer(config, model), list(categories), calibration).eval()
+
+
+RETRAIN = "retrain the run (or restore the file)"
+CALIBRATION_CHECKS: dict[str, Callable[[object], bool]] = {  # what predict, export, the report and calibrate read
+    "threshold": real,
+    "pixel_threshold": real,
+    "pixel_floor": lambda value: value is None or real(value),  # runs calibrated before it existed lack it
+    "rule": lambda value: isinstance(value, str),
+    "source": lambda value: isinstance(value, str),
+}
+
+
+def _checked_calibration(calibration: object, path: Path) -> dict[str, dict[str, Any]]:
+    """The stored thresholds: each a finite number, each entry complete; a NaN or a string would mark nothing (or crash) far from the file."""
+    fix = "recalibrate with `snlad calibrate` (or retrain the run)"
+    if not isinstance(calibration, dict):
+        raise SnladError(
+            f"checkpoint {path}: 'calibration' is a {type(calibration).__name__}, not a dict; {ALTERED}: {fix}"
+        )
+    for category, result in calibration.items():
+        if not isinstance(result, dict):
+            raise SnladError(f"checkpoint {path}: the calibration of {category!r} is not a dict; {ALTERED}: {fix}")
+        bad = next((key for key, ok in CALIBRATION_CHECKS.items() if not ok(result.get(key))), None)
+        if bad is not None:
+            raise SnladError(
+                f"checkpoint {path}: the calibration of {category!r} has {bad} {result.get(bad)!r}; {ALTERED}: {fix}"
+            )
+    return calibration
