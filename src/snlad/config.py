@@ -25,6 +25,7 @@ from snlad.files import atomic_write_text
 
 MODEL_NAMES = ("fd", "rd", "snl-fd", "snl-rd", "patchcore")
 CRAM_OUTPUT_NAMES = ("residual", "centres", "bottleneck")  # implemented by snlad.models.cram.CRAM_OUTPUTS
+CRAM_INIT_NAMES = ("random", "kmeans")  # implemented by snlad.models.cram.CRAM_INITS
 RESUMABLE_SETTINGS = ("train.epochs", "train.device", "data.num_workers", "data.cache_mb", "train.teacher_cache_mb")
 """What ``--resume`` may change: more epochs, where and how fast it runs; anything else would not continue the same training."""
 
@@ -302,7 +303,7 @@ def _validate(config: Config, source: str) -> None:
             config.model.cram_output in CRAM_OUTPUT_NAMES,
             f"model.cram_output must be one of {', '.join(CRAM_OUTPUT_NAMES)}",
         ),
-        (config.model.cram_init in ("random", "kmeans"), "model.cram_init must be 'random' or 'kmeans'"),
+        (config.model.cram_init in CRAM_INIT_NAMES, f"model.cram_init must be one of {', '.join(CRAM_INIT_NAMES)}"),
         (
             2 <= config.loss.affinity_size <= MAX_AFFINITY_SIZE,
             f"loss.affinity_size must be in [2, {MAX_AFFINITY_SIZE}] (an affinity costs side^4 per image)",

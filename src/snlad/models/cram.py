@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from snlad.config import CRAM_OUTPUT_NAMES, ModelConfig
+from snlad.config import CRAM_INIT_NAMES, CRAM_OUTPUT_NAMES, ModelConfig
 
 CramOutput = Callable[[torch.Tensor, torch.Tensor, nn.Module], torch.Tensor]
 """(input x, centre reconstruction sum_k a_k c_k, projection phi) -> the CRAM's output."""
@@ -106,3 +106,25 @@ def build_crams(config: ModelConfig, channels: Sequence[int]) -> nn.ModuleList:
         CRAM(c, config.cram_centres, config.cram_tau, config.cram_output) if config.cram else nn.Identity()
         for c in channels
     )
+
+
+KMEANS_POSITIONS = 20_000  # feature positions k-means runs on, per level
+
+
+@torch.no_grad()
+def init_from_kmeans(model: nn.Module, teacher_features: Sequence[torch.Tensor], seed: int) -> None:
+    """``model.cram_init=kmeans``: each CRAM's centres from k-means of the teacher's features of its compared level."""
+    generator = torch.Generator().manual_seed(seed)
+    for cram, level in zip(model.crams, model.cram_levels, strict=True):
+        features = teacher_features[level]
+        positions = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])
+        chosen = torch.randperm(len(positions), generator=generator)[:KMEANS_POSITIONS]
+        cram.init_from_features(positions[chosen], seed=seed)
+
+
+CramInit = Callable[[nn.Module, Sequence[torch.Tensor], int], None]
+"""(model with ``crams`` and ``cram_levels``, the teacher's features of a few training images, seed) -> None."""
+
+CRAM_INITS: dict[str, CramInit | None] = {"random": None, "kmeans": init_from_kmeans}  # None: as constructed
+if set(CRAM_INITS) != set(CRAM_INIT_NAMES):
+    raise ImportError(f"CRAM_INITS {sorted(CRAM_INITS)} must implement model.cram_init's {sorted(CRAM_INIT_NAMES)}")
