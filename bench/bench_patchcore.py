@@ -23,10 +23,11 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.data import DataLoader
 
 from snlad.config import load_config
-from snlad.data import holdout_split, index_dataset
-from snlad.engine.memory_bank import patch_features
+from snlad.data import AnomalyDataset, holdout_split, index_dataset
+from snlad.engine.memory_bank import training_patches
 from snlad.models import build_model
 from snlad.models.coreset import coreset_size, greedy_coreset
 from snlad.models.patchcore import SEARCH_CHUNK_ELEMENTS
@@ -45,7 +46,8 @@ def measure(args: argparse.Namespace) -> dict:
     samples, _ = holdout_split(index_dataset(args.data, "train", None), config.data.holdout_fraction, 0)
     model = build_model(config.model).eval()
     started = time.perf_counter()
-    features = patch_features(model, samples, config, False, lambda: False)
+    loader = DataLoader(AnomalyDataset(samples, args.size), batch_size=config.train.batch_size)
+    features = training_patches(model, loader, args.size, False, lambda: False)
     feature_seconds = time.perf_counter() - started
     if args.patches and args.patches < len(features):  # a quicker run on a random subset of the patches
         chosen = torch.randperm(len(features), generator=torch.Generator().manual_seed(0))[: args.patches]

@@ -1,7 +1,7 @@
 """PatchCore's training: one pass of the teacher over the training images, then a coreset of their patches.
 
 No epochs and no gradients: every training image's patch features are
-collected (N = images x positions at stride 8, e.g. 1,024 per 256 px image),
+collected from the training loader (N = images x positions at stride 8, e.g. 1,024 per 256 px image),
 and the greedy k-centre coreset keeps ``model.coreset_fraction`` of them as
 the memory bank. Both phases show progress and stop early, returning None,
 when ``interrupted()`` turns true; :func:`snlad.engine.train.train_model`
@@ -11,7 +11,7 @@ then saves a state from which ``--resume`` builds the bank again.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -19,7 +19,6 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from snlad.config import Config
-from snlad.data import AnomalyDataset, Sample
 from snlad.models.coreset import coreset_size, greedy_coreset
 from snlad.models.patchcore import PatchCore
 
@@ -39,15 +38,13 @@ class BankStats:
 
 
 @torch.no_grad()
-def patch_features(
-    model: PatchCore, samples: Sequence[Sample], config: Config, progress: bool, interrupted: Callable[[], bool]
+def training_patches(
+    model: PatchCore, loader: DataLoader, image_size: int, progress: bool, interrupted: Callable[[], bool]
 ) -> torch.Tensor | None:
-    """Every training patch feature, N x C on the model's device (None if interrupted)."""
+    """Every patch feature of the ``loader``'s images (S x S), N x C on the model's device (None if interrupted)."""
     device = model.bank.device
-    dataset = AnomalyDataset(samples, config.data.image_size)
-    loader = DataLoader(dataset, batch_size=config.train.batch_size, num_workers=config.data.num_workers)
-    side = model.teacher.level_sides(config.data.image_size)[1]
-    features = torch.empty(len(samples) * side * side, model.bank.shape[1], device=device)
+    side = model.teacher.level_sides(image_size)[1]
+    features = torch.empty(len(loader.dataset) * side * side, model.bank.shape[1], device=device)
     filled = 0
     model.eval()
     for batch in tqdm(loader, desc="memory bank: patch features", unit="batch", disable=not progress, leave=False):
@@ -61,11 +58,11 @@ def patch_features(
 
 
 def build_memory_bank(
-    model: PatchCore, samples: Sequence[Sample], config: Config, progress: bool, interrupted: Callable[[], bool]
+    model: PatchCore, loader: DataLoader, config: Config, progress: bool, interrupted: Callable[[], bool]
 ) -> BankStats | None:
     """Collect the training patches, keep their coreset as ``model``'s bank; None (bank untouched) if interrupted."""
     started = time.perf_counter()
-    features = patch_features(model, samples, config, progress, interrupted)
+    features = training_patches(model, loader, config.data.image_size, progress, interrupted)
     if features is None:
         return None
     collected = time.perf_counter()

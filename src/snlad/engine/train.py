@@ -381,7 +381,9 @@ def build_bank(
     loader = _loader(images, config, SequentialSampler(images), config.train.batch_size)
     with deferred_interrupts() as interrupted:
         stats = build_memory_bank(model, loader, config, progress, interrupted)
-    state = {"kind": "training", "config": config.to_dict(), "model": model.state_dict(), "position": 0}
+    # The training-checkpoint format, with an empty optimizer state: a bank has no optimizer.
+    state = {"kind": "training", "config": config.to_dict(), "model": model.state_dict(), "optimizer": {"state": {}}}
+    state["position"] = 0
     write_checkpoint(folder.checkpoint, {**state, "epoch": 0 if stats is None else 1})
     if stats is None:
         raise TrainingInterrupted(
