@@ -22,6 +22,7 @@ import io
 import os
 import shutil
 import struct
+import tempfile
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -1511,6 +1512,159 @@ def _(d: Path) -> list[str]:
     return train()
 
 
+# -- names, folders and files of every kind (issue 21 items 11, 12, 16, 17)
+
+NON_UTF8 = os.fsdecode(b"caf\xe9.png")  # Latin-1 bytes: not UTF-8, as files copied from old systems are named
+
+
+@case(
+    "predict_non_utf8_name",
+    "files",
+    "`predict` of an image whose file name is not UTF-8 (`caf\\xe9.png`)",
+    0,
+    "scored 1 image ",
+    needs_run=True,
+)
+def _(d: Path) -> list[str]:
+    save(d / "in" / NON_UTF8, texture(3))
+    return predict("in")
+
+
+@case(
+    "test_non_utf8_name",
+    "files",
+    "`test` on data holding a test image whose file name is not UTF-8",
+    0,
+    "| category |",
+    needs_run=True,
+)
+def _(d: Path) -> list[str]:
+    (d / "data" / "widget" / "test" / "good" / "0.png").rename(d / "data" / "widget" / "test" / "good" / NON_UTF8)
+    return test_cmd()
+
+
+@case(
+    "predict_long_name",
+    "files",
+    "`predict` of an image with a legal 240-character name",
+    0,
+    "scored 1 image ",
+    needs_run=True,
+)
+def _(d: Path) -> list[str]:
+    save(d / "in" / f"{'a' * 236}.png", texture(3))
+    return predict("in")
+
+
+@case(
+    "predict_fifo",
+    "files",
+    "`predict` of a FIFO (named pipe)",
+    2,
+    "in.png is not a regular file",
+    needs_run=True,
+)
+def _(d: Path) -> list[str]:
+    os.mkfifo(d / "in.png")
+    return predict("in.png")
+
+
+@contextlib.contextmanager
+def full_tmpdir() -> Iterator[None]:
+    """TMPDIR has no space left: creating the pixel metrics' temporary folder fails as the kernel would say."""
+
+    def mkdtemp(*args: object, **kwargs: object) -> str:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with mock.patch("snlad.metrics.tempfile.mkdtemp", mkdtemp):
+        yield
+
+
+@case(
+    "test_tmpdir_full",
+    "files",
+    "`test` with a full TMPDIR (the pixel metrics stream through temporary files)",
+    2,
+    "cannot write the pixel metrics' temporary files",
+    "No space left on device",
+    "point TMPDIR at a folder with room",
+    needs_run=True,
+    simulate=lambda d: full_tmpdir(),
+)
+def _(d: Path) -> list[str]:
+    return test_cmd()
+
+
+@contextlib.contextmanager
+def read_only(folder: Path) -> Iterator[None]:
+    """``folder`` is on a read-only file system (EROFS, which root gets too); evaluating first would be a failure."""
+    original = tempfile.mkstemp
+    target = folder.resolve()
+
+    def mkstemp(*args: object, dir: object = None, **kwargs: object) -> tuple[int, str]:
+        if dir is not None and Path(dir).resolve() == target:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        return original(*args, dir=dir, **kwargs)
+
+    def evaluate(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the whole evaluation ran before finding the folder read-only")
+
+    with mock.patch("snlad.files.tempfile.mkstemp", mkstemp), mock.patch("snlad.workflow.evaluate", evaluate):
+        yield
+
+
+@case(
+    "test_run_read_only",
+    "files",
+    "`test` of a run on a read-only file system: said before the evaluation, not after it",
+    2,
+    "cannot write run/metrics.csv: Read-only file system",
+    needs_run=True,
+    simulate=lambda d: read_only(d / "run"),
+)
+def _(d: Path) -> list[str]:
+    return test_cmd()
+
+
+@case(
+    "test_while_training",
+    "files",
+    "`test` of a run that another `snlad train` is training right now",
+    2,
+    "run is being trained right now (snlad train (pid 4242)): wait for it to finish",
+    needs_run=True,
+    simulate=lambda d: held_lock(d / "run", "snlad train (pid 4242)"),
+)
+def _(d: Path) -> list[str]:
+    (d / "run" / "run.json").write_text('{"mode": "multi-class", "categories": ["widget"], "finished": false}')
+    return test_cmd()
+
+
+@case(
+    "model_is_onnx",
+    "files",
+    "an ONNX file written over `model.pt`",
+    2,
+    "run/model.pt is truncated or corrupt, or not a torch file",
+    needs_run=True,
+)
+def _(d: Path) -> list[str]:
+    (d / "run" / "model.pt").write_bytes(b"\x08\x07\x12\x07pytorch\x1a\x052.6.0" + bytes(64))
+    return predict("data/widget/test/good/0.png")
+
+
+@case(
+    "argument_not_a_number",
+    "files",
+    "`--batch-size x` (argparse's own check: one line, not its usage block)",
+    2,
+    "snlad: error: argument --batch-size: must be a whole number, got 'x' (see snlad predict --help)",
+    needs_run=True,
+)
+def _(d: Path) -> list[str]:
+    return predict("data/widget/test/good/0.png", extra=("--batch-size", "x"))
+
+
 # -- paths named in data files, configs and run files stay inside their root
 
 
@@ -1586,7 +1740,10 @@ def run_case(item: Case, directory: Path, shared: Path | None) -> tuple[list[str
     out, err = io.StringIO(), io.StringIO()
     simulation = item.simulate(directory) if item.simulate else contextlib.nullcontext()
     with contextlib.chdir(directory), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), simulation:
-        code = main(argv)
+        try:
+            code = main(argv)
+        except SystemExit as exit_:  # argparse's own errors end the process, as in a terminal
+            code = exit_.code
     prefix = str(directory.resolve()) + os.sep
     return argv, Outcome(code, out.getvalue().replace(prefix, ""), err.getvalue().replace(prefix, ""))
 

@@ -14,8 +14,10 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 
@@ -41,18 +43,29 @@ def _names(text: str | None) -> list[str] | None:
     return [c.strip() for c in text.split(",") if c.strip()] if text else None
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with snlad's one-line error instead of its usage block (``--help`` shows the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"snlad: error: {message} (see {self.prog} --help)\n")
+
+
+def _whole_number(text: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {value}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _whole_number(text, 1)
 
 
 def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
+    return _whole_number(text, 0)
 
 
 def global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
@@ -477,7 +490,7 @@ def _experiment(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="snlad", description="Multi-class anomaly detection with structural teacher-student normality learning."
     )
     parser.add_argument("--version", action="version", version=f"snlad {__version__}")
@@ -517,7 +530,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.threads:
             _set_threads(args.threads)
-        status = args.handler(args)
+        with warnings.catch_warnings():
+            if not args.debug:  # EXIF and format quirks of files Pillow still reads: nothing for the user to do
+                warnings.filterwarnings("ignore", module=r"PIL\.")
+            status = args.handler(args)
     except TrainingInterrupted as error:
         print(f"snlad: {error}", file=sys.stderr)
         return 130

@@ -58,7 +58,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     make_folder(path.parent, path)
     try:
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
+        # The name is cut: a legal 240-character file name plus the temporary's additions would exceed 255 bytes.
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:100]}.", suffix=TEMPORARY_SUFFIX)
     except OSError as error:
         raise SnladError(f"cannot write {path}: {error.strerror} (check the folder exists and is writable)") from None
     try:
@@ -75,6 +76,21 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def ensure_writable(folder: Path, purpose: Path) -> None:
+    """Fail now, in one line, if ``purpose`` cannot be written into ``folder`` (read-only, no permission, full).
+
+    For commands that write only at the end of a long evaluation: finding out
+    then would waste all of it.
+    """
+    make_folder(folder, purpose)
+    try:
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".write-check.", suffix=TEMPORARY_SUFFIX)
+    except OSError as error:
+        raise SnladError(f"cannot write {purpose}: {error.strerror} (check the folder is writable)") from None
+    os.close(handle)
+    Path(probe).unlink(missing_ok=True)
+
+
 def _new_file_mode() -> int:
     """The mode ``open()`` gives a new file (0o666 minus the umask); mkstemp's own 0o600 would hide results from the team."""
     umask = os.umask(0)
@@ -83,7 +99,8 @@ def _new_file_mode() -> int:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+    """UTF-8, except that a file name that was not UTF-8 (decoded by Python with surrogate escapes) keeps its bytes."""
+    atomic_write_bytes(path, text.encode("utf-8", errors="surrogateescape"))
 
 
 def write_json(path: Path, payload: Any) -> None:
@@ -131,6 +148,10 @@ def load_torch(path: Path, what: str, fix: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        if "global" not in unpickling_detail(error).lower():  # no object refused: bytes that are no pickle (ONNX, text)
+            raise SnladError(
+                f"{what} {path} is truncated or corrupt, or not a torch file ({brief(error)}); {fix}"
+            ) from None
         raise SnladError(
             f"{what} {path} refused by torch.load(weights_only=True): loading it would run code or build objects "
             f"other than tensors ({unpickling_detail(error)[:200]}); snlad never does that: {fix}"
@@ -233,3 +254,17 @@ def exclusive_lock(folder: Path, command: str) -> Iterator[None]:
         finally:
             handle.truncate(0)
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def lock_holder(folder: Path) -> str | None:
+    """Who holds ``folder/.lock`` right now (e.g. "snlad train (pid 12)"), or None when nobody does."""
+    try:
+        with open(folder / ".lock") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return handle.read().strip() or "another process"
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    except OSError:  # no lock file, or not readable: nobody we can name
+        return None
+    return None

@@ -36,7 +36,7 @@ from snlad.engine.train import train_model
 from snlad.engine.trained import TrainedModel, build_scorer
 from snlad.errors import SnladError, notice
 from snlad.export import export as export_graph
-from snlad.files import atomic_write_text, remove_stale_temporaries, write_json
+from snlad.files import atomic_write_text, ensure_writable, remove_stale_temporaries, write_json
 from snlad.selection import synthetic_validation, validation_metrics
 from snlad.thresholds import Rule
 
@@ -312,6 +312,7 @@ def test(
     out = Run(Path(out_dir or run_dir))
     if out_dir is not None and out.path.resolve() != run.path.resolve():
         _check_test_out(out, overwrite)
+    ensure_writable(out.path, out.metrics_csv)  # now, not after the whole evaluation
     per_category, rows = evaluate(models, samples, batch_size, progress, partial=out.partial_test_scores)
     out.partial_test_scores.unlink(missing_ok=True)
     first = next(iter(models.values())).config

@@ -22,8 +22,10 @@ the terminal, the report).
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +36,7 @@ from snlad.data import AnomalyDataset, Sample
 from snlad.engine.inference import infer
 from snlad.engine.run import Run
 from snlad.engine.trained import TrainedModel
+from snlad.errors import SnladError
 from snlad.files import atomic_write_text, write_csv, write_json
 from snlad.metrics import (
     DECISION_NAMES,
@@ -71,12 +74,14 @@ def evaluate_category(
     loader = DataLoader(
         AnomalyDataset(samples, config.data.image_size), batch_size=batch_size, num_workers=config.data.num_workers
     )
-    accumulator = PixelMetricAccumulator()
+    with pixel_temporaries():
+        accumulator = PixelMetricAccumulator()
     rows: list[dict] = []
     for batch, maps, scores in infer(trained, loader, progress, desc=f"testing {samples[0].category}"):
         known = pixel_ground_truth(batch)
         if known.any():
-            accumulator.update(maps[known].numpy(), batch["mask"][known, 0].numpy() > 0.5)
+            with pixel_temporaries():
+                accumulator.update(maps[known].numpy(), batch["mask"][known, 0].numpy() > 0.5)
         batch_rows = [
             {"image": path, "category": category, "label": int(label), "has_mask": int(has_mask), "score": float(score)}
             for path, category, label, has_mask, score in zip(
@@ -98,7 +103,21 @@ def evaluate_category(
         "threshold": math.nan if threshold is None else threshold,
         **decision_metrics(scores, labels, threshold),
     }
-    return {**image_metrics(scores, labels), **accumulator.compute(), **decisions, **counts}, rows
+    with pixel_temporaries():
+        pixel = accumulator.compute()
+    return {**image_metrics(scores, labels), **pixel, **decisions, **counts}, rows
+
+
+@contextlib.contextmanager
+def pixel_temporaries() -> Iterator[None]:
+    """The pixel metrics stream through files in TMPDIR (8 bytes per pixel): a full or unwritable one is one line."""
+    try:
+        yield
+    except OSError as error:
+        raise SnladError(
+            f"cannot write the pixel metrics' temporary files in {tempfile.gettempdir()}: {error.strerror}; "
+            "free space there or point TMPDIR at a folder with room"
+        ) from None
 
 
 def mean_row(per_category: dict[str, dict[str, float]]) -> dict[str, float]:

@@ -52,6 +52,10 @@ def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
             images += found
         elif item.is_file():
             images.append(item)
+        elif item.exists():
+            raise SnladError(
+                f"input {item} is not a regular file (a FIFO, socket or device); pass image files or folders"
+            )
         else:
             raise SnladError(f"input {item} does not exist; pass image files or folders of images")
     return images

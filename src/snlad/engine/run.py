@@ -24,7 +24,7 @@ from pathlib import Path
 
 from snlad.engine.trained import TrainedModel, load_trained
 from snlad.errors import SnladError
-from snlad.files import atomic_write_text, confined, exclusive_lock, make_folder
+from snlad.files import atomic_write_text, confined, exclusive_lock, lock_holder, make_folder
 
 MULTI_CLASS, ONE_CLASS = "multi-class", "one-class"
 REPLACED = ".replaced"  # hidden: never a category name (categories are data folders, listed without dot-names)
@@ -241,6 +241,8 @@ class Run:
     def read_index(self) -> RunIndex:
         """The mode and categories of a finished run; a clear error for anything else."""
         index = self.read_plan()
+        if not index.finished and (holder := lock_holder(self.path)) is not None:
+            raise SnladError(f"{self.path} is being trained right now ({holder}): wait for it to finish")
         if not index.finished:
             raise SnladError(
                 f"{self.path} is not a finished snlad run (its training was interrupted): continue it with `snlad train --out {self.path} --resume`"
