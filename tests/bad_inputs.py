@@ -1653,6 +1653,42 @@ def _(d: Path) -> list[str]:
     return predict("data/widget/test/good/0.png")
 
 
+def nan_student(path: Path) -> None:
+    """Rewrite model.pt with the student's weights NaN: what a diverged training (or an edit) leaves."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    for name, tensor in payload["model"].items():
+        if name.startswith("student") and tensor.is_floating_point():
+            tensor.fill_(float("nan"))
+    torch.save(payload, path)
+
+
+@case(
+    "model_nan_weights_test",
+    "files",
+    "`test` of a model whose weights are NaN (training diverged): was a ValueError traceback",
+    2,
+    "the model gives NaN or infinite anomaly maps",
+    "retrain the run",
+    needs_run=True,
+)
+def _(d: Path) -> list[str]:
+    nan_student(d / "run" / "model.pt")
+    return test_cmd()
+
+
+@case(
+    "model_nan_weights_predict",
+    "files",
+    "`predict` with a model whose weights are NaN: were NaN scores and numpy's warnings",
+    2,
+    "the model gives NaN or infinite anomaly maps",
+    needs_run=True,
+)
+def _(d: Path) -> list[str]:
+    nan_student(d / "run" / "model.pt")
+    return predict("data/widget/test/good/0.png", extra=("--category", "widget"))
+
+
 @case(
     "argument_not_a_number",
     "files",

@@ -23,6 +23,8 @@ def infer(
     """Yield (batch, maps B x S x S, scores B) for every batch (a dict with ``image``), maps and scores on the CPU.
 
     A batch with no images (every file in it unreadable) yields empty tensors.
+    A model whose maps are not finite is refused here, the one place every
+    number passes, rather than as NaN scores or a metric's ValueError later.
     """
     trained.eval()
     device = trained.device
@@ -32,6 +34,11 @@ def infer(
                 yield batch, torch.empty(0), torch.empty(0)
                 continue
             maps, scores = trained.score(batch["image"].to(device))
+            if not (torch.isfinite(scores).all() and torch.isfinite(maps).all()):  # else NaN scores, numpy warnings
+                raise SnladError(
+                    "the model gives NaN or infinite anomaly maps: its weights are broken (training diverged, "
+                    "e.g. with a too high train.lr, or the model file was altered); retrain the run"
+                )
             yield batch, maps.cpu(), scores.cpu()
 
 
