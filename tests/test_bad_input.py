@@ -130,6 +130,23 @@ def test_one_error_line_while_other_processes_keep_every_core_busy(tmp_path: Pat
             spinner.wait()
 
 
+def test_garbage_omp_num_threads_is_one_note_not_libgomp_noise(tmp_path: Path) -> None:
+    """``OMP_NUM_THREADS=abc`` made libgomp print its own line at torch's import (issue 21 item 17): now one snlad note."""
+    result = subprocess.run(
+        [sys.executable, "-m", "snlad.cli", "train", "--data", "nope", "--out", "out"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "abc"},
+    )
+    assert result.returncode == 2 and "libgomp" not in result.stderr, result.stderr
+    assert result.stderr.splitlines() == [
+        "snlad: note: OMP_NUM_THREADS='abc' is not a number of threads and is ignored (use --threads N)",
+        "snlad: error: dataset root nope does not exist; pass the folder that holds one folder per category",
+    ], result.stderr
+
+
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     with pytest.raises(SnladError, match="does not exist"):
         main(

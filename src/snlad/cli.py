@@ -21,7 +21,7 @@ from typing import NoReturn
 
 import torch
 
-from snlad import __version__, api, cli_report
+from snlad import IGNORED_OMP_NUM_THREADS, __version__, api, cli_report
 from snlad.api import (
     BACKBONE_NAMES,
     MAP_DTYPES,
@@ -33,7 +33,7 @@ from snlad.api import (
     TrainingInterrupted,
 )
 from snlad.engine.device import usable_cores
-from snlad.errors import SnladError, one_line
+from snlad.errors import SnladError, notice, one_line
 
 PARTIAL_FAILURE = 3  # predict skipped unreadable files and scored the rest
 BATCH_HELP = "images per batch (default 8); speed and memory only, the results do not change"
@@ -527,6 +527,10 @@ def _set_threads(threads: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # a scheduler's stop saves state like Ctrl-C
+    if IGNORED_OMP_NUM_THREADS is not None:
+        notice(
+            f"OMP_NUM_THREADS={IGNORED_OMP_NUM_THREADS!r} is not a number of threads and is ignored (use --threads N)"
+        )
     try:
         if args.threads:
             _set_threads(args.threads)
