@@ -1821,6 +1821,23 @@ Exit codes: 0 ok, 2 user-fixable error, 3 `predict` skipped unreadable files
 and scored the rest (each skipped file is listed), 130 interrupted (state
 saved; continue with `--resume`).
 
+What is never lost: a folder that holds files snlad did not write is not
+written over (`train --out` a folder with someone's `config.yaml`, `predict
+--out` a folder with ground-truth `masks/`: refused, or only predict's own
+files, listed in its `.snlad-prediction.json`, replaced). A run, a prediction,
+a report or `test --out` metrics are replaced only with `--overwrite`; `train
+--overwrite` keeps the replaced run in `RUN/.replaced/` until the new one has
+finished and puts it back if the new one fails before its first checkpoint.
+`train` and `predict` lock their folder (`.lock`) against a second snlad.
+Only snlad's own temporaries (`.<name>.<random>.snlad.tmp`) are cleaned up.
+Paths named inside files (a VisA split CSV, an experiment's configuration
+names, a run's categories) must stay inside their root (`snlad.files.confined`).
+What a setting or an input may cost is bounded, each bound named in its
+message: `data.image_size` <= 2048, `model.cram_centres` <= 4096,
+`loss.affinity_size` <= 64, `map.sigma` <= image size / 4, `--threads` <= the
+usable cores, images <= `PIL.Image.MAX_IMAGE_PIXELS` (89 Mpixel), a YAML
+document <= 10,000 values.
+
 Decisions: a mask pixel is a defect when its value is nonzero (JPEG-compressed
 or anti-aliased masks count every non-black pixel; 16-bit masks too). Odd
 image modes load as RGB (rules in `src/snlad/data/image_io.py`). Unreadable
