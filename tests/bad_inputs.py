@@ -1452,6 +1452,20 @@ def _(d: Path) -> list[str]:
 
 
 @case(
+    "report_out_is_file",
+    "files",
+    "`report --out` a file (was a NotADirectoryError traceback)",
+    2,
+    "cannot write notes.txt/index.html: notes.txt/images or a folder above it is a file",
+    needs_run=True,
+)
+def _(d: Path) -> list[str]:
+    assert quietly(test_cmd()) == 0
+    (d / "notes.txt").write_text("x")
+    return ["report", "--run", "run", "--data", "data", "--out", "notes.txt"]
+
+
+@case(
     "predict_overwrite_keeps_foreign",
     "data safety",
     "`predict --overwrite` into a folder with the user's own `masks/` and `maps/` (ground truth): only predict's own files are replaced",
