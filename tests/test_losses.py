@@ -234,7 +234,7 @@ def test_commitment_term_reaches_the_centres_through_the_models_auxiliary_output
     from snlad.config import ModelConfig
     from snlad.models import build_model
 
-    config = ModelConfig(name="snl-rd", cram=True, cram_output="bottleneck")
+    config = ModelConfig(name="snl-rd", architecture="rd", cram=True, cram_output="bottleneck")
     model = build_model(config, pretrained_teacher=False).train()
     teacher, student = model(torch.rand(2, 3, 64, 64))
     auxiliary = model.auxiliary()

@@ -9,7 +9,7 @@ from snlad.models import build_model
 
 
 def _rd(**settings) -> torch.nn.Module:
-    return build_model(ModelConfig(name="rd", **settings), pretrained_teacher=False)
+    return build_model(ModelConfig(name="rd", architecture="rd", **settings), pretrained_teacher=False)
 
 
 def test_decoder_blocks_set_the_refine_blocks_of_each_stage_deepest_first():
@@ -77,7 +77,9 @@ def test_kmeans_initialisation_puts_each_crams_centres_on_its_compared_levels_cl
     """CRAM_INITS['kmeans'] reads the teacher level each CRAM is compared with (deepest decoder stage: stride 16)."""
     from snlad.models.cram import CRAM_INITS
 
-    model = build_model(ModelConfig(name="snl-rd", cram=True, cram_centres=2), pretrained_teacher=False)
+    model = build_model(
+        ModelConfig(name="snl-rd", architecture="rd", cram=True, cram_centres=2), pretrained_teacher=False
+    )
     channels = model.teacher.channels
     torch.manual_seed(0)
     features = []
@@ -88,3 +90,20 @@ def test_kmeans_initialisation_puts_each_crams_centres_on_its_compared_levels_cl
     for cram, level in zip(model.crams, model.cram_levels, strict=True):
         assert sorted(cram.centres[:, 0].tolist()) == pytest.approx([-(level + 1), level + 1], abs=0.05)
     assert CRAM_INITS["random"] is None
+
+
+def test_the_architecture_is_its_own_setting_and_old_files_read_it_from_the_preset_name():
+    from snlad.config import from_dict
+    from snlad.models import FeatureDistillation, ReverseDistillation
+
+    assert load_config("snl-rd", None, []).model.architecture == "rd"
+    assert load_config("snl-fd", None, []).model.architecture == "fd"
+    # An FD-preset run (its loss, its lr) on the RD architecture: a setting, not a new model name.
+    mixed = load_config("snl-fd", None, ["model.architecture=rd"])
+    assert isinstance(build_model(mixed.model, pretrained_teacher=False), ReverseDistillation)
+    assert isinstance(build_model(load_config("fd", None, []).model, pretrained_teacher=False), FeatureDistillation)
+    old = load_config("snl-rd", None, []).to_dict()
+    del old["model"]["architecture"]  # a config.yaml / model.pt written before the setting existed
+    assert from_dict(old, source="old").model.architecture == "rd"
+    with pytest.raises(SnladError, match="model.architecture must be one of"):
+        load_config("rd", None, ["model.architecture=unet"])

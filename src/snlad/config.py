@@ -23,7 +23,10 @@ import yaml
 from snlad.errors import SnladError, brief
 from snlad.files import atomic_write_text
 
-MODEL_NAMES = ("fd", "rd", "snl-fd", "snl-rd", "patchcore")
+MODEL_NAMES = ("fd", "rd", "snl-fd", "snl-rd", "patchcore")  # the presets
+ARCHITECTURES = ("fd", "rd", "patchcore")  # what model.architecture builds: snlad.models.BUILDERS
+PRESET_ARCHITECTURES = {"fd": "fd", "snl-fd": "fd", "rd": "rd", "snl-rd": "rd", "patchcore": "patchcore"}
+"""Each preset's architecture; also what a config file written before ``model.architecture`` existed means."""
 CRAM_OUTPUT_NAMES = ("residual", "centres", "bottleneck")  # implemented by snlad.models.cram.CRAM_OUTPUTS
 CRAM_INIT_NAMES = ("random", "kmeans")  # implemented by snlad.models.cram.CRAM_INITS
 RESUMABLE_SETTINGS = ("train.epochs", "train.device", "data.num_workers", "data.cache_mb", "train.teacher_cache_mb")
@@ -53,7 +56,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "snl-fd"
+    name: str = "snl-fd"  # the preset the run started from (titles, tables); model.architecture says what is built
+    architecture: str = "fd"  # "fd" (student = teacher's architecture), "rd" (OCBE + decoder) or "patchcore"
     teacher: str = "efficientnet_lite0"  # Apache-2.0 ImageNet weights available offline
     teacher_weights: str | None = None  # required for resnet18 / wide_resnet50_2
     cram: bool = False  # SNL part 2; on in the snl-* presets
@@ -160,7 +164,7 @@ class Config:
 # (docs/results/selection-map.md), never on test images.
 PRESETS: dict[str, dict[str, Any]] = {
     "fd": {"loss": {"channel": 1.0}, "train": {"lr": 1e-3, "betas": (0.9, 0.999)}},
-    "rd": {"loss": {"channel": 0.0, "whole_map": 1.0}},
+    "rd": {"model": {"architecture": "rd"}, "loss": {"channel": 0.0, "whole_map": 1.0}},
     "snl-fd": {
         "model": {"cram": True},
         "loss": {"channel": 1.0, "spatial": 1.0, "intra": 1.0, "inter": 1.0},
@@ -168,11 +172,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train": {"lr": 1e-3, "betas": (0.9, 0.999)},
     },
     "snl-rd": {
-        "model": {"cram": True},
+        "model": {"architecture": "rd", "cram": True},
         "loss": {"channel": 1.0, "spatial": 1.0, "intra": 1.0, "inter": 1.0},
         "map": {"beta": 2.0},
     },
-    "patchcore": {"map": {"distance": "euclidean"}},
+    "patchcore": {"model": {"architecture": "patchcore"}, "map": {"distance": "euclidean"}},
 }
 
 
@@ -213,6 +217,9 @@ def from_dict(data: dict[str, Any], source: str) -> Config:
         if not isinstance(values, dict):
             raise SnladError(f"{source}: config section {section_field.name!r} must be a mapping of keys to values")
         field_hints = typing.get_type_hints(cls)
+        if section_field.name == "model" and "architecture" not in values and "name" in values:
+            # Written before model.architecture existed: the preset's name said it.
+            values = {**values, "architecture": PRESET_ARCHITECTURES.get(values["name"], values["name"])}
         checked = {}
         for key, value in values.items():
             if key not in field_hints:
@@ -266,6 +273,10 @@ def _validate(config: Config, source: str) -> None:
     checks = [
         (config.model.name in MODEL_NAMES, f"model.name must be one of {', '.join(MODEL_NAMES)}"),
         (
+            config.model.architecture in ARCHITECTURES,
+            f"model.architecture must be one of {', '.join(ARCHITECTURES)}",
+        ),
+        (
             32 <= config.data.image_size <= MAX_IMAGE_SIZE and config.data.image_size % 16 == 0,
             f"data.image_size must be a multiple of 16 in [32, {MAX_IMAGE_SIZE}] "
             f"({MAX_IMAGE_SIZE} px already costs 64x the memory of 256 px)",
@@ -288,7 +299,7 @@ def _validate(config: Config, source: str) -> None:
         ),
         (0.0 <= config.model.bottleneck_dropout < 1.0, "model.bottleneck_dropout must be in [0, 1)"),
         (
-            config.model.name.endswith("rd")
+            config.model.architecture == "rd"
             or (config.model.decoder_blocks == [1, 1, 1] and config.model.bottleneck_dropout == 0),
             "model.decoder_blocks and model.bottleneck_dropout belong to the rd models (fd has no decoder)",
         ),
@@ -296,7 +307,7 @@ def _validate(config: Config, source: str) -> None:
         (0.0 < config.model.coreset_fraction <= 1.0, "model.coreset_fraction must be in (0, 1]"),
         (config.model.coreset_projection >= 1, "model.coreset_projection must be >= 1"),
         (
-            config.model.name != "patchcore" or not config.model.cram,
+            config.model.architecture != "patchcore" or not config.model.cram,
             "model.cram belongs to the distillation models (patchcore has no student)",
         ),
         (

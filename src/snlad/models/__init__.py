@@ -2,27 +2,56 @@
 
 from __future__ import annotations
 
-from snlad.backbones import build_backbone
-from snlad.config import ModelConfig
+from collections.abc import Callable
+
+from snlad.backbones import Backbone, build_backbone
+from snlad.config import ARCHITECTURES, ModelConfig
 from snlad.models.cram import build_crams
 from snlad.models.fd import FeatureDistillation
 from snlad.models.patchcore import PatchCore
 from snlad.models.rd import ReverseDistillation
 from snlad.models.teacher_student import Features, TeacherStudent
 
-__all__ = ["build_model", "TeacherStudent", "Features", "FeatureDistillation", "PatchCore", "ReverseDistillation"]
+__all__ = [
+    "BUILDERS",
+    "build_model",
+    "TeacherStudent",
+    "Features",
+    "FeatureDistillation",
+    "PatchCore",
+    "ReverseDistillation",
+]
+
+
+def _feature_distillation(config: ModelConfig, teacher: Backbone) -> TeacherStudent:
+    student = build_backbone(config.teacher, pretrained=False)
+    return FeatureDistillation(teacher, student, build_crams(config, student.channels))
+
+
+def _reverse_distillation(config: ModelConfig, teacher: Backbone) -> TeacherStudent:
+    return ReverseDistillation(
+        teacher, build_crams(config, teacher.channels[::-1]), tuple(config.decoder_blocks), config.bottleneck_dropout
+    )
+
+
+def _patchcore(config: ModelConfig, teacher: Backbone) -> TeacherStudent:
+    return PatchCore(teacher)  # its memory bank is built by snlad.engine.memory_bank, not trained
+
+
+BUILDERS: dict[str, Callable[[ModelConfig, Backbone], TeacherStudent]] = {
+    "fd": _feature_distillation,
+    "rd": _reverse_distillation,
+    "patchcore": _patchcore,
+}
+"""``model.architecture`` -> its builder (from the settings and the frozen teacher); names in ``config.ARCHITECTURES``."""
+if set(BUILDERS) != set(ARCHITECTURES):
+    raise ImportError(
+        f"snlad.models.BUILDERS {sorted(BUILDERS)} must build model.architecture's {sorted(ARCHITECTURES)}"
+    )
 
 
 def build_model(config: ModelConfig, pretrained_teacher: bool = True) -> TeacherStudent:
     """Teacher with its real weights (``pretrained_teacher=False`` only when a checkpoint
     will overwrite them anyway) and a freshly initialised student (PatchCore: an empty memory bank)."""
     teacher = build_backbone(config.teacher, pretrained=pretrained_teacher, weights=config.teacher_weights)
-    if config.name == "patchcore":
-        return PatchCore(teacher)  # its memory bank is built by snlad.engine.memory_bank, not trained
-    base = config.name.removeprefix("snl-")
-    if base == "fd":
-        student = build_backbone(config.teacher, pretrained=False)
-        return FeatureDistillation(teacher, student, build_crams(config, student.channels))
-    return ReverseDistillation(
-        teacher, build_crams(config, teacher.channels[::-1]), tuple(config.decoder_blocks), config.bottleneck_dropout
-    )
+    return BUILDERS[config.architecture](config, teacher)
