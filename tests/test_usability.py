@@ -470,3 +470,32 @@ def test_a_loaded_run_scores_pil_images_arrays_tensors_and_paths_in_memory_as_pr
     assert api.load(run).score(path)[0].anomalous is None  # no category: no thresholds
     with pytest.raises(SnladError, match="cannot score a dict"):
         detector.score({"not": "an image"})
+
+
+def test_overwrite_failing_after_a_first_category_keeps_the_replaced_run_until_resume_finishes(
+    tmp_path: Path, capsys
+) -> None:
+    """One-class --overwrite: the second category's truncated image stops it after the first category saved a model.
+
+    The replaced run then stays whole in RUN/.replaced (said in a note); the
+    new run resumes, and only once it has finished is the replaced one dropped.
+    """
+    data = tmp_path / "data"
+    for category in ("a", "b"):
+        folder = data / category / "train" / "good"
+        folder.mkdir(parents=True)
+        for index, image in enumerate(sorted((DEMO / "bottle" / "train" / "good").iterdir())[:3]):
+            (folder / f"{index}.png").write_bytes(image.read_bytes())
+    argv = ["--quiet", "train", "--data", str(data), "--out", str(tmp_path / "run"), "--model", "fd", "--one-class"]
+    argv += [x for item in ("data.image_size=64", "train.epochs=1", "data.num_workers=0") for x in ("--set", item)]
+    assert main(argv) == 0
+    old = {p.relative_to(tmp_path / "run"): p.read_bytes() for p in (tmp_path / "run").rglob("*.pt")}
+    good = (data / "b" / "train" / "good" / "0.png").read_bytes()
+    (data / "b" / "train" / "good" / "0.png").write_bytes(good[: len(good) // 2])
+    assert main([*argv, "--overwrite"]) == 2
+    assert "is kept in" in capsys.readouterr().err
+    replaced = tmp_path / "run" / ".replaced"
+    assert {path: replaced.joinpath(path).read_bytes() for path in old} == old
+    (data / "b" / "train" / "good" / "0.png").write_bytes(good)
+    assert main([*argv, "--resume"]) == 0
+    assert not replaced.exists() and Run(tmp_path / "run").read_index().categories == ["a", "b"]

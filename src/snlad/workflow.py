@@ -117,6 +117,8 @@ def train(
         except BaseException:
             if context.is_main and not run.model_dirs():
                 run.restore_replaced(written)  # the new run saved nothing: the one it was to replace comes back
+            elif context.is_main and run.replaced.is_dir():
+                notice(f"the run this one replaces is kept in {run.replaced} until this one finishes")
             raise
         if context.is_main:
             run.write_index(mode, categories, finished=True, data_root=data_root)
