@@ -946,6 +946,7 @@ def _(d: Path) -> list[str]:
 )
 def _(d: Path) -> list[str]:
     edit_model_config(d / "run" / "model.pt", "model", "name", "rd")
+    edit_model_config(d / "run" / "model.pt", "model", "architecture", "rd")  # what is built (issue 20)
     return predict("data/widget/test/good/0.png")
 
 

@@ -241,7 +241,7 @@ def exclusive_lock(folder: Path, command: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            holder = handle.read().strip() or "another process"
+            holder = handle.read().strip() or "snlad process"
             raise SnladError(
                 f"{folder} is in use by another {holder}: wait for it to finish, or use another --out"
             ) from None
