@@ -34,9 +34,10 @@ from snlad.models.patchcore import SEARCH_CHUNK_ELEMENTS
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECTED_IMAGES = (1_000, 5_000, 10_000)  # training-set sizes the growth table projects to
+PROJECTED_FRACTIONS = (0.1, 0.01)  # the default coreset and the paper's cheapest setting
 
 
-def peak_rss_mb() -> float:
+def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -77,27 +78,28 @@ def measure(args: argparse.Namespace) -> dict:
         "patches": len(features),
         "fraction": args.fraction,
         "bank": count,
-        "bank_mb": count * channels * 4 / 2**20,
+        "bank_mib": count * channels * 4 / 2**20,
         "feature_seconds": feature_seconds,
         "coreset_seconds": coreset_seconds,
         "coreset_ns_per_patch_choice": 1e9 * coreset_seconds / (len(features) * count),
         "search_ms_per_image": 1e3 * search_seconds,
         "search_ns_per_query_row": 1e9 * search_seconds / (side * side * count),
-        "search_chunk_mb": SEARCH_CHUNK_ELEMENTS * 4 / 2**20,
-        "peak_rss_mb": peak_rss_mb(),
+        "search_chunk_mib": SEARCH_CHUNK_ELEMENTS * 4 / 2**20,
+        "peak_rss_mib": peak_rss_mib(),
     }
 
 
-def projection(result: dict, images: int) -> dict:
+def projection(result: dict, images: int, fraction: float) -> dict:
     """The bank, selection time and search time at ``images`` training images, from the measured per-operation rates."""
     patches = images * result["patches_per_image"]
-    bank = coreset_size(patches, result["fraction"])
+    bank = coreset_size(patches, fraction)
     return {
         "images": images,
+        "fraction": fraction,
         "patches": patches,
         "bank": bank,
-        "bank_mb": bank * result["channels"] * 4 / 2**20,
-        "features_mb": patches * result["channels"] * 4 / 2**20,
+        "bank_mib": bank * result["channels"] * 4 / 2**20,
+        "features_mib": patches * result["channels"] * 4 / 2**20,
         "coreset_hours": result["coreset_ns_per_patch_choice"] * patches * bank / 1e9 / 3600,
         "search_s_per_image": result["search_ns_per_query_row"] * result["patches_per_image"] * bank / 1e9,
     }
@@ -118,22 +120,23 @@ def markdown(result: dict, projected: list[dict], command: str) -> str:
         f"| patch features | {r['feature_seconds']:.0f} s |",
         f"| coreset ({100 * r['fraction']:g} %: {r['bank']:,} patches) | {r['coreset_seconds']:.0f} s "
         f"({r['coreset_ns_per_patch_choice']:.2f} ns per patch and choice) |",
-        f"| bank memory (float32) | {r['bank_mb']:.1f} MB |",
+        f"| bank memory (float32) | {r['bank_mib']:.1f} MiB |",
         f"| search, per image ({r['patches_per_image']} queries against the bank) | {r['search_ms_per_image']:.0f} ms "
         f"({r['search_ns_per_query_row']:.3f} ns per query and bank row) |",
-        f"| search working memory (bounded, any bank) | {r['search_chunk_mb']:.0f} MB |",
-        f"| peak RSS of this process | {r['peak_rss_mb']:.0f} MB |",
+        f"| search working memory (bounded, any bank) | {r['search_chunk_mib']:.0f} MiB |",
+        f"| peak RSS of this process | {r['peak_rss_mib']:.0f} MiB |",
         "",
         "How the bank grows: patches = images x patches per image, the bank is the coreset fraction of them, so",
         "bank memory and search time per image grow linearly with the training set, and the greedy selection",
         "(one pass over all patches per kept patch) quadratically. Projected from the rates above:",
         "",
-        "| training images | patches | bank | bank memory | patch features held while selecting | coreset selection | search per image |",
-        "|---|---|---|---|---|---|---|",
+        "| training images | patches | coreset | bank | bank memory | patch features held while selecting "
+        "| coreset selection | search per image |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {p['images']:,} | {p['patches']:,} | {p['bank']:,} | {p['bank_mb']:.0f} MB | {p['features_mb']:.0f} MB "
-        f"| {p['coreset_hours']:.1f} h | {p['search_s_per_image']:.2f} s |"
+        f"| {p['images']:,} | {p['patches']:,} | {100 * p['fraction']:g} % | {p['bank']:,} | {p['bank_mib']:.0f} MiB "
+        f"| {p['features_mib']:.0f} MiB | {p['coreset_hours']:.1f} h | {p['search_s_per_image']:.2f} s |"
         for p in projected
     ]
     return "\n".join(lines) + "\n"
@@ -150,7 +153,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "bench-patchcore.md")
     args = parser.parse_args()
     result = measure(args)
-    projected = [projection(result, images) for images in (result["training_images"], *PROJECTED_IMAGES)]
+    sizes = (result["training_images"], *PROJECTED_IMAGES)
+    projected = [projection(result, images, fraction) for fraction in PROJECTED_FRACTIONS for images in sizes]
     command = "python bench/bench_patchcore.py " + " ".join(
         f"--{name} {value}" for name, value in (("fraction", args.fraction), ("patches", args.patches)) if value
     )
