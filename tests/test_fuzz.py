@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
 import os
 import shutil
@@ -351,17 +352,32 @@ def _one_error_line_or_success(argv: list[str], where: str) -> None:
 @pytest.mark.usefixtures("one_thread")
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @CLI_FUZZ
-@given(edit=edits())
-def test_edited_model_file_is_used_or_refused_in_one_line(shared_run: Path, tmp_path_factory, edit) -> None:
-    """model.pt with a key removed or a value of another type anywhere (config, categories, thresholds, weights)."""
+@given(edit=edits(), target=st.sampled_from(["model.pt", "run.json"]))
+def test_edited_model_file_is_used_or_refused_in_one_line(
+    shared_run: Path, tmp_path_factory, edit, target: str
+) -> None:
+    """model.pt (config, categories, thresholds, weights) or run.json with a key removed or a value of another type."""
     work = tmp_path_factory.mktemp("model")
     shutil.copytree(shared_run / "run", work / "run")
-    payload = torch.load(work / "run" / "model.pt", map_location="cpu", weights_only=True)
-    where = apply_edit(payload, edit)
-    torch.save(payload, work / "run" / "model.pt")
+    where = _edit_file(work / "run" / target, edit)
     image = shared_run / "data" / "widget" / "test" / "good" / "0.png"
     argv = ["predict", str(image), "--run", str(work / "run"), "--out", str(work / "pred"), "--category", "widget"]
-    _one_error_line_or_success(argv, where)
+    _one_error_line_or_success(argv, f"{target}: {where}")
+
+
+def _edit_file(file: Path, edit: tuple[list, str, object]) -> str:
+    """Apply ``edit`` to a torch, YAML or JSON run file in place (a tensor swap becomes a string in text files)."""
+    if file.suffix == ".pt":
+        payload = torch.load(file, map_location="cpu", weights_only=True)
+        where = apply_edit(payload, edit)
+        torch.save(payload, file)
+        return where
+    text_edit = (edit[0], edit[1], "x" if isinstance(edit[2], torch.Tensor) else edit[2])
+    load, dump = (yaml.safe_load, yaml.safe_dump) if file.suffix == ".yaml" else (json.loads, json.dumps)
+    payload = load(file.read_text())
+    where = apply_edit(payload, text_edit)
+    file.write_text(dump(payload))
+    return where
 
 
 @pytest.mark.usefixtures("one_thread")
@@ -374,15 +390,7 @@ def test_edited_training_state_is_resumed_or_refused_in_one_line(
     """checkpoint.pt (epoch, position, weights, optimiser state, config) or the run's config.yaml, then --resume."""
     work = tmp_path_factory.mktemp("resume")
     shutil.copytree(shared_run / "run", work / "run")
-    file = work / "run" / target
-    if target == "config.yaml":
-        payload = yaml.safe_load(file.read_text())
-        where = apply_edit(payload, (edit[0], edit[1], edit[2] if not isinstance(edit[2], torch.Tensor) else "x"))
-        file.write_text(yaml.safe_dump(payload))
-    else:
-        payload = torch.load(file, map_location="cpu", weights_only=True)
-        where = apply_edit(payload, edit)
-        torch.save(payload, file)
+    where = _edit_file(work / "run" / target, edit)
     argv = ["train", "--data", str(shared_run / "data"), "--out", str(work / "run"), "--resume"]
     _one_error_line_or_success(argv, f"{target}: {where}")
 
