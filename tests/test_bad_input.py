@@ -9,8 +9,10 @@ up to date.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -145,6 +147,23 @@ def test_garbage_omp_num_threads_is_one_note_not_libgomp_noise(tmp_path: Path) -
         "snlad: note: OMP_NUM_THREADS='abc' is not a number of threads and is ignored (use --threads N)",
         "snlad: error: dataset root nope does not exist; pass the folder that holds one folder per category",
     ], result.stderr
+
+
+def test_ctrl_c_while_starting_is_one_line_not_an_import_traceback(tmp_path: Path) -> None:
+    """Importing torch and scipy takes seconds on a busy machine; Ctrl-C then printed a traceback (issue 21 item 13)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "snlad.cli", "train", "--data", "nope", "--out", "out"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background job would ignore Ctrl-C
+    )
+    time.sleep(0.3)  # well inside the imports
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130 and stderr == "snlad: interrupted while starting; nothing was done\n", stderr
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:

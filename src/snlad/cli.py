@@ -21,7 +21,7 @@ from typing import NoReturn
 
 import torch
 
-from snlad import IGNORED_OMP_NUM_THREADS, __version__, api, cli_report
+from snlad import IGNORED_OMP_NUM_THREADS, __version__, api, cli_report, end_start_up
 from snlad.api import (
     BACKBONE_NAMES,
     MAP_DTYPES,
@@ -525,6 +525,7 @@ def _set_threads(threads: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    end_start_up()  # from here Ctrl-C is a KeyboardInterrupt, handled below
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)  # a scheduler's stop saves state like Ctrl-C
     if IGNORED_OMP_NUM_THREADS is not None:
