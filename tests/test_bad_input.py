@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -164,6 +165,25 @@ def test_ctrl_c_while_starting_is_one_line_not_an_import_traceback(tmp_path: Pat
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130 and stderr == "snlad: interrupted while starting; nothing was done\n", stderr
+
+
+def test_pillow_warnings_are_not_printed(tmp_path: Path, shared: Path) -> None:
+    """A JPEG whose EXIF points past its end loads fine, but Pillow warned on stderr (issue 21 item 17): now silent.
+
+    A real process: in-process, pytest would capture the warning before stderr.
+    """
+    tiff = b"II*\x00" + struct.pack("<IH", 8, 1) + struct.pack("<HHII", 0x010E, 2, 100, 1000) + struct.pack("<I", 0)
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "exif.jpg", exif=b"Exif\x00\x00" + tiff)
+    argv = ["predict", "exif.jpg", "--run", str(shared / "run"), "--out", "pred", "--quiet"]
+    result = subprocess.run(
+        [sys.executable, "-m", "snlad.cli", *argv],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0 and result.stderr == "", result.stderr
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
