@@ -92,7 +92,7 @@ def test_training_stores_image_and_pixel_thresholds_from_held_out_normals(run, t
     rows, failed = api.predict(run, images, tmp_path / "pred", category="bottle", progress=False)
     assert not failed and [row["is_anomalous"] for row in rows[:2]] == [0, 0]
     for row, image in zip(rows, images):
-        mask = np.asarray(Image.open(tmp_path / "pred" / "masks" / f"{Path(image).stem}.png"))
+        mask = np.asarray(Image.open(tmp_path / "pred" / "masks" / f"{row['output']}.png"))  # mirrors sub-folders
         assert mask.shape == Image.open(image).size[::-1] and set(np.unique(mask)) <= {0, 255}
         assert bool(mask.any()) == bool(row["is_anomalous"])  # no held-out normal pixel is marked
 
