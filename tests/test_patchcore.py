@@ -14,7 +14,7 @@ from snlad.config import load_config
 from snlad.data import AnomalyDataset, index_dataset
 from snlad.engine import train as training
 from snlad.engine.run import load_run
-from snlad.engine.trained import build_scorer
+from snlad.engine.trained import build_scorer, load_trained
 from snlad.errors import SnladError
 from snlad.export import export
 from snlad.models import patchcore
@@ -127,6 +127,15 @@ def test_onnx_map_equals_pytorch_map(run, tmp_path):
     scale = maps.abs().max().item()
     assert np.abs(onnx_maps - maps.numpy()).max() <= ONNX_TOLERANCE * scale
     assert np.abs(onnx_scores - scores.numpy()).max() <= ONNX_TOLERANCE * scale
+
+
+def test_a_model_file_with_an_emptied_bank_is_one_error(run, tmp_path):
+    payload = torch.load(run / "model.pt", weights_only=True)
+    payload["model"]["bank"] = payload["model"]["bank"][:0]
+    torch.save(payload, tmp_path / "model.pt")
+    trained = load_trained(tmp_path / "model.pt")
+    with pytest.raises(SnladError, match="memory bank is empty"):
+        trained.score(torch.rand(1, 3, SIZE, SIZE))
 
 
 def test_interrupted_build_resumes_to_the_same_bank(tmp_path, monkeypatch, one_thread):

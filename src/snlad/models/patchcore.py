@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from snlad.backbones import Backbone
+from snlad.errors import SnladError
 from snlad.models.teacher_student import Features, TeacherStudent
 
 PATCH_LEVELS = (1, 2)  # the teacher's stride-8 and stride-16 levels (PatchCore's ResNet layer2 + layer3)
@@ -84,7 +85,9 @@ class PatchCore(TeacherStudent):
     def nearest(self, patches: torch.Tensor) -> torch.Tensor:
         """B x C x h x w patch features -> the nearest bank patch of each, B x C x h x w."""
         if len(self.bank) == 0:
-            raise RuntimeError("this PatchCore's memory bank is empty: build it with `snlad train --model patchcore`")
+            raise SnladError(
+                "this PatchCore's memory bank is empty (an altered model file?): train it again with --model patchcore"
+            )
         batch, channels, height, width = patches.shape
         queries = patches.permute(0, 2, 3, 1).reshape(-1, channels)
         found = self.bank[nearest_indices(queries, self.bank)]
