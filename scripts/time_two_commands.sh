@@ -30,8 +30,10 @@ python3 -c 'import time
 end = time.monotonic() + 3600
 while time.monotonic() < end: pass' &
 busy=$!
-tests="$(timed .venv/bin/python -m pytest -q -p no:cacheprovider)"
-summary="$(grep -E '^[0-9]+ passed' "$work/log.txt" | tail -1)"
+start=$SECONDS  # the suite's outcome is a result too: a failure is recorded, not a reason to write nothing
+.venv/bin/python -m pytest -q -p no:cacheprovider >"$work/log.txt" 2>&1 || true
+tests=$((SECONDS - start))
+summary="$(tail -1 "$work/log.txt" | tr -d '=' | xargs)"
 kill "$busy"
 busy=""
 
