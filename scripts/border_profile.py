@@ -22,6 +22,7 @@ import torch
 
 from snlad.data import AnomalyDataset, holdout_split, index_dataset
 from snlad.engine.run import Run
+from snlad.engine.trained import TrainedModel
 from snlad.files import atomic_write_text
 from snlad.scoring import local_distance
 
@@ -43,9 +44,10 @@ def side_ratios(maps: torch.Tensor, band: int) -> dict[str, float]:
 
 
 @torch.no_grad()
-def profile(run: Run, groups: dict[str, list], image_size: int, band: int, batch_size: int) -> list[str]:
+def profile(
+    models: dict[str, TrainedModel], groups: dict[str, list], image_size: int, band: int, batch_size: int
+) -> list[str]:
     """Markdown rows: per category and source, the ratios of the final map and of each level's local distance."""
-    models = run.load_models("cpu")
     rows = []
     for (source, category), samples in groups.items():
         trained = models[category]
@@ -81,7 +83,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args()
     run = Run(args.run)
-    config = next(iter(run.load_models("cpu").values())).config
+    models = run.load_models("cpu")
+    config = next(iter(models.values())).config
     size = config.data.image_size
     band = args.band or size // 16
     _, held_out = holdout_split(
@@ -103,7 +106,7 @@ def main() -> None:
     ]
     text = (
         "\n".join(
-            header + profile(run, dict(sorted(groups.items(), key=lambda g: g[0][1])), size, band, args.batch_size)
+            header + profile(models, dict(sorted(groups.items(), key=lambda g: g[0][1])), size, band, args.batch_size)
         )
         + "\n"
     )
