@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run an experiment's configurations one at a time, in the file's order, and commit each finished run's results
 # (metrics, validation, train log, config; never model files) as it lands, so a campaign spans sessions and machines.
-#   scripts/campaign.sh EXPERIMENT.yaml OUT [snlad experiment options, e.g. --seeds 0 --only a,b]
+#   scripts/campaign.sh EXPERIMENT.yaml OUT [--seeds 0,1] [--only a,b] [other snlad experiment options]
+# Each (configuration, seed) is its own snlad call and its own commit, in the file's configuration order, seed by seed.
 # Environment: THREADS (default 1, leaving the other core free), DATA (../shared/data/realad),
 # REAL (../shared/data/realad-val), COMMIT=0 to leave the results uncommitted, SNLAD (the snlad command).
 # Runs whose results exist (committed or not) are skipped by the runner itself.
@@ -12,16 +13,33 @@ data=${DATA:-$here/../shared/data/realad}
 real=${REAL:-$here/../shared/data/realad-val}
 snlad=${SNLAD:-$here/.venv/bin/python -m snlad.cli}
 repo=$(git -C "$(dirname "$out")" rev-parse --show-toplevel 2>/dev/null || true)
-names=$("$here/.venv/bin/python" -c "import sys, yaml; print(' '.join(yaml.safe_load(open(sys.argv[1]))['configurations']))" "$experiment")
-for name in $names; do
+only=""; seeds=""; rest=()
+while [ $# -gt 0 ]; do
+  case $1 in
+    --only) only=$2; shift 2 ;;
+    --seeds) seeds=$2; shift 2 ;;
+    *) rest+=("$1"); shift ;;
+  esac
+done
+pairs=$("$here/.venv/bin/python" -c "
+import sys, yaml
+values = yaml.safe_load(open(sys.argv[1]))
+only = [n for n in sys.argv[2].split(',') if n]
+unknown = [n for n in only if n not in values['configurations']]
+if unknown: sys.exit(f'campaign: unknown configuration(s) {unknown} in {sys.argv[1]}')
+seeds = [int(s) for s in sys.argv[3].split(',')] if sys.argv[3] else values.get('seeds', [0])
+print(' '.join(f'{n}:{s}' for n in values['configurations'] if not only or n in only for s in seeds))
+" "$experiment" "$only" "$seeds")
+for pair in $pairs; do
+  name=${pair%%:*}; seed=${pair##*:}
   code=$(git -C "$here" rev-parse --short HEAD)  # the code this run starts on (the tree may move on meanwhile)
   $snlad --quiet --threads "${THREADS:-1}" experiment --experiment "$experiment" --data "$data" --real-defects "$real" \
-    --out "$out" --only "$name" "$@" || { echo "campaign: $name failed (exit $?)" >&2; continue; }
+    --out "$out" --only "$name" --seeds "$seed" ${rest[@]+"${rest[@]}"} || { echo "campaign: $name seed $seed failed (exit $?)" >&2; continue; }
   if [ "${COMMIT:-1}" = 1 ] && [ -n "$repo" ]; then
     for try in 1 2 3 4 5; do  # another git command may hold the index for a moment
       git -C "$repo" add -- "$out" || { sleep 5; continue; }
       git -C "$repo" diff --cached --quiet -- "$out" && break  # nothing new: every run was already there
-      if git -C "$repo" commit -q -m "campaign $(basename "$out"): $name results ($code code)" -- "$out"; then
+      if git -C "$repo" commit -q -m "campaign $(basename "$out"): $name seed $seed results ($code code)" -- "$out"; then
         break
       fi
       sleep 5
