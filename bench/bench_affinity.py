@@ -48,12 +48,18 @@ def settings_of(variant: str):
 
 
 def child(kind: str, variant: str, batch: int, runs: int, threads: int) -> dict:
+    from snlad.config import MapConfig
     from snlad.engine.device import use_all_cores
     from snlad.losses.distillation import inter_affinity_loss, intra_affinity_loss
     from snlad.scoring import structural_distance
 
     use_all_cores() if threads == 0 else torch.set_num_threads(threads)
     settings = settings_of(variant)
+    map_settings = MapConfig(
+        affinity_mode=settings.affinity_mode,
+        affinity_size=settings.affinity_size,
+        affinity_window=settings.affinity_window,
+    )
     torch.manual_seed(0)
     teacher = [torch.randn(batch, c, s, s) for c, s in LEVELS]
     student = [(t + 0.3 * torch.randn_like(t)).requires_grad_(kind == "loss") for t in teacher]
@@ -70,7 +76,7 @@ def child(kind: str, variant: str, batch: int, runs: int, threads: int) -> dict:
         def op() -> None:
             with torch.inference_mode():
                 for t, s in zip(teacher, student):
-                    structural_distance(t, s.detach(), settings)
+                    structural_distance(t, s.detach(), map_settings)
 
     before = rss_mb()
     times = []

@@ -1,8 +1,10 @@
 """Presets, YAML files and overrides: unknown keys and wrong types are named."""
 
+from pathlib import Path
+
 import pytest
 
-from snlad.config import load_config, preset, write_yaml
+from snlad.config import check_registry, from_dict, load_config, map_term_weights, preset, read_yaml, write_yaml
 from snlad.errors import SnladError
 
 
@@ -65,3 +67,47 @@ def test_exponent_floats_without_a_dot_are_floats(tmp_path, written, value):
 def test_non_finite_or_malformed_floats_are_still_refused(written):
     with pytest.raises(SnladError, match=r"train\.lr"):
         load_config("fd", None, [f"train.lr={written}"])
+
+
+def test_the_structural_map_has_its_own_settings_and_old_files_read_them_from_the_loss():
+    """The map's affinity settings are its own; a file written before they existed meant the loss's."""
+    config = load_config("snl-fd", None, ["loss.affinity_mode=local", "loss.affinity_size=8"])
+    assert (config.map.affinity_mode, config.map.affinity_size) == ("pooled", 16)
+    old = config.to_dict()
+    for key in ("affinity_size", "affinity_mode", "affinity_window", "local"):
+        del old["map"][key]
+    restored = from_dict(old, "old run")
+    assert (restored.map.affinity_mode, restored.map.affinity_size, restored.map.local) == ("local", 8, 1.0)
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "docs/results").rglob("config.yaml")), ids=str)
+def test_every_run_file_in_the_results_still_loads(path):
+    """Run folders written by earlier versions (before model.architecture, before the map's own settings)."""
+    config = from_dict(read_yaml(path), str(path))
+    assert map_term_weights(config.map)["local"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("map.affinity_mode=window", "map.affinity_mode must be one of pooled, local"),
+        ("loss.spatial_kind=cosine", "loss.spatial_kind must be one of cos, kl"),
+        ("train.schedule=linear", "train.schedule must be one of constant, cosine"),
+        ("map.affinity_window=4", "map.affinity_window must be odd"),
+        ("map.local=-1", "map.local must be >= 0"),
+    ],
+)
+def test_string_options_are_checked_against_their_names(setting, message):
+    with pytest.raises(SnladError, match=message):
+        load_config("snl-fd", None, [setting])
+
+
+def test_an_empty_map_is_refused():
+    with pytest.raises(SnladError, match="map.local, map.beta must be > 0"):
+        load_config("fd", None, ["map.local=0"])
+
+
+def test_a_registry_that_differs_from_its_setting_stops_the_import():
+    check_registry({"cos": None, "kl": None}, "loss.spatial_kind")
+    with pytest.raises(ImportError, match="loss.spatial_kind"):
+        check_registry({"cos": None}, "loss.spatial_kind")

@@ -2,29 +2,44 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
-from snlad.config import LossConfig, MapConfig
-from snlad.scoring import AnomalyScorer, bilinear_matrix, blur_matrix, structural_distance
+from snlad.config import MapConfig, map_weight
+from snlad.scoring import MAP_TERMS, AnomalyScorer, MapTerm, bilinear_matrix, blur_matrix, structural_distance
+
+
+def direct_structural(t: torch.Tensor, s: torch.Tensor, grid: int) -> torch.Tensor:
+    """B x C x H x W pair -> B x h x w: mean over q of |cos(T_p, T_q) - cos(S_p, S_q)| on the average-pooled grid, spelled out."""
+    side = min(grid, t.shape[-1])
+    rows = []
+    for features in (t, s):
+        pooled = F.adaptive_avg_pool2d(features.double(), side).flatten(2)  # B x C x N
+        unit = pooled / pooled.norm(dim=1, keepdim=True)
+        rows.append(unit.transpose(1, 2) @ unit)  # B x N x N
+    return (rows[0] - rows[1]).abs().mean(dim=2).view(-1, side, side)
+
+
+def upsampled_sum(levels, image_size: int, sigma: float) -> np.ndarray:
+    """Per-level maps (B x h x w) bilinearly upsampled, summed, scipy-blurred: RD4AD's recipe."""
+    total = sum(
+        F.interpolate(level.unsqueeze(1).double(), size=(image_size, image_size), mode="bilinear", align_corners=False)
+        for level in levels
+    )[:, 0].numpy()
+    return np.stack([gaussian_filter(m, sigma, mode="mirror", truncate=4.0) for m in total]) if sigma else total
 
 
 def reference_maps(teacher, student, image_size: int, beta: float, sigma: float, affinity_size: int) -> np.ndarray:
-    """RD4AD's recipe spelled out: per-level 1 - cos (+ beta x structural), bilinear upsampling, sum, scipy Gaussian."""
-    total = torch.zeros(teacher[0].shape[0], 1, image_size, image_size, dtype=torch.float64)
-    for t, s in zip(teacher, student, strict=True):
-        level = (1 - F.cosine_similarity(t, s, dim=1)).unsqueeze(1).double()
-        total += F.interpolate(level, size=(image_size, image_size), mode="bilinear", align_corners=False)
-        if beta:
-            structural = structural_distance(t, s, LossConfig(affinity_size=affinity_size)).unsqueeze(1).double()
-            total += beta * F.interpolate(
-                structural, size=(image_size, image_size), mode="bilinear", align_corners=False
-            )
-    maps = total[:, 0].numpy()
-    return np.stack([gaussian_filter(m, sigma, mode="mirror", truncate=4.0) for m in maps]) if sigma else maps
+    """Per-level 1 - cos (+ beta x structural), upsampled, summed and blurred, without snlad's scoring code."""
+    levels = [1 - F.cosine_similarity(t.double(), s.double(), dim=1) for t, s in zip(teacher, student, strict=True)]
+    if beta:
+        levels += [beta * direct_structural(t, s, affinity_size) for t, s in zip(teacher, student, strict=True)]
+    return upsampled_sum(levels, image_size, sigma)
 
 
 @pytest.mark.parametrize("beta,sigma", [(0.0, 4.0), (1.5, 4.0), (2.0, 0.0)])
@@ -34,10 +49,7 @@ def test_scorer_equals_interpolate_sum_and_scipy_blur(beta, sigma):
     teacher = [torch.randn(2, 5, side, side) for side in sides]
     student = [torch.randn(2, 5, side, side) for side in sides]
     scorer = AnomalyScorer(
-        MapConfig(beta=beta, sigma=sigma, image_score="max"),
-        image_size=64,
-        affinity=LossConfig(affinity_size=8),
-        level_sides=sides,
+        MapConfig(beta=beta, sigma=sigma, image_score="max", affinity_size=8), image_size=64, level_sides=sides
     )
     maps, scores = scorer(teacher, student)
     expected = reference_maps(teacher, student, 64, beta, sigma, 8)
@@ -50,9 +62,7 @@ def test_topk_score_is_the_mean_of_the_top_one_percent():
     torch.manual_seed(1)
     features = [torch.randn(3, 4, 16, 16), torch.randn(3, 4, 8, 8), torch.randn(3, 4, 4, 4)]
     other = [f + 0.3 * torch.randn_like(f) for f in features]
-    scorer = AnomalyScorer(
-        MapConfig(beta=0.5, image_score="topk", topk_fraction=0.01), 64, LossConfig(affinity_size=8), (16, 8, 4)
-    )
+    scorer = AnomalyScorer(MapConfig(beta=0.5, image_score="topk", topk_fraction=0.01, affinity_size=8), 64, (16, 8, 4))
     maps, scores = scorer(features, other)
     expected = np.sort(maps.flatten(1).numpy(), axis=1)[:, ::-1][:, :41].mean(axis=1)  # ceil(1 % of 4096) pixels
     assert np.allclose(scores.numpy(), expected, atol=1e-6)
@@ -72,7 +82,7 @@ def test_matrices_reproduce_interpolation_and_mirror_blur():
 
 
 def test_scorer_refuses_a_level_it_was_not_built_for():
-    scorer = AnomalyScorer(MapConfig(), 64, LossConfig(affinity_size=8), (16, 8, 4))
+    scorer = AnomalyScorer(MapConfig(affinity_size=8), 64, (16, 8, 4))
     features = [torch.rand(1, 8, 40, 40)] * 3
     with pytest.raises(ValueError, match="no 40-wide level"):
         scorer(features, features)
@@ -81,7 +91,7 @@ def test_scorer_refuses_a_level_it_was_not_built_for():
 def test_local_structural_map_is_the_window_mean_of_the_affinity_difference_at_native_resolution():
     torch.manual_seed(3)
     teacher, student = torch.randn(1, 4, 6, 6), torch.randn(1, 4, 6, 6)
-    settings = LossConfig(affinity_mode="local", affinity_window=3)
+    settings = MapConfig(beta=1.0, affinity_mode="local", affinity_window=3)
     got = structural_distance(teacher, student, settings)[0]
     t, s = F.normalize(teacher[0], dim=0), F.normalize(student[0], dim=0)
     expected = torch.zeros(6, 6)
@@ -95,9 +105,45 @@ def test_local_structural_map_is_the_window_mean_of_the_affinity_difference_at_n
                         total += abs(float(t[:, y, x] @ t[:, yy, xx]) - float(s[:, y, x] @ s[:, yy, xx]))
             expected[y, x] = total / 9
     assert got.shape == (6, 6) and torch.allclose(got, expected, atol=1e-5)
-    scorer = AnomalyScorer(MapConfig(beta=1.0), 24, settings, (6, 3, 2))
+    scorer = AnomalyScorer(settings, 24, (6, 3, 2))
     maps, _ = scorer(
         [teacher, teacher[..., ::2, ::2], teacher[..., ::3, ::3]],
         [student, student[..., ::2, ::2], student[..., ::3, ::3]],
     )
     assert maps.shape == (1, 24, 24)
+
+
+@dataclasses.dataclass
+class ToyMapConfig(MapConfig):
+    """The map settings plus one more term's weight, as a new term's field in MapConfig would add it."""
+
+    toy: float = map_weight("toy", 0.5)
+
+
+def test_a_registered_map_term_adds_its_weighted_projected_map(monkeypatch):
+    """Adding a map term is a function and its registration: the map gains weight x its upsampled, blurred map."""
+
+    def toy_distance(teacher: torch.Tensor, student: torch.Tensor, config: MapConfig) -> torch.Tensor:
+        return (teacher - student).abs().mean(dim=1)  # B x C x H x W -> B x H x W
+
+    monkeypatch.setitem(MAP_TERMS, "toy", MapTerm(toy_distance))
+    torch.manual_seed(4)
+    sides = (16, 8, 4)
+    teacher = [torch.randn(2, 5, side, side) for side in sides]
+    student = [torch.randn(2, 5, side, side) for side in sides]
+    plain, _ = AnomalyScorer(MapConfig(beta=1.0, affinity_size=8), 64, sides)(teacher, student)
+    with_toy, _ = AnomalyScorer(ToyMapConfig(beta=1.0, affinity_size=8), 64, sides)(teacher, student)
+    toy_levels = [0.5 * (t - s).double().abs().mean(dim=1) for t, s in zip(teacher, student, strict=True)]
+    expected = upsampled_sum(toy_levels, 64, 4.0)
+    assert np.abs((with_toy - plain).double().numpy() - expected).max() < 1e-5
+    assert np.abs(expected).max() > 0.1  # the term moved the map: the comparison above could fail
+
+
+def test_map_terms_with_weight_zero_are_not_computed(monkeypatch):
+    def refuse(teacher: torch.Tensor, student: torch.Tensor, config: MapConfig) -> torch.Tensor:
+        raise AssertionError("a term of weight 0 was computed")
+
+    monkeypatch.setitem(MAP_TERMS, "structural", MapTerm(refuse))
+    features = [torch.randn(1, 3, 8, 8)]
+    maps, _ = AnomalyScorer(MapConfig(beta=0.0), 32, (8,))(features, [f + 1 for f in features])
+    assert maps.shape == (1, 32, 32)

@@ -14,6 +14,7 @@ import math
 import re
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,27 @@ MODEL_NAMES = ("fd", "rd", "snl-fd", "snl-rd", "patchcore")  # the presets
 ARCHITECTURES = ("fd", "rd", "patchcore")  # what model.architecture builds: snlad.models.BUILDERS
 PRESET_ARCHITECTURES = {"fd": "fd", "snl-fd": "fd", "rd": "rd", "snl-rd": "rd", "patchcore": "patchcore"}
 """Each preset's architecture; also what a config file written before ``model.architecture`` existed means."""
-CRAM_OUTPUT_NAMES = ("residual", "centres", "bottleneck")  # implemented by snlad.models.cram.CRAM_OUTPUTS
-CRAM_INIT_NAMES = ("random", "kmeans")  # implemented by snlad.models.cram.CRAM_INITS
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.name": MODEL_NAMES,  # PRESETS
+    "model.architecture": ARCHITECTURES,  # snlad.models.BUILDERS
+    "model.cram_output": ("residual", "centres", "bottleneck"),  # snlad.models.cram.CRAM_OUTPUTS
+    "model.cram_init": ("random", "kmeans"),  # snlad.models.cram.CRAM_INITS
+    "loss.affinity_distance": ("l1", "l2"),  # snlad.losses.distillation.AFFINITY_DISTANCES
+    "loss.affinity_mode": ("pooled", "local"),  # snlad.losses.distillation.AFFINITY_MODES
+    "loss.spatial_kind": ("cos", "kl"),  # snlad.losses.distillation.SPATIAL_KINDS
+    "loss.inter_kind": ("cross", "batch"),  # snlad.losses.distillation.INTER_KINDS
+    "map.distance": ("cosine", "euclidean"),  # snlad.scoring.DISTANCES
+    "map.affinity_mode": ("pooled", "local"),  # snlad.scoring.STRUCTURAL_MODES
+    "map.image_score": ("max", "topk"),  # snlad.scoring.IMAGE_SCORES
+    "train.amp": ("none", "bf16"),  # snlad.engine.precision.PRECISIONS
+    "train.schedule": ("constant", "cosine"),  # snlad.engine.train.SCHEDULES
+}
+"""Every string setting that picks an implementation, and the names it accepts.
+
+Each is implemented by a registry (name -> implementation) in the module that
+uses it, tied to this list by :func:`check_registry` at import, so no name is
+accepted that nothing implements and no implementation hides behind an ``else``.
+"""
 RESUMABLE_SETTINGS = ("train.epochs", "train.device", "data.num_workers", "data.cache_mb", "train.teacher_cache_mb")
 """What ``--resume`` may change: more epochs, where and how fast it runs; anything else would not continue the same training."""
 
@@ -111,22 +131,58 @@ class LossConfig:
     inter_kind: str = "cross"  # inter-affinity: "cross" (A_TS towards A_T) or "batch" (across the batch's images)
 
 
+def check_registry(registry: Mapping[str, object], setting: str) -> None:
+    """Refuse to import a module whose registry for ``setting`` implements other names than :data:`CHOICES` lists."""
+    if set(registry) != set(CHOICES[setting]):
+        raise ImportError(
+            f"{setting}: the registry implements {sorted(registry)}, the config accepts {sorted(CHOICES[setting])}"
+        )
+
+
 def term_weights(loss: LossConfig) -> dict[str, float]:
     """Every distillation term's weight, by name, in declaration order."""
     return {f.name: getattr(loss, f.name) for f in dataclasses.fields(loss) if f.metadata.get("term")}
 
 
+def map_weight(term: str, weight: float) -> float:
+    """An anomaly-map term's weight (0 switches it off): a MapConfig field that ``snlad.scoring.MAP_TERMS[term]`` implements."""
+    return field(default=weight, metadata={"map_term": term})
+
+
 @dataclass
 class MapConfig:
-    beta: float = 0.0  # weight of the intra-affinity distance in the anomaly map (SNL part 3)
+    """The anomaly map: a weighted sum of map terms per level (``snlad.scoring.MAP_TERMS``), their settings, the image score.
+
+    The fields made with :func:`map_weight` are the list of terms; each term's
+    settings are plain fields beside its weight.
+    """
+
+    local: float = map_weight("local", 1.0)  # per-position distance between the two feature maps (STPM, RD4AD)
+    # The local term's distance: "cosine" (1 - cos, the distillation models) or
+    # "euclidean" (PatchCore: the L2 distance to the nearest memory-bank patch).
+    distance: str = "cosine"
+    beta: float = map_weight("structural", 0.0)  # weight of the intra-affinity distance (SNL part 3)
+    # The structural term's affinities, as the training loss's (loss.affinity_*) by default; a config file written
+    # before the map had its own takes the loss's (from_dict).
+    affinity_size: int = 16
+    affinity_mode: str = "pooled"
+    affinity_window: int = 7
     sigma: float = 4.0  # Gaussian blur at 256 px (RD4AD)
     # "topk" (mean of the top 1 % pixels) beat RD4AD's "max" for all four models on
     # held-out normals + synthetic anomalies (docs/results/selection-map.md).
     image_score: str = "topk"
     topk_fraction: float = 0.01
-    # Per-position distance between the two feature maps: "cosine" (1 - cos, the distillation models) or
-    # "euclidean" (PatchCore: the L2 distance to the nearest memory-bank patch).
-    distance: str = "cosine"
+
+
+MAP_SETTINGS_FROM_LOSS = ("affinity_size", "affinity_mode", "affinity_window")
+"""The structural map's settings that a config file written before the map had its own took from the loss."""
+
+
+def map_term_weights(config: MapConfig) -> dict[str, float]:
+    """Every anomaly-map term's weight, by term name, in declaration order."""
+    return {
+        f.metadata["map_term"]: getattr(config, f.name) for f in dataclasses.fields(config) if "map_term" in f.metadata
+    }
 
 
 @dataclass
@@ -220,6 +276,10 @@ def from_dict(data: dict[str, Any], source: str) -> Config:
         if section_field.name == "model" and "architecture" not in values and "name" in values:
             # Written before model.architecture existed: the preset's name said it.
             values = {**values, "architecture": PRESET_ARCHITECTURES.get(values["name"], values["name"])}
+        if section_field.name == "map" and isinstance(data.get("loss"), dict):
+            # Written before the map had its own structural settings: it used the loss's.
+            borrowed = {key: data["loss"][key] for key in MAP_SETTINGS_FROM_LOSS if key in data["loss"]}
+            values = {**borrowed, **values}
         checked = {}
         for key, value in values.items():
             if key not in field_hints:
@@ -269,98 +329,126 @@ def is_seed(value: object) -> bool:
 
 
 def _validate(config: Config, source: str) -> None:
-    """Value checks that types alone cannot express."""
+    """Value checks that types alone cannot express: each string option against :data:`CHOICES`, then each section's bounds."""
     checks = [
-        (config.model.name in MODEL_NAMES, f"model.name must be one of {', '.join(MODEL_NAMES)}"),
         (
-            config.model.architecture in ARCHITECTURES,
-            f"model.architecture must be one of {', '.join(ARCHITECTURES)}",
-        ),
+            getattr(getattr(config, setting.split(".")[0]), setting.split(".")[1]) in names,
+            f"{setting} must be one of {', '.join(names)}",
+        )
+        for setting, names in CHOICES.items()
+    ]
+    checks += _data_checks(config.data) + _model_checks(config.model) + _loss_checks(config.loss)
+    checks += _map_checks(config.map, config.data.image_size) + _train_checks(config.train)
+    checks.append(
         (
-            32 <= config.data.image_size <= MAX_IMAGE_SIZE and config.data.image_size % 16 == 0,
+            config.data.cache_mb >= 0 and config.train.teacher_cache_mb >= 0,
+            "data.cache_mb and train.teacher_cache_mb must be >= 0",
+        )
+    )
+    for ok, message in checks:
+        if not ok:
+            raise SnladError(f"{source}: {message}")
+
+
+Checks = list[tuple[bool, str]]
+"""(condition that must hold, what the setting must be) pairs."""
+
+
+def _data_checks(data: DataConfig) -> Checks:
+    return [
+        (
+            32 <= data.image_size <= MAX_IMAGE_SIZE and data.image_size % 16 == 0,
             f"data.image_size must be a multiple of 16 in [32, {MAX_IMAGE_SIZE}] "
             f"({MAX_IMAGE_SIZE} px already costs 64x the memory of 256 px)",
         ),
         (
-            0 <= config.data.num_workers <= MAX_WORKERS,
+            0 <= data.num_workers <= MAX_WORKERS,
             f"data.num_workers must be in [0, {MAX_WORKERS}] (0 decodes on the training thread)",
         ),
-        (0.0 <= config.data.holdout_fraction < 1.0, "data.holdout_fraction must be in [0, 1)"),
-        (config.train.epochs >= 1, "train.epochs must be >= 1"),
-        (config.train.batch_size >= 1, "train.batch_size must be >= 1"),
-        (config.train.lr > 0, "train.lr must be > 0"),
+        (0.0 <= data.holdout_fraction < 1.0, "data.holdout_fraction must be in [0, 1)"),
+    ]
+
+
+def _model_checks(model: ModelConfig) -> Checks:
+    return [
         (
-            1 <= config.model.cram_centres <= MAX_CRAM_CENTRES,
+            1 <= model.cram_centres <= MAX_CRAM_CENTRES,
             f"model.cram_centres must be in [1, {MAX_CRAM_CENTRES}] (the paper uses 8-64)",
         ),
         (
-            len(config.model.decoder_blocks) == 3 and all(n >= 1 for n in config.model.decoder_blocks),
+            len(model.decoder_blocks) == 3 and all(n >= 1 for n in model.decoder_blocks),
             "model.decoder_blocks must be 3 block counts >= 1 (deepest stage first)",
         ),
-        (0.0 <= config.model.bottleneck_dropout < 1.0, "model.bottleneck_dropout must be in [0, 1)"),
+        (0.0 <= model.bottleneck_dropout < 1.0, "model.bottleneck_dropout must be in [0, 1)"),
         (
-            config.model.architecture == "rd"
-            or (config.model.decoder_blocks == [1, 1, 1] and config.model.bottleneck_dropout == 0),
+            model.architecture == "rd" or (model.decoder_blocks == [1, 1, 1] and model.bottleneck_dropout == 0),
             "model.decoder_blocks and model.bottleneck_dropout belong to the rd models (fd has no decoder)",
         ),
-        (config.model.cram_tau > 0, "model.cram_tau must be > 0"),
-        (0.0 < config.model.coreset_fraction <= 1.0, "model.coreset_fraction must be in (0, 1]"),
-        (config.model.coreset_projection >= 1, "model.coreset_projection must be >= 1"),
+        (model.cram_tau > 0, "model.cram_tau must be > 0"),
+        (0.0 < model.coreset_fraction <= 1.0, "model.coreset_fraction must be in (0, 1]"),
+        (model.coreset_projection >= 1, "model.coreset_projection must be >= 1"),
         (
-            config.model.architecture != "patchcore" or not config.model.cram,
+            model.architecture != "patchcore" or not model.cram,
             "model.cram belongs to the distillation models (patchcore has no student)",
         ),
+    ]
+
+
+def _affinity_checks(settings: LossConfig | MapConfig, section: str) -> Checks:
+    """The affinity settings the loss and the map's structural term each have."""
+    return [
         (
-            config.model.cram_output in CRAM_OUTPUT_NAMES,
-            f"model.cram_output must be one of {', '.join(CRAM_OUTPUT_NAMES)}",
+            2 <= settings.affinity_size <= MAX_AFFINITY_SIZE,
+            f"{section}.affinity_size must be in [2, {MAX_AFFINITY_SIZE}] (an affinity costs side^4 per image)",
         ),
-        (config.model.cram_init in CRAM_INIT_NAMES, f"model.cram_init must be one of {', '.join(CRAM_INIT_NAMES)}"),
         (
-            2 <= config.loss.affinity_size <= MAX_AFFINITY_SIZE,
-            f"loss.affinity_size must be in [2, {MAX_AFFINITY_SIZE}] (an affinity costs side^4 per image)",
+            3 <= settings.affinity_window <= MAX_AFFINITY_WINDOW and settings.affinity_window % 2 == 1,
+            f"{section}.affinity_window must be odd and in [3, {MAX_AFFINITY_WINDOW}]",
         ),
-        (config.loss.affinity_distance in ("l1", "l2"), "loss.affinity_distance must be 'l1' or 'l2'"),
-        (config.loss.affinity_mode in ("pooled", "local"), "loss.affinity_mode must be 'pooled' or 'local'"),
+    ]
+
+
+def _loss_checks(loss: LossConfig) -> Checks:
+    checks = _affinity_checks(loss, "loss") + [(loss.spatial_tau > 0, "loss.spatial_tau must be > 0")]
+    checks += [(weight >= 0, f"loss.{name} must be >= 0") for name, weight in term_weights(loss).items()]
+    return checks + [(loss.channel + loss.whole_map > 0, "loss.channel or loss.whole_map must be > 0")]
+
+
+def _map_checks(config: MapConfig, image_size: int) -> Checks:
+    weights = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if "map_term" in f.metadata}
+    checks = _affinity_checks(config, "map") + [
+        (weight >= 0, f"map.{name} must be >= 0") for name, weight in weights.items()
+    ]
+    return checks + [
+        (sum(weights.values()) > 0, f"one of map.{', map.'.join(weights)} must be > 0 (the map is their weighted sum)"),
+        (0.0 < config.topk_fraction <= 1.0, "map.topk_fraction must be in (0, 1]"),
         (
-            3 <= config.loss.affinity_window <= MAX_AFFINITY_WINDOW and config.loss.affinity_window % 2 == 1,
-            f"loss.affinity_window must be odd and in [3, {MAX_AFFINITY_WINDOW}]",
-        ),
-        (config.loss.spatial_kind in ("cos", "kl"), "loss.spatial_kind must be 'cos' or 'kl'"),
-        (config.loss.spatial_tau > 0, "loss.spatial_tau must be > 0"),
-        (config.loss.inter_kind in ("cross", "batch"), "loss.inter_kind must be 'cross' or 'batch'"),
-        (config.map.image_score in ("max", "topk"), "map.image_score must be 'max' or 'topk'"),
-        (0.0 < config.map.topk_fraction <= 1.0, "map.topk_fraction must be in (0, 1]"),
-        (config.map.distance in ("cosine", "euclidean"), "map.distance must be 'cosine' or 'euclidean'"),
-        (
-            0 <= config.map.sigma <= config.data.image_size / 4,
+            0 <= config.sigma <= image_size / 4,
             "map.sigma must be in [0, data.image_size / 4] (a wider blur spreads every defect over the whole image)",
         ),
+    ]
+
+
+def _train_checks(train: TrainConfig) -> Checks:
+    return [
+        (train.epochs >= 1, "train.epochs must be >= 1"),
+        (train.batch_size >= 1, "train.batch_size must be >= 1"),
+        (train.lr > 0, "train.lr must be > 0"),
         (
-            all(0.0 <= beta < 1.0 for beta in config.train.betas),
+            all(0.0 <= beta < 1.0 for beta in train.betas),
             "train.betas must be two numbers in [0, 1) (Adam's moment decays)",
         ),
-        (config.train.weight_decay >= 0, "train.weight_decay must be >= 0"),
-        (is_seed(config.train.seed), f"train.seed must be a whole number in [0, {MAX_SEED}]"),
-        (config.train.amp in ("none", "bf16"), "train.amp must be 'none' or 'bf16'"),
-        (config.train.schedule in ("constant", "cosine"), "train.schedule must be 'constant' or 'cosine'"),
+        (train.weight_decay >= 0, "train.weight_decay must be >= 0"),
+        (is_seed(train.seed), f"train.seed must be a whole number in [0, {MAX_SEED}]"),
         (
-            0 <= config.train.warmup_epochs < config.train.epochs or config.train.warmup_epochs == 0,
+            0 <= train.warmup_epochs < train.epochs or train.warmup_epochs == 0,
             "train.warmup_epochs must be in [0, train.epochs)",
         ),
         (
-            config.data.cache_mb >= 0 and config.train.teacher_cache_mb >= 0,
-            "data.cache_mb and train.teacher_cache_mb must be >= 0",
-        ),
-        (
-            config.train.device in ("auto", "cpu") or config.train.device.startswith("cuda"),
+            train.device in ("auto", "cpu") or train.device.startswith("cuda"),
             "train.device must be auto, cpu or cuda[:N]",
         ),
     ]
-    checks += [(weight >= 0, f"loss.{name} must be >= 0") for name, weight in term_weights(config.loss).items()]
-    checks.append((config.loss.channel + config.loss.whole_map > 0, "loss.channel or loss.whole_map must be > 0"))
-    for ok, message in checks:
-        if not ok:
-            raise SnladError(f"{source}: {message}")
 
 
 def parse_override(text: str) -> dict[str, Any]:

@@ -1,32 +1,38 @@
 """Anomaly maps and image scores: one implementation for training, test, predict, calibration, selection, probes and export.
 
-Per level: the local distance ``1 - cos(T[:, p], S[:, p])`` (PatchCore: the L2
-distance of a patch to its nearest memory-bank patch, ``map.distance``) plus, for SNL,
-``beta`` times the structural distance ``mean_q |A_T(p, q) - A_S(p, q)|`` (the
-row of the intra-affinity difference, from the same affinities as the training
-loss: on its pooled grid, or over each position's local window). Levels are upsampled bilinearly to the input size, summed and
+Per level, a weighted sum of *map terms* (:data:`MAP_TERMS`, weights and
+settings in ``MapConfig``): ``local`` (``map.local``), the per-position
+distance ``1 - cos(T[:, p], S[:, p])`` (PatchCore: the L2 distance of a patch
+to its nearest memory-bank patch, ``map.distance``), and for SNL ``structural``
+(``map.beta``), ``mean_q |A_T(p, q) - A_S(p, q)|``, the row of the
+intra-affinity difference (on its pooled grid, or over each position's local
+window: ``map.affinity_*``). Levels are upsampled bilinearly to the input size, summed and
 Gaussian-smoothed (sigma 4 at 256 px, as RD4AD; truncated at 4 sigma with
 mirror borders, as ``scipy.ndimage.gaussian_filter``); the image score is the
-map's max or the mean of its top-k pixels.
+map's max or the mean of its top-k pixels (:data:`IMAGE_SCORES`).
 
 Upsampling and blurring are linear along each image axis, so
 ``blur(sum_l up(D_l)) = sum_l K_l D_l K_l^T`` with ``K_l = G U_l`` (S x h_l)
 precomputed per level side: a few small matmuls instead of full-resolution
 interpolations and a 33-tap convolution over every map. An ``nn.Module``, so
 export puts the whole scoring into the graph.
+
+Adding a map term is one function registered here with :func:`map_term` and
+its weight in ``MapConfig`` (``map_weight``), with any settings it needs beside it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snlad.config import LossConfig, MapConfig
+from snlad.config import MapConfig, check_registry, map_term_weights
 from snlad.losses.affinity import affinity, local_affinity, pooled_positions
 from snlad.models.teacher_student import Features
 
@@ -82,23 +88,90 @@ def euclidean_distance(features: torch.Tensor, nearest: torch.Tensor) -> torch.T
 
 
 DISTANCES = {"cosine": local_distance, "euclidean": euclidean_distance}
-"""``map.distance``: how a position's two features are compared."""
+"""``map.distance``: how the local term compares a position's two features."""
+check_registry(DISTANCES, "map.distance")
+
+MapFn = Callable[[torch.Tensor, torch.Tensor, MapConfig], torch.Tensor]
+"""(teacher, student features of one level, B x C x H x W; the map settings) -> B x h x w distances."""
 
 
-def structural_distance(teacher: torch.Tensor, student: torch.Tensor, settings: LossConfig) -> torch.Tensor:
-    """B x C x H x W pair -> B x h x w, mean_q |A_T(p, q) - A_S(p, q)|, the affinities of the training loss.
+def same_side(side: int, config: MapConfig) -> int:
+    """A term whose map has the level's own resolution."""
+    return side
 
-    "pooled": over all q of the pooled grid (h, w <= affinity_size); "local": over the
-    k x k window around p, at the level's own resolution (h, w = H, W).
+
+@dataclass(frozen=True)
+class MapTerm:
+    """One registered map term: its distance map, and the side of that map for a level of a given side."""
+
+    distance: MapFn
+    side: Callable[[int, MapConfig], int] = same_side
+
+
+MAP_TERMS: dict[str, MapTerm] = {}
+
+
+def map_term(name: str, side: Callable[[int, MapConfig], int] = same_side) -> Callable[[MapFn], MapFn]:
+    """Register a per-level distance map as the map term ``name`` (its weight: the MapConfig field ``map_weight(name)``).
+
+    ``side`` gives the side of the term's map for a level of that side (a term
+    on a coarser grid), so the scorer can precompute its upsampling.
     """
-    if settings.affinity_mode == "local":
-        window = settings.affinity_window
-        return (local_affinity(teacher, teacher, window) - local_affinity(student, student, window)).abs().mean(dim=1)
+
+    def register(fn: MapFn) -> MapFn:
+        MAP_TERMS[name] = MapTerm(fn, side)
+        return fn
+
+    return register
+
+
+@map_term("local")
+def local_term(teacher: torch.Tensor, student: torch.Tensor, config: MapConfig) -> torch.Tensor:
+    """B x C x H x W pair -> B x H x W: ``map.distance`` between the two features at each position."""
+    return DISTANCES[config.distance](teacher, student)
+
+
+def pooled_structural(teacher: torch.Tensor, student: torch.Tensor, config: MapConfig) -> torch.Tensor:
+    """B x C x H x W pair -> B x h x w: mean over all q of the pooled grid (h, w <= affinity_size)."""
     height, width = teacher.shape[-2:]
-    size = settings.affinity_size
+    size = config.affinity_size
     t, s = pooled_positions(teacher, size), pooled_positions(student, size)
     difference = (affinity(t, t) - affinity(s, s)).abs().mean(dim=2)  # B x N
     return difference.view(-1, min(height, size), min(width, size))
+
+
+def local_structural(teacher: torch.Tensor, student: torch.Tensor, config: MapConfig) -> torch.Tensor:
+    """B x C x H x W pair -> B x H x W: mean over the k x k window around p, at the level's own resolution."""
+    window = config.affinity_window
+    return (local_affinity(teacher, teacher, window) - local_affinity(student, student, window)).abs().mean(dim=1)
+
+
+STRUCTURAL_MODES = {
+    "pooled": MapTerm(pooled_structural, lambda side, config: min(side, config.affinity_size)),
+    "local": MapTerm(local_structural),
+}
+"""``map.affinity_mode``: how the structural term compares positions (the training loss's ``loss.affinity_mode``)."""
+check_registry(STRUCTURAL_MODES, "map.affinity_mode")
+
+
+@map_term("structural", side=lambda side, config: STRUCTURAL_MODES[config.affinity_mode].side(side, config))
+def structural_distance(teacher: torch.Tensor, student: torch.Tensor, config: MapConfig) -> torch.Tensor:
+    """B x C x H x W pair -> B x h x w, mean_q |A_T(p, q) - A_S(p, q)|, the affinities of the training loss."""
+    return STRUCTURAL_MODES[config.affinity_mode].distance(teacher, student, config)
+
+
+if set(MAP_TERMS) != set(map_term_weights(MapConfig())):
+    raise ImportError(
+        f"snlad.scoring.MAP_TERMS {sorted(MAP_TERMS)} must implement exactly the MapConfig terms "
+        f"{sorted(map_term_weights(MapConfig()))}"
+    )
+
+IMAGE_SCORES: dict[str, Callable[[MapConfig, int], int]] = {
+    "max": lambda config, pixels: 1,
+    "topk": lambda config, pixels: max(1, math.ceil(config.topk_fraction * pixels)),
+}
+"""``map.image_score``: how many of a map's highest pixels the image score averages, of ``pixels``."""
+check_registry(IMAGE_SCORES, "map.image_score")
 
 
 class AnomalyScorer(nn.Module):
@@ -106,20 +179,17 @@ class AnomalyScorer(nn.Module):
 
     ``level_sides`` are the sides of the model's feature maps at image size S
     (``Backbone.level_sides``); one projection ``K = G U`` is precomputed for
-    each, and for each side of the structural grid.
+    each side a map term's map has at those levels.
     """
 
-    def __init__(self, config: MapConfig, image_size: int, affinity: LossConfig, level_sides: Sequence[int]) -> None:
+    def __init__(self, config: MapConfig, image_size: int, level_sides: Sequence[int]) -> None:
         super().__init__()
-        self.beta = config.beta
-        self.distance = DISTANCES[config.distance]
+        self.config = config
+        self.terms = [(MAP_TERMS[name], weight) for name, weight in map_term_weights(config).items() if weight > 0]
         self.image_size = image_size
-        self.affinity = (
-            affinity  # how the structural distance compares positions: the training loss's affinity settings
-        )
-        self.topk = 1 if config.image_score == "max" else max(1, math.ceil(config.topk_fraction * image_size**2))
+        self.topk = IMAGE_SCORES[config.image_score](config, image_size**2)
         blur = blur_matrix(image_size, config.sigma)
-        sides = set(level_sides) | {min(side, affinity.affinity_size) for side in level_sides}
+        sides = {term.side(side, config) for term, _ in self.terms for side in level_sides}
         for side in sorted(sides):
             projection = torch.from_numpy(blur @ bilinear_matrix(side, image_size)).float()
             self.register_buffer(f"k{side}", projection, persistent=False)
@@ -135,10 +205,11 @@ class AnomalyScorer(nn.Module):
         return getattr(self, f"k{height}") @ maps @ getattr(self, f"k{width}").T
 
     def level_map(self, teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
-        """One level's contribution to the smoothed map, B x S x S."""
-        level = self.project(self.distance(teacher, student))
-        if self.beta > 0:
-            level = level + self.beta * self.project(structural_distance(teacher, student, self.affinity))
+        """One level's contribution to the smoothed map, B x S x S: the weighted sum of the terms' projected maps."""
+        level = None
+        for term, weight in self.terms:
+            part = weight * self.project(term.distance(teacher, student, self.config))
+            level = part if level is None else level + part
         return level
 
     def forward(self, teacher: Features, student: Features) -> tuple[torch.Tensor, torch.Tensor]:

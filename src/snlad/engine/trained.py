@@ -82,7 +82,7 @@ def build_scorer(config: Config, model: TeacherStudent) -> AnomalyScorer:
     """The scorer of ``config``'s anomaly map for ``model``'s feature levels, on the model's device."""
     sides = model.teacher.level_sides(config.data.image_size)
     device = next(model.parameters()).device
-    return AnomalyScorer(config.map, config.data.image_size, config.loss, sides).to(device)
+    return AnomalyScorer(config.map, config.data.image_size, sides).to(device)
 
 
 def model_from_state(config: Config, state: dict[str, torch.Tensor], source: Path) -> TeacherStudent:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from snlad.config import LossConfig, term_weights
+from snlad.config import LossConfig, check_registry, term_weights
 from snlad.losses.affinity import affinity, batch_affinity, local_affinity, pooled_positions
 from snlad.models.teacher_student import Auxiliary, Features
 
@@ -79,33 +79,57 @@ def whole_map_loss(teacher: torch.Tensor, student: torch.Tensor, config: LossCon
     return (1 - F.cosine_similarity(teacher.flatten(1), student.flatten(1), dim=1)).mean()
 
 
-@level_term("spatial")
-def spatial_loss(teacher: torch.Tensor, student: torch.Tensor, config: LossConfig) -> torch.Tensor:
-    """SNL spatial-wise distillation, per channel over positions (``loss.spatial_kind``).
+def spatial_cos(teacher: torch.Tensor, student: torch.Tensor, config: LossConfig) -> torch.Tensor:
+    """Mean over channels of 1 - cos(T[c, :], S[c, :]) across positions."""
+    return (1 - F.cosine_similarity(teacher.flatten(2), student.flatten(2), dim=2)).mean()
 
-    "cos": mean over channels of 1 - cos(T[c, :], S[c, :]). "kl": mean over channels
-    of KL(P_T || P_S) between softmax distributions over positions with temperature
-    tau (channel-wise distillation, Shu et al. 2021; the reading the third-party
-    SNL code supports), times tau^2 so the gradient scale does not depend on tau.
+
+def spatial_kl(teacher: torch.Tensor, student: torch.Tensor, config: LossConfig) -> torch.Tensor:
+    """Mean over channels of KL(P_T || P_S) of spatial softmaxes with temperature tau, times tau^2.
+
+    Channel-wise distillation (Shu et al. 2021; the reading the third-party SNL
+    code supports); tau^2 keeps the gradient scale independent of tau.
     """
-    if config.spatial_kind == "cos":
-        return (1 - F.cosine_similarity(teacher.flatten(2), student.flatten(2), dim=2)).mean()
     tau = config.spatial_tau
     log_p_teacher = F.log_softmax(teacher.flatten(2).float() / tau, dim=2)
     log_p_student = F.log_softmax(student.flatten(2).float() / tau, dim=2)
     return (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=2).mean() * tau**2
 
 
+SPATIAL_KINDS: dict[str, LevelFn] = {"cos": spatial_cos, "kl": spatial_kl}
+check_registry(SPATIAL_KINDS, "loss.spatial_kind")
+
+
+@level_term("spatial")
+def spatial_loss(teacher: torch.Tensor, student: torch.Tensor, config: LossConfig) -> torch.Tensor:
+    """SNL spatial-wise distillation, per channel over positions, as ``loss.spatial_kind`` (:data:`SPATIAL_KINDS`)."""
+    return SPATIAL_KINDS[config.spatial_kind](teacher, student, config)
+
+
+AFFINITY_DISTANCES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "l1": lambda difference: difference.abs().mean(),
+    "l2": lambda difference: difference.pow(2).mean(),
+}
+"""``loss.affinity_distance``: the mean of a difference of affinity matrices."""
+check_registry(AFFINITY_DISTANCES, "loss.affinity_distance")
+
+
 def _distance(a: torch.Tensor, b: torch.Tensor, kind: str) -> torch.Tensor:
-    difference = a - b
-    return difference.abs().mean() if kind == "l1" else difference.pow(2).mean()
+    return AFFINITY_DISTANCES[kind](a - b)
+
+
+AFFINITY_MODES: dict[str, Callable[[torch.Tensor, torch.Tensor, LossConfig], torch.Tensor]] = {
+    "pooled": lambda a, b, config: affinity(
+        pooled_positions(a, config.affinity_size), pooled_positions(b, config.affinity_size)
+    ),
+    "local": lambda a, b, config: local_affinity(a, b, config.affinity_window),
+}
+"""``loss.affinity_mode``: cosine affinities of a's positions to b's on the pooled grid, or in local windows."""
+check_registry(AFFINITY_MODES, "loss.affinity_mode")
 
 
 def _affinity(a: torch.Tensor, b: torch.Tensor, config: LossConfig) -> torch.Tensor:
-    """Cosine affinities of a's positions to b's, as ``loss.affinity_mode`` computes them (pooled grid, or local windows)."""
-    if config.affinity_mode == "local":
-        return local_affinity(a, b, config.affinity_window)
-    return affinity(pooled_positions(a, config.affinity_size), pooled_positions(b, config.affinity_size))
+    return AFFINITY_MODES[config.affinity_mode](a, b, config)
 
 
 @level_term("intra")
@@ -114,25 +138,33 @@ def intra_affinity_loss(teacher: torch.Tensor, student: torch.Tensor, config: Lo
     return _distance(_affinity(teacher, teacher, config), _affinity(student, student, config), config.affinity_distance)
 
 
-@level_term("inter")
-def inter_affinity_loss(teacher: torch.Tensor, student: torch.Tensor, config: LossConfig) -> torch.Tensor:
-    """SNL inter-affinity distillation (``loss.inter_kind``).
+def cross_inter(teacher: torch.Tensor, student: torch.Tensor, config: LossConfig) -> torch.Tensor:
+    """The teacher-student cross affinity A_TS pushed towards A_T (the student relates to the teacher as the
+    teacher to itself), pooled or local as the intra term."""
+    return _distance(_affinity(teacher, student, config), _affinity(teacher, teacher, config), config.affinity_distance)
 
-    "cross": the teacher-student cross affinity A_TS pushed towards A_T (the student
-    relates to the teacher as the teacher to itself), pooled or local as the intra
-    term. "batch": positions of one image against positions of the *other* images of
-    the batch (in a multi-class batch, often other products), on the pooled grid: the
-    student must relate different images, i.e. different classes, as the teacher does.
+
+def batch_inter(teacher: torch.Tensor, student: torch.Tensor, config: LossConfig) -> torch.Tensor:
+    """Positions of one image against positions of the *other* images of the batch, on the pooled grid.
+
+    In a multi-class batch these are often other products: the student must
+    relate different images, i.e. different classes, as the teacher does.
     """
-    if config.inter_kind == "cross":
-        return _distance(
-            _affinity(teacher, student, config), _affinity(teacher, teacher, config), config.affinity_distance
-        )
     t, s = pooled_positions(teacher, config.affinity_size), pooled_positions(student, config.affinity_size)
     if len(t) < 2:
         return teacher.new_zeros(())
     other = ~torch.eye(len(t), dtype=torch.bool, device=t.device)
     return _distance(batch_affinity(t, t)[other], batch_affinity(s, s)[other], config.affinity_distance)
+
+
+INTER_KINDS: dict[str, LevelFn] = {"cross": cross_inter, "batch": batch_inter}
+check_registry(INTER_KINDS, "loss.inter_kind")
+
+
+@level_term("inter")
+def inter_affinity_loss(teacher: torch.Tensor, student: torch.Tensor, config: LossConfig) -> torch.Tensor:
+    """SNL inter-affinity distillation, as ``loss.inter_kind`` (:data:`INTER_KINDS`)."""
+    return INTER_KINDS[config.inter_kind](teacher, student, config)
 
 
 @model_term("inter_levels")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from snlad.backbones import Backbone, build_backbone
-from snlad.config import ARCHITECTURES, ModelConfig
+from snlad.config import ModelConfig, check_registry
 from snlad.models.cram import build_crams
 from snlad.models.fd import FeatureDistillation
 from snlad.models.patchcore import PatchCore
@@ -44,10 +44,7 @@ BUILDERS: dict[str, Callable[[ModelConfig, Backbone], TeacherStudent]] = {
     "patchcore": _patchcore,
 }
 """``model.architecture`` -> its builder (from the settings and the frozen teacher); names in ``config.ARCHITECTURES``."""
-if set(BUILDERS) != set(ARCHITECTURES):
-    raise ImportError(
-        f"snlad.models.BUILDERS {sorted(BUILDERS)} must build model.architecture's {sorted(ARCHITECTURES)}"
-    )
+check_registry(BUILDERS, "model.architecture")
 
 
 def build_model(config: ModelConfig, pretrained_teacher: bool = True) -> TeacherStudent:

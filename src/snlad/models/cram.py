@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from snlad.config import CRAM_INIT_NAMES, CRAM_OUTPUT_NAMES, ModelConfig
+from snlad.config import ModelConfig, check_registry
 
 CramOutput = Callable[[torch.Tensor, torch.Tensor, nn.Module], torch.Tensor]
 """(input x, centre reconstruction sum_k a_k c_k, projection phi) -> the CRAM's output."""
@@ -38,10 +38,7 @@ CRAM_OUTPUTS: dict[str, CramOutput] = {
     "centres": lambda x, aggregated, project: aggregated + project(x - aggregated),
     "bottleneck": lambda x, aggregated, project: aggregated,
 }
-if set(CRAM_OUTPUTS) != set(CRAM_OUTPUT_NAMES):
-    raise ImportError(
-        f"CRAM_OUTPUTS {sorted(CRAM_OUTPUTS)} must implement model.cram_output's {sorted(CRAM_OUTPUT_NAMES)}"
-    )
+check_registry(CRAM_OUTPUTS, "model.cram_output")
 
 
 class CRAM(nn.Module):
@@ -126,5 +123,4 @@ CramInit = Callable[[nn.Module, Sequence[torch.Tensor], int], None]
 """(model with ``crams`` and ``cram_levels``, the teacher's features of a few training images, seed) -> None."""
 
 CRAM_INITS: dict[str, CramInit | None] = {"random": None, "kmeans": init_from_kmeans}  # None: as constructed
-if set(CRAM_INITS) != set(CRAM_INIT_NAMES):
-    raise ImportError(f"CRAM_INITS {sorted(CRAM_INITS)} must implement model.cram_init's {sorted(CRAM_INIT_NAMES)}")
+check_registry(CRAM_INITS, "model.cram_init")
