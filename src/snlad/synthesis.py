@@ -8,6 +8,7 @@ and the same patch places, and a seed reproduces a probe exactly.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,8 @@ import torch
 from snlad.errors import SnladError
 
 DEFAULT_LAMBDAS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # mixup sweep: weak to strong blends
+
+PATCH_FRACTION = 0.15  # a pasted square's side, of the image side: 2 % of the area, the scale of MVTec's small defects
 
 # Where a patch is cut: its centre lies in the central half of the source image.
 # Object categories (bottle, metal_nut, capsule) sit centred on a plain
@@ -89,6 +92,14 @@ def cut_paste(
     mask = torch.zeros(size, size, dtype=torch.bool)
     mask[ty : ty + side, tx : tx + side] = True
     return image, mask
+
+
+def paste_all(
+    targets: Sequence[torch.Tensor], sources: Sequence[torch.Tensor], plan: Sequence[Paste], fraction: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every paste of ``plan`` made (3 x S x S images indexed as the plan does): images P x 3 x S x S, masks P x S x S."""
+    made = [cut_paste(targets[p.target], sources[p.source], p, fraction) for p in plan]
+    return torch.stack([image for image, _ in made]), torch.stack([mask for _, mask in made])
 
 
 def _corner(corner: tuple[float, float], size: int, side: int) -> tuple[int, int]:

@@ -10,6 +10,7 @@ import torch
 from snlad.data import Sample, index_dataset, load_tensors
 from snlad.errors import SnladError
 from snlad.files import write_csv
+from snlad.runset import LabelledRun
 
 
 def good_test_samples(data_root: str | Path, category: str) -> list[Sample]:
@@ -37,6 +38,11 @@ class ImageCache:
         if key not in self.loaded:
             self.loaded[key] = load_tensors(self.samples[category], size)[0]
         return self.loaded[key]
+
+
+def run_columns(run: LabelledRun) -> dict[str, str]:
+    """The columns that say which run a probe's row belongs to."""
+    return {"run": run.label, "model": run.first.config.model.name}
 
 
 def write_rows(path: Path, rows: Sequence[dict]) -> None:

@@ -24,9 +24,9 @@ from snlad.engine.inference import score_tensors
 from snlad.errors import SnladError
 from snlad.files import write_json
 from snlad.metrics import image_metrics, pixel_metrics
-from snlad.probes.common import ImageCache, good_test_samples, write_rows
+from snlad.probes.common import ImageCache, good_test_samples, run_columns, write_rows
 from snlad.runset import LabelledRun, load_runs
-from snlad.synthesis import Paste, check_patch_fraction, cut_paste, paste_plan
+from snlad.synthesis import PATCH_FRACTION, Paste, check_patch_fraction, paste_all, paste_plan
 
 METRICS = ("image_auroc", "pixel_auroc", "aupro")
 
@@ -35,7 +35,7 @@ METRICS = ("image_auroc", "pixel_auroc", "aupro")
 class CutPasteSettings:
     source: str
     targets: tuple[str, ...]
-    patch_size: float = 0.15  # of the image side: 2 % of the area, the scale of MVTec's small defects
+    patch_size: float = PATCH_FRACTION  # of the image side
     count: int = 40  # synthetic anomalies per target; target normals are used in turn
     seed: int = 0
     batch_size: int = 8
@@ -64,9 +64,7 @@ def synthesise(
     cache: ImageCache, settings: CutPasteSettings, target: str, plan: Sequence[Paste], size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The planned anomalies at ``size``: images N x 3 x S x S and masks N x S x S."""
-    targets, sources = cache.images(target, size), cache.images(settings.source, size)
-    made = [cut_paste(targets[p.target], sources[p.source], p, settings.patch_size) for p in plan]
-    return torch.stack([image for image, _ in made]), torch.stack([mask for _, mask in made])
+    return paste_all(cache.images(target, size), cache.images(settings.source, size), plan, settings.patch_size)
 
 
 def score_run(
@@ -109,8 +107,7 @@ def run_cutpaste(
 
 def _row(run: LabelledRun, result: CutPasteResult, settings: CutPasteSettings, target: str) -> dict:
     return {
-        "run": run.label,
-        "model": run.first.config.model.name,
+        **run_columns(run),
         "source": settings.source,
         "target": target,
         "patch_size": settings.patch_size,

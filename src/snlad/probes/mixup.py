@@ -24,7 +24,7 @@ from snlad.engine.inference import score_tensors
 from snlad.errors import SnladError
 from snlad.files import write_json
 from snlad.metrics import image_metrics
-from snlad.probes.common import ImageCache, good_test_samples, write_rows
+from snlad.probes.common import ImageCache, good_test_samples, run_columns, write_rows
 from snlad.runset import LabelledRun, load_runs
 from snlad.synthesis import DEFAULT_LAMBDAS, mix, pair_plan
 
@@ -98,8 +98,7 @@ def run_mixup(
 
 def _row(run: LabelledRun, result: MixupResult, lam: float, settings: MixupSettings) -> dict:
     return {
-        "run": run.label,
-        "model": run.first.config.model.name,
+        **run_columns(run),
         "base": settings.base,
         "other": settings.other,
         "lambda": lam,
