@@ -69,7 +69,7 @@ CHILD = """
 import json, resource, sys, time
 from snlad import api
 started = time.perf_counter()
-metrics = api.test(sys.argv[1], sys.argv[2], batch_size=8, progress=False)
+metrics = api.test(run=sys.argv[1], data=sys.argv[2], scoring=api.ScoringOptions(batch_size=8))
 print(json.dumps({"seconds": time.perf_counter() - started, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "mean_image_auroc": metrics["mean"]["image_auroc"]}))
 """

@@ -75,7 +75,7 @@ from snlad.engine.trained import TrainedModel, build_scorer
 from snlad.models import build_model
 args = json.loads(sys.argv[1])
 torch.set_num_threads(args["threads"])
-config = api.resolve_config(args["model"], None, args["settings"])
+config = api.resolve_config(model=args["model"], overrides=args["settings"])
 torch.manual_seed(0)
 model = build_model(config.model, pretrained_teacher=config.model.teacher.startswith("efficientnet"))
 fast = optimise_for_inference(TrainedModel(config, model, build_scorer(config, model), ["bench"]).eval())

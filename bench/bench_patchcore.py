@@ -48,7 +48,7 @@ def measure(args: argparse.Namespace) -> dict:
     model = build_model(config.model).eval()
     started = time.perf_counter()
     loader = DataLoader(AnomalyDataset(samples, args.size), batch_size=config.train.batch_size)
-    features = training_patches(model, loader, args.size, False, lambda: False)
+    features = training_patches(model, loader, args.size, lambda: False)
     feature_seconds = time.perf_counter() - started
     if args.patches and args.patches < len(features):  # a quicker run on a random subset of the patches
         chosen = torch.randperm(len(features), generator=torch.Generator().manual_seed(0))[: args.patches]

@@ -53,14 +53,14 @@ from snlad.engine.train import fit
 from snlad.models import build_model
 args = json.loads(sys.argv[1])
 torch.set_num_threads(args["threads"])
-config = api.resolve_config(args["model"], None, ["train.epochs=2", "data.holdout_fraction=0", *args["settings"]])
+config = api.resolve_config(model=args["model"], overrides=["train.epochs=2", "data.holdout_fraction=0", *args["settings"]])
 samples = [s for s in index_dataset(args["data"], "train") if s.image.stem in set(args["stems"].get(s.category, []))]
 torch.manual_seed(0)
 model = build_model(config.model, pretrained_teacher=args["model_teacher_pretrained"]).to(memory_format=torch.channels_last)
 folder = ModelDir(Path(args["out"]))
 folder.path.mkdir(parents=True, exist_ok=True)
 started = time.perf_counter()
-fit(model, samples, config, folder, None, progress=False, context=DistContext())
+fit(model, samples, config, folder, None, context=DistContext())
 rows = (folder.train_log).read_text().splitlines()
 header = rows[0].split(",")
 epochs = [dict(zip(header, map(float, row.split(",")))) for row in rows[1:]]

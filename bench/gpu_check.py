@@ -39,13 +39,13 @@ def check_training(out: Path) -> None:
 
     for amp in ("bf16", "none"):
         config = api.resolve_config(
-            "snl-fd", None, ["train.epochs=3", "train.device=cuda", f"train.amp={amp}", "data.num_workers=4"]
+            model="snl-fd", overrides=["train.epochs=3", "train.device=cuda", f"train.amp={amp}", "data.num_workers=4"]
         )
         started = time.perf_counter()
-        api.train(config, DEMO, out / f"run-{amp}", progress=False)
+        api.train(config=config, data=DEMO, out=out / f"run-{amp}")
         with open(out / f"run-{amp}" / "train_log.csv") as file:
             log = list(csv.DictReader(file))
-        metrics = api.test(out / f"run-{amp}", DEMO, progress=False)
+        metrics = api.test(run=out / f"run-{amp}", data=DEMO)
         report(
             check="train",
             amp=amp,
@@ -69,7 +69,7 @@ def check_distributed_path(out: Path) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29555", RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
     dist.init_process_group("nccl")
     config = api.resolve_config(
-        "snl-rd", None, ["train.epochs=1", "train.device=cuda", "train.amp=bf16", "train.batch_size=8"]
+        model="snl-rd", overrides=["train.epochs=1", "train.device=cuda", "train.amp=bf16", "train.batch_size=8"]
     )
     torch.manual_seed(0)
     model = build_model(config.model).cuda()
@@ -80,7 +80,6 @@ def check_distributed_path(out: Path) -> None:
         config,
         ModelDir(out / "ddp"),
         None,
-        progress=False,
         context=DistContext(0, 2, 0),
     )
     sync = sum(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())

@@ -1284,7 +1284,7 @@ def _(d: Path) -> list[str]:
     "predict",
     "`predict --category` the run was not trained on",
     2,
-    "unknown category 'gizmo'",
+    "was not trained on gizmo",
     "widget",
     needs_run=True,
 )
@@ -1624,7 +1624,7 @@ def read_only(folder: Path) -> Iterator[None]:
     def evaluate(*args: object, **kwargs: object) -> None:
         raise AssertionError("the whole evaluation ran before finding the folder read-only")
 
-    with mock.patch("snlad.files.tempfile.mkstemp", mkstemp), mock.patch("snlad.workflow.evaluate", evaluate):
+    with mock.patch("snlad.files.tempfile.mkstemp", mkstemp), mock.patch("snlad.api.evaluate", evaluate):
         yield
 
 

@@ -75,8 +75,10 @@ def test_f1_pixel_threshold_ignores_defective_images_without_a_mask():
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("calibration") / "run"
     # Image score = map max, so image and pixel thresholds can be compared below.
-    config = api.resolve_config("snl-fd", None, [*FAST, "train.epochs=2", "map.image_score=max"], categories=["bottle"])
-    api.train(config, DEMO, out, progress=False)
+    config = api.resolve_config(
+        model="snl-fd", overrides=[*FAST, "train.epochs=2", "map.image_score=max"], categories=["bottle"]
+    )
+    api.train(config=config, data=DEMO, out=out)
     return out
 
 
@@ -89,7 +91,7 @@ def test_training_stores_image_and_pixel_thresholds_from_held_out_normals(run, t
     assert calibration["pixel_threshold"] == pytest.approx(calibration["threshold"], rel=1e-5)  # image score = map max
 
     images = [sample.image for sample in held_out] + sorted((DEMO / "bottle" / "test" / "broken_large").iterdir())[:1]
-    rows, failed = api.predict(run, images, tmp_path / "pred", category="bottle", progress=False)
+    rows, failed = api.predict(run=run, images=images, out=tmp_path / "pred", category="bottle")
     assert not failed and [row["is_anomalous"] for row in rows[:2]] == [0, 0]
     for row, image in zip(rows, images):
         mask = np.asarray(Image.open(tmp_path / "pred" / "masks" / f"{row['output']}.png"))  # mirrors sub-folders

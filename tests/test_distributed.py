@@ -87,8 +87,8 @@ ORIGINAL_BUILD = train_module.build_model
 def train_without_batch_statistics(out: Path) -> None:
     train_module.build_model = build_without_batch_statistics
     try:
-        config = api.resolve_config("snl-fd", None, OVERRIDES, categories=CATEGORIES)
-        api.train(config, DEMO, out, progress=False)
+        config = api.resolve_config(model="snl-fd", overrides=OVERRIDES, categories=CATEGORIES)
+        api.train(config=config, data=DEMO, out=out)
     finally:
         train_module.build_model = ORIGINAL_BUILD
 
@@ -159,19 +159,19 @@ def test_torchrun_recipe_with_batchnorm_is_close_to_one_process(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    config = api.resolve_config("snl-fd", None, OVERRIDES, categories=CATEGORIES)
-    api.train(config, DEMO, tmp_path / "single", progress=False)
+    config = api.resolve_config(model="snl-fd", overrides=OVERRIDES, categories=CATEGORIES)
+    api.train(config=config, data=DEMO, out=tmp_path / "single")
     # Per-rank BatchNorm statistics (half batches) make the runs differ a little, not the loss scale.
     assert losses(tmp_path / "ddp") == pytest.approx(losses(tmp_path / "single"), rel=0.1)
     assert len(losses(tmp_path / "ddp")) == 2  # rank 0 alone wrote the log
-    metrics = api.test(tmp_path / "ddp", DEMO, categories=["bottle"], progress=False)
+    metrics = api.test(run=tmp_path / "ddp", data=DEMO, categories=["bottle"])
     assert 0.0 <= metrics["bottle"]["image_auroc"] <= 1.0
 
 
 def test_sync_batchnorm_turns_back_into_plain_batchnorm_with_its_state():
     from snlad.engine.distributed import unwrap
 
-    config = api.resolve_config("snl-rd", None, ["data.image_size=32"])
+    config = api.resolve_config(model="snl-rd", overrides=["data.image_size=32"])
     model = train_module.build_model(config.model, pretrained_teacher=False)
     for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):
@@ -188,6 +188,8 @@ def test_sync_batchnorm_turns_back_into_plain_batchnorm_with_its_state():
 
 
 def test_bf16_autocast_trains(tmp_path):
-    config = api.resolve_config("snl-fd", None, [*OVERRIDES, "train.epochs=1", "train.amp=bf16"], categories=["bottle"])
-    api.train(config, DEMO, tmp_path / "run", progress=False)
+    config = api.resolve_config(
+        model="snl-fd", overrides=[*OVERRIDES, "train.epochs=1", "train.amp=bf16"], categories=["bottle"]
+    )
+    api.train(config=config, data=DEMO, out=tmp_path / "run")
     assert all(0 < loss < 100 for loss in losses(tmp_path / "run"))

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from snlad import api
+from snlad import config as config_module
 from snlad.cli import main
 from snlad.engine.run import load_run
 from snlad.errors import SnladError
@@ -18,19 +19,36 @@ FAST = ["data.image_size=64", "train.batch_size=4", "data.num_workers=0", "loss.
 
 
 def train_fast(model: str, out: Path, categories=("bottle", "kolektor_sdd"), epochs: int = 2, extra=(), **kwargs):
-    config = api.resolve_config(model, None, [*FAST, f"train.epochs={epochs}", *extra], categories=list(categories))
-    return api.train(config, DEMO, out, progress=False, **kwargs)
+    config = api.resolve_config(
+        model=model, overrides=[*FAST, f"train.epochs={epochs}", *extra], categories=list(categories)
+    )
+    return api.train(config=config, data=DEMO, out=out, **kwargs)
+
+
+def config_writes(monkeypatch) -> list[Path]:
+    """Every config.yaml written from now on, whichever module writes it (all go through ``snlad.config.write_yaml``)."""
+    written: list[Path] = []
+    write = config_module.atomic_write_text
+
+    def recording(path: Path, text: str) -> None:
+        written.append(Path(path))
+        write(path, text)
+
+    monkeypatch.setattr(config_module, "atomic_write_text", recording)
+    return written
 
 
 @pytest.mark.parametrize("model", ["fd", "rd", "snl-fd", "snl-rd"])
-def test_every_model_trains_tests_and_predicts(tmp_path, model):
+def test_every_model_trains_tests_and_predicts(tmp_path, model, monkeypatch):
+    written = config_writes(monkeypatch)
     train_fast(model, tmp_path / "run", epochs=1)
-    metrics = api.test(tmp_path / "run", DEMO, progress=False)
+    assert written == [tmp_path / "run" / "config.yaml"]  # once: the run's config is its model's
+    metrics = api.test(run=tmp_path / "run", data=DEMO)
     assert set(metrics) == {"bottle", "kolektor_sdd", "mean"}
     for name in ("metrics.csv", "metrics.json", "metrics.md", "test_scores.csv", "model.pt", "config.yaml"):
         assert (tmp_path / "run" / name).is_file()
     image = sorted((DEMO / "bottle" / "test" / "broken_large").iterdir())[0]
-    rows, failed = api.predict(tmp_path / "run", [image], tmp_path / "pred", category="bottle", progress=False)
+    rows, failed = api.predict(run=tmp_path / "run", images=[image], out=tmp_path / "pred", category="bottle")
     assert not failed and len(rows) == 1
     anomaly_map = np.load(tmp_path / "pred" / "maps" / f"{image.stem}.npy")
     from PIL import Image
@@ -50,9 +68,8 @@ def test_snl_fd_learns_to_rank_real_defects_above_good_images(tmp_path, amp):
     """
     torch.manual_seed(0)
     config = api.resolve_config(
-        "snl-fd",
-        None,
-        [
+        model="snl-fd",
+        overrides=[
             "data.image_size=128",
             "train.batch_size=4",
             "data.num_workers=0",
@@ -62,8 +79,8 @@ def test_snl_fd_learns_to_rank_real_defects_above_good_images(tmp_path, amp):
         ],
         categories=["bottle", "metal_nut"],
     )
-    api.train(config, DEMO, tmp_path / "run", progress=False)
-    metrics = api.test(tmp_path / "run", DEMO, progress=False)
+    api.train(config=config, data=DEMO, out=tmp_path / "run")
+    metrics = api.test(run=tmp_path / "run", data=DEMO)
     assert metrics["bottle"]["image_auroc"] >= 0.9
     assert metrics["bottle"]["pixel_auroc"] >= 0.85
     assert metrics["mean"]["pixel_auroc"] >= 0.75
@@ -95,12 +112,14 @@ def test_resume_after_interrupt_gives_the_same_weights(tmp_path, monkeypatch):
         assert torch.allclose(straight[key].float(), resumed[key].float(), atol=1e-6), key
 
 
-def test_one_class_mode_trains_one_model_per_category(tmp_path):
-    config = api.resolve_config("fd", None, [*FAST, "train.epochs=1"], categories=["bottle", "capsule"])
-    api.train(config, DEMO, tmp_path / "run", one_class=True, progress=False)
+def test_one_class_mode_trains_one_model_per_category(tmp_path, monkeypatch):
+    config = api.resolve_config(model="fd", overrides=[*FAST, "train.epochs=1"], categories=["bottle", "capsule"])
+    written = config_writes(monkeypatch)
+    api.train(config=config, data=DEMO, out=tmp_path / "run", one_class=True)
+    assert sorted(written) == sorted(tmp_path / "run" / name / "config.yaml" for name in ("", "bottle", "capsule"))
     models = load_run(tmp_path / "run")
     assert models["bottle"] is not models["capsule"] and models["capsule"].categories == ["capsule"]
-    assert set(api.test(tmp_path / "run", DEMO, progress=False)) == {"bottle", "capsule", "mean"}
+    assert set(api.test(run=tmp_path / "run", data=DEMO)) == {"bottle", "capsule", "mean"}
 
 
 def test_cli_refuses_to_overwrite_and_to_resume_another_config(tmp_path, capsys):
@@ -135,26 +154,30 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 def test_rescoring_with_other_map_settings_keeps_the_run_files(tmp_path):
     train_fast("snl-fd", tmp_path / "run", categories=("bottle",), epochs=1)
-    api.test(tmp_path / "run", DEMO, progress=False)
+    api.test(run=tmp_path / "run", data=DEMO)
     before = (tmp_path / "run" / "metrics.json").read_text()
     api.test(
-        tmp_path / "run",
-        DEMO,
-        progress=False,
-        map_overrides=["map.image_score=topk", "map.beta=0"],
-        out_dir=tmp_path / "topk",
+        run=tmp_path / "run",
+        data=DEMO,
+        out=tmp_path / "topk",
+        scoring=api.ScoringOptions(map_settings=("map.image_score=topk", "map.beta=0")),
     )
     assert (tmp_path / "run" / "metrics.json").read_text() == before
     assert (tmp_path / "topk" / "metrics.json").is_file()
     with pytest.raises(SnladError, match="only map"):
-        api.test(tmp_path / "run", DEMO, progress=False, map_overrides=["train.lr=1"], out_dir=tmp_path / "x")
+        api.test(
+            run=tmp_path / "run",
+            data=DEMO,
+            out=tmp_path / "x",
+            scoring=api.ScoringOptions(map_settings=("train.lr=1",)),
+        )
 
 
 def test_micro_batch_option_changes_speed_not_results(tmp_path, capsys):
     import json
 
     train_fast("snl-fd", tmp_path / "run", categories=("bottle",), epochs=1)
-    api.test(tmp_path / "run", DEMO, progress=False)
+    api.test(run=tmp_path / "run", data=DEMO)
     assert (
         main(
             [

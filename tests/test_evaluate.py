@@ -30,7 +30,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 def untrained_model(image_size: int = 64) -> TrainedModel:
     """A real teacher and a random student: evaluation logic needs maps, not a good model."""
     torch.manual_seed(0)
-    config = api.resolve_config("fd", None, [f"data.image_size={image_size}", "data.num_workers=0"])
+    config = api.resolve_config(model="fd", overrides=[f"data.image_size={image_size}", "data.num_workers=0"])
     model = build_model(config.model)
     return TrainedModel(config, model, build_scorer(config, model), ["bottle"]).eval()
 
@@ -46,9 +46,9 @@ def test_pixel_metrics_of_a_mixed_category_equal_those_of_its_masked_subset(tmp_
     assert len(unmasked) == len(masks[::2]) >= 2
     trained = untrained_model()
 
-    mixed, rows = evaluate_category(trained, samples, batch_size=3, progress=False)
+    mixed, rows = evaluate_category(trained, samples, batch_size=3)
     subset = [s for s in samples if s.label == 0 or s.mask is not None]
-    masked_only, _ = evaluate_category(trained, subset, batch_size=3, progress=False)
+    masked_only, _ = evaluate_category(trained, subset, batch_size=3)
     for name in PIXEL:
         assert mixed[name] == pytest.approx(masked_only[name], abs=1e-6), name
     assert (mixed["images"], mixed["defective"], mixed["masked"]) == (
@@ -61,7 +61,7 @@ def test_pixel_metrics_of_a_mixed_category_equal_those_of_its_masked_subset(tmp_
     # Independently: the exact in-memory metrics on the known pixels, and what the old bug gave.
     loader = DataLoader(AnomalyDataset(samples, 64), batch_size=4)
     maps, truth, known = [], [], []
-    for batch, batch_maps, _ in infer(trained, loader, progress=False):
+    for batch, batch_maps, _ in infer(trained, loader, desc=None):
         maps.append(batch_maps.numpy())
         truth.append(batch["mask"][:, 0].numpy() > 0.5)
         known.append(((batch["label"] == 0) | batch["has_mask"]).numpy())
@@ -111,10 +111,10 @@ def test_every_layout_reads_a_category_without_masks_and_reports_image_metrics_o
     root = tmp_path / "data"
     build_mixed_layout_root(root)
     config = api.resolve_config(
-        "fd", None, ["data.image_size=32", "train.batch_size=4", "data.num_workers=0", "train.epochs=1"]
+        model="fd", overrides=["data.image_size=32", "train.batch_size=4", "data.num_workers=0", "train.epochs=1"]
     )
-    api.train(config, root, tmp_path / "run", progress=False)
-    metrics = api.test(tmp_path / "run", root, progress=False)
+    api.train(config=config, data=root, out=tmp_path / "run")
+    metrics = api.test(run=tmp_path / "run", data=root)
 
     maskless = ("folder_nomask", "mvtec_nomask", "visa_nomask")
     for category in maskless:

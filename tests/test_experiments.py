@@ -33,7 +33,7 @@ def experiment(tmp_path_factory, one_thread) -> Path:
         f"categories: {json.dumps(CATEGORIES)}\n"
         "configurations:\n  fd: {model: fd}\n  fd-short-topk: {model: fd, set: [map.topk_fraction=0.05]}\n"
     )
-    api.experiment(spec, DEMO, folder / "out", progress=False, real_defects=DEMO)  # DEMO's test split: see below
+    api.experiment(file=spec, data=DEMO, out=folder / "out", real_defects=DEMO)  # DEMO's test split: see below
     return folder
 
 
@@ -105,7 +105,7 @@ def test_real_defect_validation_accepts_a_root_with_test_images_only(experiment,
     for part in ("test", "ground_truth"):
         shutil.copytree(DEMO / "bottle" / part, root / part)
     run = Run(experiment / "out" / "multi-class" / "fd" / "seed0")
-    results = api.validate_real(run.path, root.parent, progress=False)
+    results = api.validate_real(run=run.path, data=root.parent)
     assert set(results) == {"bottle", "mean"} and results["mean"]["run_categories"] == 2
     test = json.loads(run.metrics_json.read_text())
     assert results["bottle"]["image_auroc"] == pytest.approx(test["bottle"]["image_auroc"])
@@ -113,7 +113,7 @@ def test_real_defect_validation_accepts_a_root_with_test_images_only(experiment,
     with pytest.raises(SnladError, match="holds none of the run's categories"):
         other = tmp_path / "other" / "widget"
         shutil.copytree(DEMO / "bottle" / "test", other / "test")
-        api.validate_real(run.path, other.parent, progress=False)
+        api.validate_real(run=run.path, data=other.parent)
 
 
 def test_runs_kept_without_their_model_files_count_as_done(experiment, tmp_path, capsys):
@@ -128,7 +128,7 @@ def test_runs_kept_without_their_model_files_count_as_done(experiment, tmp_path,
     spec = yaml.safe_load((experiment / "tiny.yaml").read_text())
     spec["validate"] = False
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(spec))
-    api.experiment(tmp_path / "tiny.yaml", DEMO, out, only=["fd"], progress=False, real_defects=DEMO)
+    api.experiment(file=tmp_path / "tiny.yaml", data=DEMO, out=out, only=["fd"], real_defects=DEMO)
     assert not list(out.rglob("*.pt"))  # nothing trained
     assert not kept_validation.exists()  # no model to validate with: said, not faked
     assert "results kept without the model, not validated again" in capsys.readouterr().out
@@ -141,7 +141,7 @@ def test_rerun_trains_nothing_and_validates_what_is_missing(experiment):
     model = run.model_dirs()[0].model
     stamp = model.stat().st_mtime_ns
     run.validation_json.unlink()
-    api.experiment(experiment / "tiny.yaml", DEMO, out, progress=False)
+    api.experiment(file=experiment / "tiny.yaml", data=DEMO, out=out)
     assert model.stat().st_mtime_ns == stamp
     assert run.validation_json.is_file()
 
@@ -154,7 +154,7 @@ def test_every_shipped_experiment_file_resolves(path):
     experiment = load_experiment(path)
     for spec in experiment.configurations.values():
         overrides = experiment.settings + list(spec.get("set", []))
-        api.resolve_config(spec["model"], None, overrides, categories=["a", "b"])
+        api.resolve_config(model=spec["model"], overrides=overrides, categories=["a", "b"])
 
 
 def test_categories_come_from_settings_or_the_top_level_key_and_category_overrides_both(tmp_path, one_thread, capsys):
@@ -198,11 +198,11 @@ def test_categories_come_from_settings_or_the_top_level_key_and_category_overrid
 def test_overwriting_a_run_removes_its_test_and_validation_results(tmp_path, one_thread):
     """They would describe the replaced model; the runner validates a run again only when its validation is missing."""
     overrides = ["data.image_size=64", "train.batch_size=4", "data.num_workers=0", "train.epochs=1"]
-    config = api.resolve_config("fd", None, [*overrides, "data.holdout_fraction=0.3"], categories=CATEGORIES)
+    config = api.resolve_config(model="fd", overrides=[*overrides, "data.holdout_fraction=0.3"], categories=CATEGORIES)
     run = Run(tmp_path / "run")
-    api.train(config, DEMO, run.path, progress=False)
-    api.test(run.path, DEMO, progress=False)
-    api.validate(run.path, DEMO)
+    api.train(config=config, data=DEMO, out=run.path)
+    api.test(run=run.path, data=DEMO)
+    api.validate(run=run.path, data=DEMO)
     assert run.metrics_json.is_file() and run.validation_json.is_file() and run.validation_md.is_file()
-    api.train(config, DEMO, run.path, overwrite=True, progress=False)
+    api.train(config=config, data=DEMO, out=run.path, overwrite=True)
     assert not any(path.exists() for path in (run.metrics_json, run.validation_json, run.validation_md))

@@ -28,7 +28,9 @@ def run(tmp_path_factory):
         "train.epochs=1",
     ]
     api.train(
-        api.resolve_config("snl-fd", None, overrides, categories=["bottle", "metal_nut"]), DEMO, out, progress=False
+        config=api.resolve_config(model="snl-fd", overrides=overrides, categories=["bottle", "metal_nut"]),
+        data=DEMO,
+        out=out,
     )
     return out
 
@@ -64,7 +66,7 @@ def test_onnx_export_runs_in_onnxruntime_and_matches_pytorch(run, reference, tmp
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
 def test_torchscript_export_matches_pytorch(run, reference, tmp_path):
-    out = api.export(run, "torchscript", tmp_path / "model.pt")
+    out = api.export(run=run, fmt="torchscript", out=tmp_path / "model.pt")
     images, maps, scores = reference
     extra = {"snlad.json": ""}
     graph = torch.jit.load(str(out), _extra_files=extra)

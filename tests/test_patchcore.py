@@ -97,7 +97,9 @@ def test_patchcore_config():
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, one_thread):
     out = tmp_path_factory.mktemp("patchcore") / "run"
-    api.train(api.resolve_config("patchcore", None, OVERRIDES, categories=CATEGORIES), DEMO, out, progress=False)
+    api.train(
+        config=api.resolve_config(model="patchcore", overrides=OVERRIDES, categories=CATEGORIES), data=DEMO, out=out
+    )
     return out
 
 
@@ -108,7 +110,7 @@ def test_bank_on_real_images_ranks_real_defects_above_good_images(run):
     patches = sum(len(index_dataset(DEMO, "train", [c])) for c in CATEGORIES) * (SIZE // 8) ** 2
     assert bank.shape[1] == 40 + 112  # EfficientNet-Lite0's stride-8 and stride-16 channels
     assert math.ceil(0.1 * 0.8 * patches) <= bank.shape[0] <= math.ceil(0.1 * patches)  # held-out normals excluded
-    metrics = api.test(run, DEMO, progress=False)
+    metrics = api.test(run=run, data=DEMO)
     for category in CATEGORIES:
         assert metrics[category]["image_auroc"] >= 0.9, (category, metrics[category])
         assert metrics[category]["pixel_auroc"] >= 0.9, (category, metrics[category])
@@ -140,19 +142,21 @@ def test_a_model_file_with_an_emptied_bank_is_one_error(run, tmp_path):
 
 def test_interrupted_build_resumes_to_the_same_bank(tmp_path, monkeypatch, one_thread):
     small = ["data.image_size=64", "data.num_workers=0", "train.batch_size=4"]
-    config = api.resolve_config("patchcore", None, small, categories=["bottle"])
+    config = api.resolve_config(model="patchcore", overrides=small, categories=["bottle"])
     straight = tmp_path / "straight"
-    api.train(config, DEMO, straight, progress=False)
+    api.train(config=config, data=DEMO, out=straight)
     interrupted = tmp_path / "interrupted"
     monkeypatch.setattr(training, "deferred_interrupts", interrupted_at_once)
     with pytest.raises(training.TrainingInterrupted, match="--resume"):
         api.train(
-            api.resolve_config("patchcore", None, small, categories=["bottle"]), DEMO, interrupted, progress=False
+            config=api.resolve_config(model="patchcore", overrides=small, categories=["bottle"]),
+            data=DEMO,
+            out=interrupted,
         )
     assert not (interrupted / "model.pt").exists() and (interrupted / "checkpoint.pt").exists()
     monkeypatch.undo()
-    config, _ = api.resume_config(interrupted)
-    api.train(config, DEMO, interrupted, resume=True, progress=False)
+    config, _ = api.resume_config(run=interrupted)
+    api.train(config=config, data=DEMO, out=interrupted, resume=True)
     expected = torch.load(straight / "model.pt", weights_only=True)["model"]["bank"]
     assert torch.equal(torch.load(interrupted / "model.pt", weights_only=True)["model"]["bank"], expected)
 

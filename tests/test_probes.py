@@ -19,8 +19,8 @@ TINY = ["data.image_size=64", "train.batch_size=4", "data.num_workers=0", "loss.
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("probe-run") / "fd"
-    config = api.resolve_config("fd", None, TINY, categories=["bottle", "kolektor_sdd", "metal_nut"])
-    api.train(config, DEMO, out, progress=False)
+    config = api.resolve_config(model="fd", overrides=TINY, categories=["bottle", "kolektor_sdd", "metal_nut"])
+    api.train(config=config, data=DEMO, out=out)
     return out
 
 

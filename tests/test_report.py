@@ -23,9 +23,9 @@ CATEGORIES = ["bottle", "casting"]  # casting: image-level labels only
 
 
 def train_tiny(model: str, out: Path, test: bool = True) -> Path:
-    api.train(api.resolve_config(model, None, TINY, categories=CATEGORIES), DEMO, out, progress=False)
+    api.train(config=api.resolve_config(model=model, overrides=TINY, categories=CATEGORIES), data=DEMO, out=out)
     if test:
-        api.test(out, DEMO, progress=False)
+        api.test(run=out, data=DEMO)
     return out
 
 
@@ -162,7 +162,7 @@ def test_report_names_both_thresholds_and_each_runs_rule_and_plots_show_auc_and_
     monkeypatch.setattr(plots, "save", lambda figure, path, palette=False: figures.setdefault(Path(path).name, figure))
     text = build_report(runs, DEMO, tmp_path / "report", examples=1).read_text()
     monkeypatch.setattr(plots, "save", save)
-    calibration = api.run_model(runs[0]).calibration["bottle"]
+    calibration = api.run_model(run=runs[0]).calibration["bottle"]
     assert (
         f"image threshold {calibration['threshold']:.4g}, pixel threshold {calibration['pixel_threshold']:.4g}" in text
     )
@@ -187,7 +187,7 @@ def test_overlays_keep_the_part_visible_and_carry_score_decision_and_colour_bar(
     normal = render.overlay(grey, np.zeros((4, 4)), render.ColourScale(0.0, 1.0))
     assert np.abs(normal.astype(int) - 200).max() < 0.25 * 200  # a typical normal pixel tints the image lightly
     image = DEMO / "bottle" / "test" / "good" / "000.jpg"
-    rows, _ = api.predict(runs[0], [image], tmp_path / "pred", category="bottle", progress=False)
+    rows, _ = api.predict(run=runs[0], images=[image], out=tmp_path / "pred", category="bottle")
     picture = np.asarray(Image.open(tmp_path / "pred" / "overlays" / "000.png"))
     band = picture[-8:, : picture.shape[1] // 2]
     assert picture.shape[:2] == Image.open(image).size[::-1]

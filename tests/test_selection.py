@@ -13,7 +13,9 @@ DEMO = Path(__file__).parents[1] / "data" / "demo"
 
 def test_validation_set_is_held_out_normals_plus_pasted_copies():
     config = api.resolve_config(
-        "snl-fd", None, ["data.image_size=64", "data.holdout_fraction=0.25"], categories=["bottle", "metal_nut"]
+        model="snl-fd",
+        overrides=["data.image_size=64", "data.holdout_fraction=0.25"],
+        categories=["bottle", "metal_nut"],
     )
     batches = synthetic_validation(DEMO, config, pastes_per_image=2, fraction=0.25, seed=3)
     _, held_out = holdout_split(index_dataset(DEMO, "train", ["bottle", "metal_nut"]), 0.25, config.train.seed)
@@ -30,20 +32,19 @@ def test_validation_set_is_held_out_normals_plus_pasted_copies():
 
 
 def test_same_seed_same_validation_set():
-    config = api.resolve_config("fd", None, ["data.image_size=64"], categories=["bottle", "capsule"])
+    config = api.resolve_config(model="fd", overrides=["data.image_size=64"], categories=["bottle", "capsule"])
     first, second = synthetic_validation(DEMO, config, seed=1), synthetic_validation(DEMO, config, seed=1)
     assert all(torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"]) for a, b in zip(first, second))
 
 
 def test_validate_writes_the_validation_metrics_of_a_run(tmp_path):
     config = api.resolve_config(
-        "fd",
-        None,
-        ["data.image_size=64", "train.epochs=1", "data.num_workers=0", "data.holdout_fraction=0.25"],
+        model="fd",
+        overrides=["data.image_size=64", "train.epochs=1", "data.num_workers=0", "data.holdout_fraction=0.25"],
         categories=["bottle", "metal_nut"],
     )
-    api.train(config, DEMO, tmp_path / "run", progress=False)
-    results = api.validate(tmp_path / "run", DEMO)
+    api.train(config=config, data=DEMO, out=tmp_path / "run")
+    results = api.validate(run=tmp_path / "run", data=DEMO)
     assert set(results) == {"bottle", "metal_nut", "mean"}
     assert all(0.0 <= results[c][k] <= 1.0 for c in results for k in ("image_auroc", "pixel_auroc", "aupro"))
     assert (

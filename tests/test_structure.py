@@ -15,7 +15,7 @@ PACKAGE = ROOT / "src" / "snlad"
 # Low to high. A module may import its own layer and those below, never one above.
 LAYERS = [
     {"errors"},
-    {"files", "metrics", "thresholds", "synthesis", "render"},  # primitives every layer may use
+    {"files", "metrics", "thresholds", "synthesis", "render", "progress"},  # primitives every layer may use
     {"config"},
     {"data"},
     {"backbones"},
@@ -25,7 +25,6 @@ LAYERS = [
     {"engine"},
     {"selection", "export", "plots", "runset"},
     {"probes", "report"},
-    {"workflow"},
     {"experiments"},
     {"api"},
     {"cli", "cli_report"},

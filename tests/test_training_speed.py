@@ -54,13 +54,13 @@ def test_teacher_cache_serves_a_batch_only_when_every_image_is_cached():
 
 def test_cosine_schedule_warms_up_then_decays_to_zero():
     config = api.resolve_config(
-        "fd", None, ["train.epochs=10", "train.schedule=cosine", "train.warmup_epochs=1", "train.lr=0.002"]
+        model="fd", overrides=["train.epochs=10", "train.schedule=cosine", "train.warmup_epochs=1", "train.lr=0.002"]
     )
     assert learning_rate(config, 0.05) == pytest.approx(0.001)  # half-way through the one warm-up epoch
     assert learning_rate(config, 0.1) == pytest.approx(0.002)
     assert learning_rate(config, 0.55) == pytest.approx(0.001)  # half-way through the decay
     assert learning_rate(config, 1.0) == pytest.approx(0.0, abs=1e-12)
-    constant = api.resolve_config("fd", None, ["train.lr=0.002"])
+    constant = api.resolve_config(model="fd", overrides=["train.lr=0.002"])
     assert learning_rate(constant, 0.7) == 0.002
     assert math.isclose(learning_rate(config, 0.3), 0.001 * (1 + math.cos(math.pi * 0.2 / 0.9)))
 
@@ -70,8 +70,8 @@ def test_caches_on_or_off_train_the_same_weights(tmp_path, model):
     """Both caches hold exactly what would be recomputed, so the weights agree to float rounding."""
     weights = {}
     for name, caches in (("off", ["data.cache_mb=0", "train.teacher_cache_mb=0"]), ("on", [])):
-        config = api.resolve_config(model, None, [*FAST, *caches], categories=["bottle", "casting"])
-        api.train(config, DEMO, tmp_path / name, progress=False)
+        config = api.resolve_config(model=model, overrides=[*FAST, *caches], categories=["bottle", "casting"])
+        api.train(config=config, data=DEMO, out=tmp_path / name)
         weights[name] = read_checkpoint(tmp_path / name / "model.pt")["model"]
     for key, value in weights["off"].items():
         assert torch.allclose(value.float(), weights["on"][key].float(), atol=1e-5), key
@@ -81,8 +81,8 @@ def test_resume_with_a_cosine_schedule_reaches_the_uninterrupted_weights(tmp_pat
     from snlad.engine import train as train_module
 
     settings = [*FAST, "train.schedule=cosine", "train.warmup_epochs=1"]
-    config = api.resolve_config("fd", None, settings, categories=["bottle"])
-    api.train(config, DEMO, tmp_path / "straight", progress=False)
+    config = api.resolve_config(model="fd", overrides=settings, categories=["bottle"])
+    api.train(config=config, data=DEMO, out=tmp_path / "straight")
     original, steps = train_module.distillation_loss, []
 
     def interrupting_loss(*args, **kwargs):
@@ -97,14 +97,15 @@ def test_resume_with_a_cosine_schedule_reaches_the_uninterrupted_weights(tmp_pat
     monkeypatch.setattr(train_module, "distillation_loss", interrupting_loss)
     with pytest.raises(train_module.TrainingInterrupted):
         api.train(
-            api.resolve_config("fd", None, settings, categories=["bottle"]), DEMO, tmp_path / "resumed", progress=False
+            config=api.resolve_config(model="fd", overrides=settings, categories=["bottle"]),
+            data=DEMO,
+            out=tmp_path / "resumed",
         )
     monkeypatch.setattr(train_module, "distillation_loss", original)
     api.train(
-        api.resolve_config("fd", None, settings, categories=["bottle"]),
-        DEMO,
-        tmp_path / "resumed",
-        progress=False,
+        config=api.resolve_config(model="fd", overrides=settings, categories=["bottle"]),
+        data=DEMO,
+        out=tmp_path / "resumed",
         resume=True,
     )
     straight = read_checkpoint(tmp_path / "straight" / "model.pt")["model"]

@@ -129,14 +129,14 @@ def test_outputs_mirror_the_input_sub_folders_so_the_class_is_in_the_path(run: P
     same.mkdir()
     (same / "a.jpg").write_bytes((BOTTLE_GOOD / "000.jpg").read_bytes())
     (same / "a.png").write_bytes((DEMO / "casting" / "test" / "good" / "000.png").read_bytes())
-    rows, _ = api.predict(run, [same], tmp_path / "one", progress=False)
+    rows, _ = api.predict(run=run, images=[same], out=tmp_path / "one")
     assert [row["output"] for row in rows] == ["a", "a_1"]
 
 
 @pytest.mark.parametrize("maps,dtype", [("model", "float16"), ("none", "float32"), ("original", "float32")])
 def test_map_resolution_and_dtype(run: Path, tmp_path: Path, maps: str, dtype: str) -> None:
     image = BOTTLE_GOOD / "000.jpg"
-    api.predict(run, [image], tmp_path / "pred", category="bottle", progress=False, maps=maps, map_dtype=dtype)
+    api.predict(run=run, images=[image], out=tmp_path / "pred", category="bottle", maps=maps, map_dtype=dtype)
     overlay = np.asarray(Image.open(tmp_path / "pred" / "overlays" / "000.png"))
     original = Image.open(image).size[::-1]
     if maps == "none":
@@ -159,7 +159,7 @@ def test_a_tiny_image_is_scored_with_a_note(run: Path, tmp_path: Path, capsys) -
 
 
 def test_overlays_are_coloured_by_the_calibration_with_the_threshold_at_two_thirds(run: Path) -> None:
-    calibration = api.run_model(run, "bottle").calibration["bottle"]
+    calibration = api.run_model(run=run, category="bottle").calibration["bottle"]
     assert calibration["pixel_floor"] < calibration["pixel_threshold"]
     scale = render.colour_scale(calibration, np.zeros((2, 2)))
     assert scale.low == calibration["pixel_floor"]
@@ -370,8 +370,9 @@ def test_training_prints_an_epoch_line_and_logs_each_term(tmp_path: Path, capsys
 
 
 def test_metrics_table_says_a_small_category_is_indicative(run: Path) -> None:
-    metrics = api.test(run, DEMO, progress=False)
-    assert "read them as indicative" in api.metrics_table(metrics) and "bottle, casting" in api.metrics_table(metrics)
+    metrics = api.test(run=run, data=DEMO)
+    table = api.metrics_table(per_category=metrics)
+    assert "read them as indicative" in table and "bottle, casting" in table
     assert evaluate.FEW_TEST_IMAGES == 10
 
 
@@ -455,9 +456,9 @@ def test_a_loaded_run_scores_pil_images_arrays_tensors_and_paths_in_memory_as_pr
     picture = Image.open(path)
     array = np.array(picture)
     tensor = torch.from_numpy(array).permute(2, 0, 1) / 255.0
-    detector = api.load(run, category="bottle")
+    detector = api.load(run=run, category="bottle")
     detections = detector.score([picture, array, tensor, path, array.astype(np.float32) / 255.0])
-    rows, _ = api.predict(run, [path], tmp_path / "pred", category="bottle", progress=False)
+    rows, _ = api.predict(run=run, images=[path], out=tmp_path / "pred", category="bottle")
     stored = np.load(tmp_path / "pred" / "maps" / "000.npy")
     for detection in detections:
         assert detection.score == pytest.approx(rows[0]["score"], abs=1e-5)
@@ -467,7 +468,7 @@ def test_a_loaded_run_scores_pil_images_arrays_tensors_and_paths_in_memory_as_pr
         assert (detection.mask == (detection.map > detector.pixel_threshold)).all()
     grey = detector.score(array.mean(axis=2).astype(np.uint8))  # one image, not a list: still a list of one
     assert len(grey) == 1 and grey[0].map.shape == array.shape[:2]
-    assert api.load(run).score(path)[0].anomalous is None  # no category: no thresholds
+    assert api.load(run=run).score(path)[0].anomalous is None  # no category: no thresholds
     with pytest.raises(SnladError, match="cannot score a dict"):
         detector.score({"not": "an image"})
 

@@ -29,6 +29,7 @@ from snlad.api import (
     MODEL_NAMES,
     RESUMABLE_SETTINGS,
     RULES,
+    Config,
     Run,
     TrainingInterrupted,
 )
@@ -135,25 +136,20 @@ def _train(args: argparse.Namespace) -> None:
         identity = (args.model, args.config, args.teacher, args.teacher_weights, args.category)
         requested = None
         if any(identity):
-            requested = api.resolve_config(
-                args.model, args.config, args.set, args.teacher, args.teacher_weights, _names(args.category)
-            )
-        config, one_class = api.resume_config(args.out, args.set, requested)
+            requested = _requested_config(args)
+        config, one_class = api.resume_config(run=args.out, overrides=args.set, requested=requested)
         if args.one_class and not one_class:
             raise SnladError(f"--resume: {args.out} is a multi-class run; drop --one-class")
     else:
-        config = api.resolve_config(
-            args.model, args.config, args.set, args.teacher, args.teacher_weights, _names(args.category)
-        )
+        config = _requested_config(args)
         one_class = args.one_class
     api.train(
-        config,
-        args.data,
-        args.out,
+        config=config,
+        data=args.data,
+        out=args.out,
         one_class=one_class,
         resume=args.resume,
         overwrite=args.overwrite,
-        progress=not args.quiet,
         drop_checkpoint=args.drop_checkpoint,
     )
     kept = (
@@ -162,6 +158,18 @@ def _train(args: argparse.Namespace) -> None:
         else "; checkpoint.pt is kept for `--resume --set train.epochs=N` (delete it, or train with --drop-checkpoint, if you will not continue)"
     )
     print(f"trained {config.model.name} on {', '.join(config.data.categories)} -> {args.out}{kept}")
+
+
+def _requested_config(args: argparse.Namespace) -> Config:
+    """The config ``snlad train``'s options describe (--model, --config, --set, --teacher, ...)."""
+    return api.resolve_config(
+        model=args.model,
+        config_file=args.config,
+        overrides=args.set,
+        teacher=args.teacher,
+        teacher_weights=args.teacher_weights,
+        categories=_names(args.category),
+    )
 
 
 def _map_settings(parser: argparse.ArgumentParser) -> None:
@@ -174,7 +182,17 @@ def _map_settings(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        default="auto",
+        metavar="auto|cpu|cuda[:N]",
+        help="where the model runs: auto (default; a GPU where this machine has one), cpu or cuda[:N], whatever the run was trained on",
+    )
+
+
 def _add_speed_options(parser: argparse.ArgumentParser) -> None:
+    _device_option(parser)
     parser.add_argument("--batch-size", type=_positive_int, default=8, help=BATCH_HELP)
     parser.add_argument(
         "--micro-batch",
@@ -212,20 +230,27 @@ def _add_test(commands: argparse._SubParsersAction, common: argparse.ArgumentPar
     parser.set_defaults(handler=_test)
 
 
+def _scoring(args: argparse.Namespace) -> api.ScoringOptions:
+    """``--device``, the speed options and ``--set map.*`` of test and predict."""
+    return api.ScoringOptions(
+        device=args.device,
+        batch_size=args.batch_size,
+        micro_batch=args.micro_batch,
+        compile=args.compile,
+        map_settings=tuple(args.set),
+    )
+
+
 def _test(args: argparse.Namespace) -> None:
     per_category = api.test(
-        args.run,
-        args.data,
-        _names(args.category),
-        args.batch_size,
-        not args.quiet,
-        args.set,
-        args.out,
-        args.micro_batch,
-        args.compile,
-        args.overwrite,
+        run=args.run,
+        data=args.data,
+        categories=_names(args.category),
+        out=args.out,
+        overwrite=args.overwrite,
+        scoring=_scoring(args),
     )
-    print(api.metrics_table(per_category), end="")
+    print(api.metrics_table(per_category=per_category), end="")
 
 
 def _add_validate(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -255,12 +280,10 @@ def _validate(args: argparse.Namespace) -> None:
         )
     run = Run(Path(args.run))
     if args.real_defects is not None:
-        mean = api.validate_real(args.run, args.real_defects, batch_size=args.batch_size, progress=not args.quiet)[
-            "mean"
-        ]
+        mean = api.validate_real(run=args.run, data=args.real_defects, batch_size=args.batch_size)["mean"]
         print(f"validation (real defects, {_summary(mean)}) -> {run.real_validation_md}")
     if args.data is not None:
-        mean = api.validate(args.run, args.data)["mean"]
+        mean = api.validate(run=args.run, data=args.data)["mean"]
         print(f"validation (held-out normals + cut-paste, {_summary(mean)}) -> {run.validation_md}")
 
 
@@ -308,18 +331,14 @@ def _add_predict(commands: argparse._SubParsersAction, common: argparse.Argument
 
 def _predict(args: argparse.Namespace) -> int | None:
     rows, failed = api.predict(
-        args.run,
-        args.inputs,
-        args.out,
-        args.category,
-        args.batch_size,
-        not args.quiet,
-        args.micro_batch,
-        args.compile,
-        args.set,
-        args.maps,
-        args.map_dtype,
-        args.overwrite,
+        run=args.run,
+        images=args.inputs,
+        out=args.out,
+        category=args.category,
+        maps=args.maps,
+        map_dtype=args.map_dtype,
+        overwrite=args.overwrite,
+        scoring=_scoring(args),
     )
     for path, error in failed:
         print(f"skipped {path}: {error}", file=sys.stderr)
@@ -357,7 +376,8 @@ def _add_export(commands: argparse._SubParsersAction, common: argparse.ArgumentP
 
 
 def _export(args: argparse.Namespace) -> None:
-    print(f"exported -> {api.export(args.run, args.format, args.out, args.category, args.overwrite)}")
+    path = api.export(run=args.run, fmt=args.format, out=args.out, category=args.category, overwrite=args.overwrite)
+    print(f"exported -> {path}")
 
 
 def _add_calibrate(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -400,20 +420,19 @@ def _add_calibrate(commands: argparse._SubParsersAction, common: argparse.Argume
         action="store_true",
         help="replace the thresholds the run already holds (training stores some); later predictions and reports use the new ones",
     )
+    _device_option(parser)
     parser.set_defaults(handler=_calibrate)
 
 
 def _calibrate(args: argparse.Namespace) -> None:
     results = api.calibrate(
-        args.run,
-        args.data,
-        args.split,
-        args.rule,
-        args.quantile,
-        args.margin,
-        _names(args.category),
-        not args.quiet,
-        args.overwrite,
+        run=args.run,
+        data=args.data,
+        split=args.split,
+        rule=api.Rule(args.rule, args.quantile, args.margin),
+        categories=_names(args.category),
+        overwrite=args.overwrite,
+        device=args.device,
     )
     for category, result in results.items():
         normals, old = len(result["normal_scores"]), result["previous"] or {}
@@ -474,16 +493,15 @@ def _seeds(text: str) -> list[int]:
 def _experiment(args: argparse.Namespace) -> None:
     seeds = _seeds(args.seeds) if args.seeds else None
     tables = api.experiment(
-        args.experiment,
-        args.data,
-        args.out,
-        _names(args.only),
-        seeds,
-        _names(args.modes),
-        args.tables_only,
-        not args.quiet,
-        args.real_defects,
-        _names(args.category),
+        file=args.experiment,
+        data=args.data,
+        out=args.out,
+        only=_names(args.only),
+        seeds=seeds,
+        modes=_names(args.modes),
+        categories=_names(args.category),
+        real_defects=args.real_defects,
+        tables_only=args.tables_only,
     )
     for mode, path in tables.items():
         print(f"{mode}: {path}")
@@ -538,7 +556,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings():
             if not args.debug:  # EXIF and format quirks of files Pillow still reads: nothing for the user to do
                 warnings.filterwarnings("ignore", module=r"PIL\.")
-            status = args.handler(args)
+            with api.show_progress(not args.quiet):
+                status = args.handler(args)
     except TrainingInterrupted as error:
         print(f"snlad: {error}", file=sys.stderr)
         return 130

@@ -166,8 +166,16 @@ def _mixup(args: argparse.Namespace) -> None:
     _positive("--batch-size", args.batch_size)
     _positive("--pairs", args.pairs)
     _seed(args.seed)
-    settings = api.MixupSettings(args.base, args.other, args.lambdas, args.seed, args.pairs, args.batch_size)
-    _print_rows(api.probe_mixup(args.run, args.data, settings, args.out), ("lambda", "image_auroc"), args.out)
+    settings = api.MixupSettings(
+        base=args.base,
+        other=args.other,
+        lambdas=args.lambdas,
+        seed=args.seed,
+        pairs=args.pairs,
+        batch_size=args.batch_size,
+    )
+    rows = api.probe_mixup(runs=args.run, data=args.data, settings=settings, out=args.out)
+    _print_rows(rows, ("lambda", "image_auroc"), args.out)
 
 
 def _cutpaste(args: argparse.Namespace) -> None:
@@ -175,30 +183,32 @@ def _cutpaste(args: argparse.Namespace) -> None:
     _positive("--count", args.count)
     _seed(args.seed)
     settings = api.CutPasteSettings(
-        args.source, args.target, args.patch_size, args.count, args.seed, args.batch_size, args.examples
+        source=args.source,
+        targets=args.target,
+        patch_size=args.patch_size,
+        count=args.count,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        examples=args.examples,
     )
-    _print_rows(
-        api.probe_cutpaste(args.run, args.data, settings, args.out),
-        ("target", "image_auroc", "pixel_auroc", "aupro"),
-        args.out,
-    )
+    rows = api.probe_cutpaste(runs=args.run, data=args.data, settings=settings, out=args.out)
+    _print_rows(rows, ("target", "image_auroc", "pixel_auroc", "aupro"), args.out)
 
 
 def _report(args: argparse.Namespace) -> None:
     _positive("--examples", args.examples)
     print(
         api.report(
-            args.run,
-            args.data,
-            args.out,
-            args.probes,
-            args.experiment_dir,
-            args.examples,
-            not args.quiet,
-            args.overwrite,
+            runs=args.run,
+            data=args.data,
+            out=args.out,
+            probe_dirs=args.probes,
+            experiment_dir=args.experiment_dir,
+            examples=args.examples,
+            overwrite=args.overwrite,
         )
     )
 
 
 def _onevsmulti(args: argparse.Namespace) -> None:
-    print(api.figure_onevsmulti(args.experiment_dir, args.out))
+    print(api.figure_onevsmulti(experiment_dir=args.experiment_dir, out=args.out))

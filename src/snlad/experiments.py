@@ -1,4 +1,7 @@
-"""Experiment runner: train and test a list of configurations, seeds and modes; tabulate.
+"""Experiment files and their tables: which runs an experiment asks for, and the tables of its finished runs.
+
+:func:`snlad.api.experiment` trains, tests and validates the runs; this module
+reads the file, plans the runs and writes the comparison tables.
 
 An experiment file (``configs/experiments/*.yaml``) names shared settings,
 seeds, modes and configurations (a model name plus overrides), and which
@@ -31,10 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from snlad import workflow
 from snlad.config import MAX_SEED, is_seed, read_yaml
-from snlad.data import list_categories
-from snlad.engine.run import MODES, ONE_CLASS, Run
+from snlad.engine.run import MODES, Run
 from snlad.errors import SnladError
 from snlad.files import atomic_write_text, confined, write_csv
 
@@ -104,105 +105,47 @@ def load_experiment(path: str | Path) -> Experiment:
     )
 
 
-def run_experiment(
-    experiment: Experiment,
-    data_root: str | Path,
-    out_dir: str | Path,
-    only: list[str] | None = None,
-    seeds: list[int] | None = None,
-    modes: list[str] | None = None,
-    tables_only: bool = False,
-    progress: bool = True,
-    real_defects: str | Path | None = None,
-    categories: list[str] | None = None,
-) -> dict[str, Path]:
-    """Train, test and validate every (mode, configuration, seed) not yet done; write the tables of each mode.
-
-    ``only``/``seeds``/``modes`` restrict what is trained (several processes can
-    share one experiment that way); ``tables_only`` trains nothing.
-    ``real_defects``: a root of real defects (disjoint from the test split) every run is validated on.
-    ``categories`` replaces the experiment's own (``snlad experiment --category``).
-    """
-    out_dir = Path(out_dir)
+def check_selection(experiment: Experiment, out_dir: Path, only: list[str] | None) -> None:
+    """Every configuration names a folder inside ``out_dir``, and ``only`` names configurations the file has."""
     for name in experiment.configurations:  # each names the folder OUT/<mode>/<name>: never one outside OUT
         confined(out_dir, name, "experiment configuration name", single=True)
-    categories = categories or experiment.categories or list_categories(data_root)
     unknown = [n for n in only or [] if n not in experiment.configurations]
     if unknown:
         raise SnladError(
             f"unknown configuration(s) {', '.join(unknown)} (the experiment has {', '.join(experiment.configurations)})"
         )
-    names = [n for n in experiment.configurations if only is None or n in only]
-    tables = {}
-    for mode in experiment.modes:
-        for name in names if not tables_only and (modes is None or mode in modes) else []:
-            for seed in [s for s in experiment.seeds if seeds is None or s in seeds]:
-                _run_one(
-                    experiment,
-                    name,
-                    mode,
-                    seed,
-                    Run(out_dir / mode / name / f"seed{seed}"),
-                    data_root,
-                    categories,
-                    real_defects,
-                    progress,
-                )
-        all_names = list(experiment.configurations)
-        tables[mode] = write_tables(out_dir, mode, all_names, experiment.seeds, categories)
-        if experiment.validate:
-            tables[f"{mode}-validation"] = write_tables(
-                out_dir, mode, all_names, experiment.seeds, categories, VALIDATION
-            )
-        if real_defects is not None or any(
-            collect(out_dir, mode, n, experiment.seeds, REAL_VALIDATION) for n in all_names
-        ):
-            tables[f"{mode}-realval"] = write_tables(out_dir, mode, all_names, experiment.seeds, None, REAL_VALIDATION)
-            tables[f"{mode}-summary"] = write_summary(out_dir, mode, all_names, experiment.seeds)
+
+
+def planned_runs(
+    experiment: Experiment, out_dir: Path, mode: str, only: list[str] | None, seeds: list[int] | None
+) -> list[tuple[str, int, Run]]:
+    """(configuration, seed, run folder ``OUT/<mode>/<name>/seed<k>``) of every run of ``mode`` selected, in the file's order."""
+    return [
+        (name, seed, Run(out_dir / mode / name / f"seed{seed}"))
+        for name in experiment.configurations
+        if only is None or name in only
+        for seed in experiment.seeds
+        if seeds is None or seed in seeds
+    ]
+
+
+def run_overrides(experiment: Experiment, name: str, seed: int) -> list[str]:
+    """The settings of one run: the file's shared ones, then the configuration's, then its seed."""
+    return experiment.settings + list(experiment.configurations[name].get("set", [])) + [f"train.seed={seed}"]
+
+
+def write_mode_tables(
+    experiment: Experiment, out_dir: Path, mode: str, categories: list[str], real_defects: str | Path | None
+) -> dict[str, Path]:
+    """The tables of one mode from its finished runs: test, validation, and real-defect validation with its summary."""
+    names = list(experiment.configurations)
+    tables = {mode: write_tables(out_dir, mode, names, experiment.seeds, categories)}
+    if experiment.validate:
+        tables[f"{mode}-validation"] = write_tables(out_dir, mode, names, experiment.seeds, categories, VALIDATION)
+    if real_defects is not None or any(collect(out_dir, mode, n, experiment.seeds, REAL_VALIDATION) for n in names):
+        tables[f"{mode}-realval"] = write_tables(out_dir, mode, names, experiment.seeds, None, REAL_VALIDATION)
+        tables[f"{mode}-summary"] = write_summary(out_dir, mode, names, experiment.seeds)
     return tables
-
-
-def _run_one(
-    experiment: Experiment,
-    name: str,
-    mode: str,
-    seed: int,
-    run: Run,
-    data_root: str | Path,
-    categories: list[str],
-    real_defects: str | Path | None,
-    progress: bool,
-) -> None:
-    """Train and test one run unless its results exist, then validate it where that is missing (and its model is here)."""
-    if not run.metrics_json.exists():
-        spec = experiment.configurations[name]
-        overrides = experiment.settings + list(spec.get("set", [])) + [f"train.seed={seed}"]
-        config = workflow.resolve_config(spec["model"], None, overrides, categories=categories)
-        resume = any(folder.checkpoint.exists() for folder in run.model_dirs())
-        print(f"[{experiment.name}] {mode} {name} seed {seed}", flush=True)
-        workflow.train(
-            config,
-            data_root,
-            run.path,
-            one_class=mode == ONE_CLASS,
-            resume=resume,
-            overwrite=not resume,
-            progress=progress,
-        )
-        workflow.test(run.path, data_root, categories, progress=progress)
-    missing = (experiment.validate and not run.validation_json.exists()) or (
-        real_defects is not None and not run.real_validation_json.exists()
-    )
-    if missing and not all(path.is_file() for path in run.model_files().values()):
-        print(
-            f"[{experiment.name}] {mode} {name} seed {seed}: results kept without the model, not validated again",
-            flush=True,
-        )
-        return
-    if experiment.validate and not run.validation_json.exists():  # --overwrite training removes it
-        workflow.validate(run.path, data_root)
-    if real_defects is not None and not run.real_validation_json.exists():
-        workflow.validate_real(run.path, real_defects, progress=progress)
 
 
 def collect(

@@ -79,7 +79,7 @@ def validation_metrics(models: dict[str, TrainedModel], batches: Sequence[dict])
     for batch in batches:
         trained = models[batch["category"]]
         fast.setdefault(id(trained), optimise_for_inference(trained))
-        for _, maps, scores in infer(fast[id(trained)], [batch], progress=False):
+        for _, maps, scores in infer(fast[id(trained)], [batch], desc=None):
             results[batch["category"]] = _metrics(batch, maps, scores)
     results["mean"] = mean_over_categories(results)
     return results

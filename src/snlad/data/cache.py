@@ -18,10 +18,10 @@ from collections.abc import Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from snlad.data.dataset import AnomalyDataset
 from snlad.data.sample import Sample
+from snlad.progress import bar
 
 
 class TrainingImages(Dataset):
@@ -33,20 +33,20 @@ class TrainingImages(Dataset):
         image_size: int,
         budget_bytes: int,
         num_workers: int = 0,
-        progress: bool = False,
+        hidden: bool = False,
     ) -> None:
         self.stream = AnomalyDataset(samples, image_size)
         self.cached = min(len(samples), max(0, budget_bytes) // (3 * image_size**2))
         self.pixels = torch.empty((self.cached, 3, image_size, image_size), dtype=torch.uint8)
         if self.cached:
-            self._fill(num_workers, progress)
+            self._fill(num_workers, hidden)
 
-    def _fill(self, num_workers: int, progress: bool) -> None:
-        """Decode the cached images once, in parallel workers when there are any."""
+    def _fill(self, num_workers: int, hidden: bool) -> None:
+        """Decode the cached images once, in parallel workers when there are any (``hidden``: no bar, a non-main rank)."""
         head = torch.utils.data.Subset(self.stream, range(self.cached))
         loader = DataLoader(head, batch_size=16, num_workers=num_workers)
         position = 0
-        for batch in tqdm(loader, desc="decoding training images", unit="batch", disable=not progress, leave=False):
+        for batch in bar(loader, desc="decoding training images", unit="batch", hidden=hidden):
             count = len(batch["image"])
             self.pixels[position : position + count] = (batch["image"] * 255).round_().to(torch.uint8)
             position += count

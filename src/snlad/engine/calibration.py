@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from snlad.config import Config
 from snlad.data import AnomalyDataset, Sample, holdout_split, index_dataset
@@ -25,6 +24,7 @@ from snlad.engine.optimise import optimise_for_inference, optimise_run
 from snlad.engine.run import Run
 from snlad.engine.trained import TrainedModel
 from snlad.errors import SnladError, notice
+from snlad.progress import bar
 from snlad.synthesis import cut_paste, paste_plan
 from snlad.thresholds import Rule, Scored, thresholds
 
@@ -41,7 +41,7 @@ def score_samples(
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
     parts = [
         (scores, batch["label"], maps, batch["mask"][:, 0] > 0.5, batch["has_mask"])
-        for batch, maps, scores in infer(trained, loader, progress=False)
+        for batch, maps, scores in infer(trained, loader, desc=None)
     ]
     return Scored(*(torch.cat(column).numpy() for column in zip(*parts)))
 
@@ -56,7 +56,7 @@ def synthetic_anomalies(trained: TrainedModel, normals: Sequence[Sample], seed: 
     pasted = [cut_paste(images[p.target], images[p.source], p, SYNTHETIC_PATCH) for p in plan]
     synthetic, masks = torch.stack([image for image, _ in pasted]), torch.stack([mask for _, mask in pasted])
     batches = [{"image": chunk} for chunk in synthetic.split(batch_size)]
-    maps, scores = zip(*[(m, s) for _, m, s in infer(trained, batches, progress=False)])
+    maps, scores = zip(*[(m, s) for _, m, s in infer(trained, batches, desc=None)])
     return Scored(
         torch.cat(scores).numpy(),
         np.ones(len(plan), dtype=np.int64),
@@ -108,7 +108,7 @@ def note_few_normals(results: dict[str, dict]) -> None:
 
 
 def calibrate(
-    trained: TrainedModel, held_out: Sequence[Sample], config: Config, rule: Rule = Rule(), progress: bool = True
+    trained: TrainedModel, held_out: Sequence[Sample], config: Config, rule: Rule = Rule()
 ) -> dict[str, dict]:
     """Thresholds per category from held-back normal training images (never test images).
 
@@ -120,13 +120,7 @@ def calibrate(
         by_category.setdefault(sample.category, []).append(sample)
     results = {
         category: calibrate_category(fast, samples, rule, config.train.seed, "held-out normal training images")
-        for category, samples in tqdm(
-            sorted(by_category.items()),
-            desc="calibrating thresholds",
-            unit="category",
-            disable=not progress,
-            leave=False,
-        )
+        for category, samples in bar(sorted(by_category.items()), desc="calibrating thresholds", unit="category")
     }
     note_few_normals(results)
     return results
@@ -138,8 +132,8 @@ def recalibrate_run(
     split: str,
     rule: Rule,
     categories: Sequence[str] | None = None,
-    progress: bool = True,
     overwrite: bool = False,
+    device: str = "auto",
 ) -> dict[str, dict]:
     """Recompute thresholds of a finished run from ``split`` of ``data_root`` and store them in its model files.
 
@@ -148,11 +142,11 @@ def recalibrate_run(
     Stored thresholds decide every later prediction and report, so they are
     replaced only with ``overwrite`` (refused before any image is scored).
     Each returned entry also names the ``file`` it was stored in and the
-    ``previous`` entry it replaced (None where there was none).
+    ``previous`` entry it replaced (None where there was none). The models run on ``device`` (:func:`snlad.engine.device.resolve_device`).
     """
     run = Run(Path(run_dir))
     files = run.model_files()
-    models = optimise_run(run.load_models())
+    models = optimise_run(run.load_models(device))
     wanted = list(categories) if categories else list(models)
     unknown = [c for c in wanted if c not in models]
     if unknown:
@@ -168,7 +162,7 @@ def recalibrate_run(
             "(later predictions and reports then use the new ones)"
         )
     updates: dict[Path, dict[str, dict]] = {}
-    for category in tqdm(wanted, desc="calibrating", unit="category", disable=not progress, leave=False):
+    for category in bar(wanted, desc="calibrating", unit="category"):
         trained = models[category]
         samples = index_dataset(data_root, split, [category])
         if split == "train":

@@ -6,6 +6,7 @@ The config says ``train.device`` "auto", "cpu" or "cuda[:N]".
 from __future__ import annotations
 
 import os
+import re
 import statistics
 import time
 from pathlib import Path
@@ -16,10 +17,13 @@ from snlad.errors import SnladError, notice
 
 
 def resolve_device(name: str) -> torch.device:
+    """``train.device`` or a command's ``--device``: "auto" (a GPU where there is one), "cpu" or "cuda[:N]"."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", name):
+        raise SnladError(f"device {name!r}: use auto, cpu or cuda[:N]")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SnladError(f"train.device={name} but this machine has no CUDA GPU: use train.device=auto or cpu")
+        raise SnladError(f"device {name} asked for, but this machine has no CUDA GPU: use auto or cpu")
     return torch.device(name)
 
 

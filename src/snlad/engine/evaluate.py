@@ -63,7 +63,6 @@ def evaluate_category(
     trained: TrainedModel,
     samples: Sequence[Sample],
     batch_size: int,
-    progress: bool = True,
     scored: list[dict] | None = None,
 ) -> tuple[dict[str, float], list[dict]]:
     """Metrics and image counts of one category's test images, and one row per image (path, label, mask, score).
@@ -77,7 +76,7 @@ def evaluate_category(
     with pixel_temporaries():
         accumulator = PixelMetricAccumulator()
     rows: list[dict] = []
-    for batch, maps, scores in infer(trained, loader, progress, desc=f"testing {samples[0].category}"):
+    for batch, maps, scores in infer(trained, loader, desc=f"testing {samples[0].category}"):
         known = pixel_ground_truth(batch)
         if known.any():
             with pixel_temporaries():
@@ -135,7 +134,6 @@ def evaluate(
     models: dict[str, TrainedModel],
     samples: Sequence[Sample],
     batch_size: int = 8,
-    progress: bool = True,
     partial: Path | None = None,
 ) -> tuple[dict[str, dict[str, float]], list[dict]]:
     """Per-category metrics plus the 'mean' row, and every test image's score.
@@ -148,9 +146,7 @@ def evaluate(
     try:
         for category in sorted({sample.category for sample in samples}):
             category_samples = [sample for sample in samples if sample.category == category]
-            per_category[category], _ = evaluate_category(
-                models[category], category_samples, batch_size, progress, all_rows
-            )
+            per_category[category], _ = evaluate_category(models[category], category_samples, batch_size, all_rows)
     except KeyboardInterrupt:
         if partial is not None and all_rows:
             write_csv(partial, SCORE_COLUMNS, all_rows)

@@ -11,16 +11,18 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from snlad.engine.trained import TrainedModel
 from snlad.errors import SnladError
+from snlad.progress import bar
 
 
 def infer(
-    trained: TrainedModel, batches: Iterable[dict[str, Any]], progress: bool = True, desc: str = "scoring"
+    trained: TrainedModel, batches: Iterable[dict[str, Any]], desc: str | None = "scoring"
 ) -> Iterator[tuple[dict[str, Any], torch.Tensor, torch.Tensor]]:
     """Yield (batch, maps B x S x S, scores B) for every batch (a dict with ``image``), maps and scores on the CPU.
+
+    ``desc`` names the progress bar; None shows none (a loop inside another one's bar).
 
     A batch with no images (every file in it unreadable) yields empty tensors.
     A model whose maps are not finite is refused here, the one place every
@@ -29,7 +31,7 @@ def infer(
     trained.eval()
     device = trained.device
     with torch.inference_mode():
-        for batch in tqdm(batches, desc=desc, disable=not progress, leave=False, unit="batch"):
+        for batch in bar(batches, desc=desc or "", unit="batch", hidden=desc is None):
             if batch["image"].numel() == 0:
                 yield batch, torch.empty(0), torch.empty(0)
                 continue
@@ -43,15 +45,15 @@ def infer(
 
 
 def score_tensors(
-    trained: TrainedModel, images: torch.Tensor, batch_size: int = 8, desc: str = "scoring", progress: bool = False
+    trained: TrainedModel, images: torch.Tensor, batch_size: int = 8
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Anomaly maps N x S x S and image scores N of ``images`` (N x 3 x S x S in [0, 1]) already in memory."""
+    """Anomaly maps N x S x S and image scores N of ``images`` (N x 3 x S x S in [0, 1]) already in memory (no bar of its own)."""
     size = trained.config.data.image_size
     if images.ndim != 4 or tuple(images.shape[1:]) != (3, size, size):
         raise SnladError(f"images must be N x 3 x {size} x {size} for this model, got {tuple(images.shape)}")
     batches = [{"image": chunk} for chunk in images.split(batch_size)]
     maps, scores = [], []
-    for _, batch_maps, batch_scores in infer(trained, batches, progress, desc):
+    for _, batch_maps, batch_scores in infer(trained, batches, desc=None):
         maps.append(batch_maps)
         scores.append(batch_scores)
     return torch.cat(maps), torch.cat(scores)

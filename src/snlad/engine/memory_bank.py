@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from snlad.config import Config
 from snlad.models.coreset import coreset_size, greedy_coreset
 from snlad.models.patchcore import PatchCore
+from snlad.progress import bar
 
 
 class _Stopped(Exception):
@@ -39,7 +39,7 @@ class BankStats:
 
 @torch.no_grad()
 def training_patches(
-    model: PatchCore, loader: DataLoader, image_size: int, progress: bool, interrupted: Callable[[], bool]
+    model: PatchCore, loader: DataLoader, image_size: int, interrupted: Callable[[], bool]
 ) -> torch.Tensor | None:
     """Every patch feature of the ``loader``'s images (S x S), N x C on the model's device (None if interrupted)."""
     device = model.bank.device
@@ -47,7 +47,7 @@ def training_patches(
     features = torch.empty(len(loader.dataset) * side * side, model.bank.shape[1], device=device)
     filled = 0
     model.eval()
-    for batch in tqdm(loader, desc="memory bank: patch features", unit="batch", disable=not progress, leave=False):
+    for batch in bar(loader, desc="memory bank: patch features", unit="batch"):
         patches = model.patch_features(model.teacher(batch["image"].to(device)))
         flat = patches.permute(0, 2, 3, 1).reshape(-1, patches.shape[1])
         features[filled : filled + len(flat)] = flat
@@ -58,19 +58,19 @@ def training_patches(
 
 
 def build_memory_bank(
-    model: PatchCore, loader: DataLoader, config: Config, progress: bool, interrupted: Callable[[], bool]
+    model: PatchCore, loader: DataLoader, config: Config, interrupted: Callable[[], bool]
 ) -> BankStats | None:
     """Collect the training patches, keep their coreset as ``model``'s bank; None (bank untouched) if interrupted."""
     started = time.perf_counter()
-    features = training_patches(model, loader, config.data.image_size, progress, interrupted)
+    features = training_patches(model, loader, config.data.image_size, interrupted)
     if features is None:
         return None
     collected = time.perf_counter()
     kept = coreset_size(len(features), config.model.coreset_fraction)
-    bar = tqdm(total=kept, desc="memory bank: coreset", unit="patch", disable=not progress, leave=False)
+    coreset_bar = bar(total=kept, desc="memory bank: coreset", unit="patch")
 
     def step() -> None:
-        bar.update(1)
+        coreset_bar.update(1)
         if interrupted():
             raise _Stopped
 
@@ -81,6 +81,6 @@ def build_memory_bank(
     except _Stopped:
         return None
     finally:
-        bar.close()
+        coreset_bar.close()
     model.set_bank(features[chosen.to(features.device)])
     return BankStats(len(features), kept, collected - started, time.perf_counter() - collected)

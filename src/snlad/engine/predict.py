@@ -174,7 +174,6 @@ def predict(
     out_dir: Path,
     category: str | None = None,
     batch_size: int = 8,
-    progress: bool = True,
     maps: str = "original",
     map_dtype: str = "float32",
     overwrite: bool = False,
@@ -200,7 +199,7 @@ def predict(
     out_dir = Path(out_dir)
     paths = collect_images(inputs)
     with exclusive_lock(out_dir, "snlad predict"):  # two predicts into one folder would mix their files
-        return _predict_locked(trained, paths, out_dir, category, batch_size, progress, maps, map_dtype, overwrite)
+        return _predict_locked(trained, paths, out_dir, category, batch_size, maps, map_dtype, overwrite)
 
 
 def _predict_locked(
@@ -209,7 +208,6 @@ def _predict_locked(
     out_dir: Path,
     category: str | None,
     batch_size: int,
-    progress: bool,
     maps: str,
     map_dtype: str,
     overwrite: bool,
@@ -238,7 +236,7 @@ def _predict_locked(
     rows: list[dict] = []
     failed: list[tuple[str, str]] = []
     try:
-        for batch, batch_maps, scores in infer(trained, loader, progress, desc="predicting"):
+        for batch, batch_maps, scores in infer(trained, loader, desc="predicting"):
             failed += batch["failed"]
             for path, size, anomaly_map, score in zip(
                 batch.get("path", []), batch.get("orig_hw", []), batch_maps, scores

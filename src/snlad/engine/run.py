@@ -22,9 +22,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from snlad.config import RESUMABLE_SETTINGS, Config, from_dict, merge, parse_override, read_yaml, write_yaml
 from snlad.engine.trained import TrainedModel, load_trained
 from snlad.errors import SnladError
-from snlad.files import atomic_write_text, confined, exclusive_lock, lock_holder, make_folder
+from snlad.files import atomic_write_text, confined, exclusive_lock, lock_holder, make_folder, remove_stale_temporaries
 
 MULTI_CLASS, ONE_CLASS = "multi-class", "one-class"
 REPLACED = ".replaced"  # hidden: never a category name (categories are data folders, listed without dot-names)
@@ -258,6 +259,33 @@ class Run:
         index = self.read_index()
         return {category: self.model_dir(index.mode, category).model for category in index.categories}
 
+    def stored_config(self) -> Config:
+        """The run-wide ``config.yaml`` (every category, the hold-out): what the run was started with."""
+        return from_dict(read_yaml(self.config), source=str(self.config))
+
+    def model_for(self, category: str | None = None, device: str = "auto") -> TrainedModel:
+        """The model that serves ``category`` (required for a one-class run), on ``device``."""
+        models = self.load_models(device)
+        if category is not None:
+            known_categories(self, models, [category])
+            return models[category]
+        if len({id(model) for model in models.values()}) > 1:
+            raise SnladError(
+                f"{self.path} is a one-class run: say which model to use with --category ({', '.join(models)})"
+            )
+        return next(iter(models.values()))
+
+    def trained_root(self) -> Path:
+        """The data root the run was trained on, for commands given no ``--data``; a clear error where it is unknown or gone."""
+        recorded = self.read_index().data_root
+        if recorded is None:
+            raise SnladError(
+                f"{self.path} does not record its data root (trained by an earlier snlad): pass --data ROOT"
+            )
+        if not Path(recorded).is_dir():
+            raise SnladError(f"{self.path} was trained on {recorded}, which is no longer there: pass --data ROOT")
+        return Path(recorded)
+
     def load_models(self, device: str = "auto") -> dict[str, TrainedModel]:
         """Map every category of the run to the model that serves it (a multi-class model is loaded once), on ``device``."""
         loaded: dict[Path, TrainedModel] = {}
@@ -269,6 +297,118 @@ class Run:
         return models
 
 
+def known_categories(run: Run, models: dict[str, TrainedModel], wanted: list[str]) -> None:
+    """Refuse, naming them, the categories of ``wanted`` that the run was not trained on."""
+    unknown = [category for category in wanted if category not in models]
+    if unknown:
+        raise SnladError(f"the run {run.path} was not trained on {', '.join(unknown)} (it knows {', '.join(models)})")
+
+
 def load_run(run_dir: str | Path) -> dict[str, TrainedModel]:
     """Every category of the run in ``run_dir`` mapped to the model that serves it."""
     return Run(Path(run_dir)).load_models()
+
+
+def start_training(
+    run: Run, config: Config, mode: str, categories: list[str], resume: bool, overwrite: bool, data_root: str | Path
+) -> list[Path]:
+    """Clean up after a killed write, refuse to clobber anything, and write the plan: run.json (unfinished) and config.yaml.
+
+    ``--overwrite`` sets the replaced run aside (:meth:`Run.set_aside`) rather
+    than deleting it: a new run that fails before its first checkpoint (a
+    corrupt image, a full disk) gives it back. Files that are not a run's
+    (a folder of the user's that happens to hold a config.yaml) are never
+    replaced, with or without ``--overwrite``. A multi-class run's
+    ``config.yaml`` is its model's, which training writes; a one-class run's
+    is written here. Returns the files the new run may write, for :meth:`Run.restore_replaced`.
+    """
+    for folder in [run.path, *(run.path / category for category in categories)]:
+        remove_stale_temporaries(folder)
+    folders = [run.model_dir(mode, category) for category in categories] + run.model_dirs()
+    files = run.training_files(folders)
+    if resume:
+        return files
+    present = [path for path in files if path.exists()]
+    if _holds_run(run):
+        if not overwrite:
+            raise SnladError(
+                f"{run.path} already holds a run: use --resume to continue it, --overwrite to replace it, or another --out"
+            )
+        run.set_aside(present)  # --overwrite: the replaced run's results would describe another model
+    elif present and not _only_a_plan(run):
+        names = ", ".join(str(path.relative_to(run.path)) for path in present[:4])
+        raise SnladError(
+            f"{run.path} holds no snlad run but files a training would replace ({names}): "
+            "choose another --out (an empty or new folder)"
+        )
+    if mode == ONE_CLASS:
+        write_yaml(config, run.config)
+    run.write_index(mode, categories, finished=False, data_root=data_root)
+    return files
+
+
+def _holds_run(run: Run) -> bool:
+    """A finished run, or one with training state to continue (not just the plan of a start that failed at once)."""
+    return bool(run.model_dirs()) or (run.index_file.exists() and not _only_a_plan(run))
+
+
+def _only_a_plan(run: Run) -> bool:
+    """``run.json`` unfinished and nothing trained: a start that failed before its first checkpoint, safe to start again."""
+    if run.model_dirs() or not run.index_file.is_file():
+        return False
+    try:
+        return not run.read_plan().finished
+    except SnladError:  # a corrupt run.json: not snlad's to replace without --overwrite
+        return False
+
+
+def changed_settings(stored: Config, other: Config) -> list[str]:
+    """The resume-identity check: the ``section.key`` settings in which ``other`` differs from ``stored``.
+
+    The :data:`~snlad.config.RESUMABLE_SETTINGS` may differ (they do not change
+    what is trained), and ``data.categories`` None (all of them) matches any.
+    Resuming continues the same training only where this is empty.
+    """
+    a, b = stored.to_dict(), other.to_dict()
+    return [
+        f"{section}.{key}"
+        for section, values in a.items()
+        for key, value in values.items()
+        if f"{section}.{key}" not in RESUMABLE_SETTINGS
+        and b[section][key] != value
+        and not (key == "categories" and b[section][key] is None)
+    ]
+
+
+def resume_config(
+    run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (), requested: Config | None = None
+) -> tuple[Config, bool]:
+    """The stored config of an interrupted (or finished) run with the safe ``overrides`` applied, and whether it is one-class.
+
+    Only :data:`~snlad.config.RESUMABLE_SETTINGS` may change. The original
+    command repeated is fine: an override, or a ``requested`` config (what the
+    command's --model/--config/... would give), that agrees with the stored
+    settings is accepted; one that differs is refused, naming the settings.
+    """
+    run = Run(Path(run_dir))
+    if not run.config.is_file():
+        raise SnladError(f"nothing to resume in {run.path}: it has no config.yaml (start without --resume)")
+    stored = run.stored_config()
+    config = stored
+    changed = [] if requested is None else changed_settings(stored, requested)
+    for text in overrides:
+        key = text.split("=", 1)[0].strip()
+        updated = merge(config, parse_override(text), source=f"override {text!r}")
+        if key in RESUMABLE_SETTINGS:
+            config = updated
+        elif changed_settings(stored, updated):
+            changed.append(key)
+    if changed:
+        raise SnladError(
+            f"--resume continues {run.path} with its stored settings, and {', '.join(dict.fromkeys(changed))} would change; "
+            f"only {', '.join(RESUMABLE_SETTINGS)} can (train a new run with another --out for the rest)"
+        )
+    one_class = (
+        run.read_plan().mode == ONE_CLASS if run.index_file.is_file() else not ModelDir(run.path).checkpoint.exists()
+    )
+    return config, one_class

@@ -4,7 +4,7 @@ State lives in the model folder's ``checkpoint.pt`` (written atomically after
 every epoch and on Ctrl-C/SIGTERM, with the position inside the epoch), so
 ``--resume`` continues exactly where training stopped and reaches the same
 weights as an uninterrupted run. Calibrating and saving the finished model
-is the caller's (``snlad.workflow.train``): training knows nothing of inference.
+is the caller's (``snlad.api.train``): training knows nothing of inference.
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Sampler, SequentialSampler
-from tqdm import tqdm
 
-from snlad.config import RESUMABLE_SETTINGS, Config, from_dict, write_yaml
+from snlad.config import Config, from_dict, write_yaml
 from snlad.data import Sample
 from snlad.data.cache import TrainingImages
 from snlad.engine.checkpoint import ALTERED, entry, read_checkpoint, state_dict, write_checkpoint
@@ -32,26 +31,18 @@ from snlad.engine.distributed import DistContext, per_rank_batch, unwrap, wrap_s
 from snlad.engine.feature_cache import TeacherFeatureCache
 from snlad.engine.memory_bank import build_memory_bank
 from snlad.engine.precision import autocast
-from snlad.engine.run import ModelDir
+from snlad.engine.run import ModelDir, changed_settings
 from snlad.engine.sampler import ResumableSampler
 from snlad.errors import SnladError, brief
 from snlad.files import atomic_write_text
 from snlad.losses import distillation_loss
 from snlad.models import PatchCore, TeacherStudent, build_model
 from snlad.models.cram import CRAM_INITS
+from snlad.progress import bar, progress_shown
 
 
 class TrainingInterrupted(SnladError):
     """Raised after the interrupted state was saved; the CLI exits with 130."""
-
-
-def _comparable(config: Config) -> dict:
-    """The config minus what may change on resume (:data:`snlad.config.RESUMABLE_SETTINGS`)."""
-    data = config.to_dict()
-    for setting in RESUMABLE_SETTINGS:
-        section, key = setting.split(".")
-        data[section].pop(key)
-    return data
 
 
 def _prepare(folder: ModelDir, config: Config, resume: bool, overwrite: bool) -> dict | None:
@@ -62,14 +53,8 @@ def _prepare(folder: ModelDir, config: Config, resume: bool, overwrite: bool) ->
                 f"nothing to resume in {folder.path}: {folder.checkpoint.name} is missing (start without --resume)"
             )
         state = _training_checkpoint(folder.checkpoint)
-        saved = from_dict(state["config"], source=str(folder.checkpoint))
-        if _comparable(saved) != _comparable(config):
-            changed = [
-                f"{section}.{key}"
-                for section, values in _comparable(config).items()
-                for key, value in values.items()
-                if _comparable(saved)[section][key] != value
-            ]
+        changed = changed_settings(from_dict(state["config"], source=str(folder.checkpoint)), config)
+        if changed:
             raise SnladError(
                 f"cannot resume {folder.checkpoint}: it was trained with another config ({', '.join(changed)} differ)"
             )
@@ -184,7 +169,6 @@ def fit(
     config: Config,
     folder: ModelDir,
     resume_state: dict | None,
-    progress: bool = True,
     context: DistContext = DistContext(),
 ) -> None:
     """Train the student; checkpoint every epoch and on interruption (rank 0 of a distributed job)."""
@@ -207,7 +191,7 @@ def fit(
         config.data.image_size,
         config.data.cache_mb * 2**20,
         config.data.num_workers,
-        progress and context.is_main,
+        hidden=not context.is_main,
     )
     loader = _loader(images, config, sampler, per_rank_batch(config.train.batch_size, context))
     teacher_cache = TeacherFeatureCache(len(samples), config.train.teacher_cache_mb * 2**20)
@@ -218,12 +202,11 @@ def fit(
         while epoch < config.train.epochs:
             sampler.set_epoch(epoch, position)
             started, seen, sums = time.perf_counter(), 0, {}
-            bar = tqdm(
+            epoch_bar = bar(
                 total=len(samples) - position,
                 desc=f"epoch {epoch + 1}/{config.train.epochs}",
                 unit="img",
-                disable=not (progress and context.is_main),
-                leave=False,
+                hidden=not context.is_main,
             )
             for batch in loader:
                 batch_size = batch["image"].shape[0]
@@ -246,18 +229,18 @@ def fit(
                 seen += batch_size
                 for name, value in {"loss": loss.item(), **parts}.items():
                     sums[name] = sums.get(name, 0.0) + value * batch_size
-                bar.update(batch_size * context.world_size)
-                bar.set_postfix(loss=f"{loss.item():.4f}")
+                epoch_bar.update(batch_size * context.world_size)
+                epoch_bar.set_postfix(loss=f"{loss.item():.4f}")
                 # After an epoch's last batch the epoch ends as usual (logged, saved); the check below it stops.
                 if position < len(samples) and context.any(interrupted(), device):
-                    bar.close()
+                    epoch_bar.close()
                     if context.is_main:
                         write_checkpoint(folder.checkpoint, _training_state(model, optimizer, config, epoch, position))
                     raise TrainingInterrupted(
                         f"interrupted in epoch {epoch + 1} after {position}/{len(samples)} images; state saved to "
                         f"{folder.checkpoint}: continue with the same command plus --resume"
                     )
-            bar.close()
+            epoch_bar.close()
             epoch, position = epoch + 1, 0
             if not sums:  # resumed from a state saved after the epoch's last batch: nothing was trained to log
                 if context.is_main:
@@ -271,7 +254,7 @@ def fit(
                 write_checkpoint(folder.checkpoint, _training_state(model, optimizer, config, epoch, position))
                 _append_log(folder.train_log, epoch, means, seconds, totals[-1] / seconds)
                 terms = ", ".join(f"{name} {value:.4f}" for name, value in means.items() if name != "loss")
-            if context.is_main and progress:
+            if context.is_main and progress_shown():
                 print(
                     f"epoch {epoch}/{config.train.epochs}: loss {means['loss']:.4f} ({terms}), {seconds:.0f} s, {totals[-1] / seconds:.1f} img/s",
                     file=sys.stderr,
@@ -338,7 +321,6 @@ def train_model(
     context: DistContext,
     resume: bool = False,
     overwrite: bool = False,
-    progress: bool = True,
 ) -> TeacherStudent:
     """Train one model on ``samples`` (one category or many, held-out images already removed) into ``folder``."""
     resume_state = _prepare(folder, config, resume, overwrite)  # --overwrite: the caller set the old run aside
@@ -351,9 +333,9 @@ def train_model(
     if context.is_main:
         write_yaml(config, folder.config)
     if isinstance(model, PatchCore):  # nothing to train: the memory bank is built once
-        build_bank(model, samples, config, folder, resume_state, progress, context)
+        build_bank(model, samples, config, folder, resume_state, context)
     else:
-        fit(model, samples, config, folder, resume_state, progress, context)
+        fit(model, samples, config, folder, resume_state, context)
     return unwrap(model).eval()
 
 
@@ -363,7 +345,6 @@ def build_bank(
     config: Config,
     folder: ModelDir,
     resume_state: dict | None,
-    progress: bool,
     context: DistContext,
 ) -> None:
     """PatchCore's training (:mod:`snlad.engine.memory_bank`), checkpointed like an epoch.
@@ -380,7 +361,7 @@ def build_bank(
     images = TrainingImages(samples, config.data.image_size, 0)  # one pass: nothing worth caching
     loader = _loader(images, config, SequentialSampler(images), config.train.batch_size)
     with deferred_interrupts() as interrupted:
-        stats = build_memory_bank(model, loader, config, progress, interrupted)
+        stats = build_memory_bank(model, loader, config, interrupted)
     # The training-checkpoint format, with an empty optimizer state: a bank has no optimizer.
     state = {"kind": "training", "config": config.to_dict(), "model": model.state_dict(), "optimizer": {"state": {}}}
     state["position"] = 0
@@ -392,7 +373,7 @@ def build_bank(
         )
     seconds = stats.feature_seconds + stats.coreset_seconds
     _append_log(folder.train_log, 1, {"patches": stats.patches, "bank": stats.kept}, seconds, len(samples) / seconds)
-    if progress:
+    if progress_shown():
         print(
             f"memory bank: {stats.kept:,} of {stats.patches:,} patches ({len(samples)} images), "
             f"features {stats.feature_seconds:.0f} s, coreset {stats.coreset_seconds:.0f} s",

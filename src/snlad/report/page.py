@@ -14,13 +14,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from snlad import plots, render
 from snlad.data import index_dataset, list_categories
 from snlad.engine.evaluate import FEW_TEST_IMAGES, TABLE_COLUMNS
 from snlad.errors import SnladError
 from snlad.files import atomic_write_text, make_folder
+from snlad.progress import bar
 from snlad.report.examples import category_grid
 from snlad.report.html import esc, image, page, percent, table
 from snlad.report.onevsmulti import METRICS, onevsmulti_figure, summarise
@@ -194,7 +194,6 @@ def build_report(
     probe_dirs: Sequence[str | Path] = (),
     experiment_dir: str | Path | None = None,
     examples: int = 3,
-    progress: bool = True,
     overwrite: bool = False,
 ) -> Path:
     """Write OUT/index.html and OUT/images/*; return the page's path.
@@ -228,7 +227,7 @@ def build_report(
     available = set(list_categories(data_root))
     parts += [
         _category_section(runs, category, data_root, available, examples, folder)
-        for category in tqdm(categories, desc="report", unit="category", disable=not progress, leave=False)
+        for category in bar(categories, desc="report", unit="category")
     ]
     if probe_dirs:
         parts.append(_probes_section([Path(p) for p in probe_dirs], folder))
