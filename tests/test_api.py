@@ -60,7 +60,7 @@ def gpu_trained_run(tmp_path: Path) -> Path:
     return run.path
 
 
-@pytest.mark.parametrize("command", ["test", "predict", "calibrate"])
+@pytest.mark.parametrize("command", ["test", "predict", "calibrate", "validate"])
 @pytest.mark.parametrize("device", [None, "cpu"])
 def test_the_cli_device_option_reaches_the_model_placement(
     gpu_trained_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str, device: str | None
@@ -79,6 +79,7 @@ def test_the_cli_device_option_reaches_the_model_placement(
         "test": ["test", "--run", run],
         "predict": ["predict", str(tmp_path / "image.png"), "--run", run, "--out", str(tmp_path / "out")],
         "calibrate": ["calibrate", "--run", run, "--data", str(tmp_path)],
+        "validate": ["validate", "--run", run, "--real-defects", str(tmp_path)],
     }[command]
     assert cli.main([*argv, *(["--device", device] if device else []), "--quiet"]) == 2
     expected = device or "auto"

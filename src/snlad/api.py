@@ -405,13 +405,13 @@ def export(*, run: str | Path, fmt: str, out: str | Path, category: str | None =
 # ---------------------------------------------------------------- choosing settings
 
 
-def validate(*, run: str | Path, data: str | Path) -> dict[str, dict[str, float]]:
+def validate(*, run: str | Path, data: str | Path, device: str = "auto") -> dict[str, dict[str, float]]:
     """Score a run on its validation set (held-out normals + cut-paste anomalies from other categories; no test image).
 
     Writes ``RUN/validation.json`` and ``RUN/validation.md``; this is what settings are chosen on.
     """
     source = Run(Path(run))
-    models = source.load_models()
+    models = source.load_models(device)
     results = validation_metrics(
         models, synthetic_validation(data, source.stored_config())
     )  # every category, the hold-out

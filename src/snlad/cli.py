@@ -270,6 +270,7 @@ def _add_validate(commands: argparse._SubParsersAction, common: argparse.Argumen
         "--real-defects", metavar="ROOT", help="a root of real defects disjoint from the test split (real validation)"
     )
     parser.add_argument("--batch-size", type=_positive_int, default=8, help="images per forward pass (default 8)")
+    _device_option(parser)
     parser.set_defaults(handler=_validate)
 
 
@@ -280,10 +281,13 @@ def _validate(args: argparse.Namespace) -> None:
         )
     run = Run(Path(args.run))
     if args.real_defects is not None:
-        mean = api.validate_real(run=args.run, data=args.real_defects, batch_size=args.batch_size)["mean"]
+        results = api.validate_real(
+            run=args.run, data=args.real_defects, batch_size=args.batch_size, device=args.device
+        )
+        mean = results["mean"]
         print(f"validation (real defects, {_summary(mean)}) -> {run.real_validation_md}")
     if args.data is not None:
-        mean = api.validate(run=args.run, data=args.data)["mean"]
+        mean = api.validate(run=args.run, data=args.data, device=args.device)["mean"]
         print(f"validation (held-out normals + cut-paste, {_summary(mean)}) -> {run.validation_md}")
 
 
