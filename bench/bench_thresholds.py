@@ -71,7 +71,9 @@ def main() -> None:
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for rule, quantile, margin in RULES:
-            calibration = api.calibrate(run=run, data=args.data, rule=api.Rule(rule, quantile, margin), overwrite=True)
+            calibration = api.calibrate(
+                run=run, data=args.data, rule=api.Rule(name=rule, quantile=quantile, margin=margin), overwrite=True
+            )
             name = rule + (f" +{margin:.0%}" if margin else "")
             for category, entry in calibration.items():
                 d = decide(tests[category], entry["threshold"], entry["pixel_threshold"])

@@ -433,7 +433,7 @@ def _calibrate(args: argparse.Namespace) -> None:
         run=args.run,
         data=args.data,
         split=args.split,
-        rule=api.Rule(args.rule, args.quantile, args.margin),
+        rule=api.Rule(name=args.rule, quantile=args.quantile, margin=args.margin),
         categories=_names(args.category),
         overwrite=args.overwrite,
         device=args.device,
