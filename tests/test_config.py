@@ -4,7 +4,16 @@ from pathlib import Path
 
 import pytest
 
-from snlad.config import check_registry, from_dict, load_config, map_term_weights, preset, read_yaml, write_yaml
+from snlad.config import (
+    check_registry,
+    effective_map,
+    from_dict,
+    load_config,
+    map_term_weights,
+    preset,
+    read_yaml,
+    write_yaml,
+)
 from snlad.errors import SnladError
 
 
@@ -69,15 +78,21 @@ def test_non_finite_or_malformed_floats_are_still_refused(written):
         load_config("fd", None, [f"train.lr={written}"])
 
 
-def test_the_structural_map_has_its_own_settings_and_old_files_read_them_from_the_loss():
-    """The map's affinity settings are its own; a file written before they existed meant the loss's."""
+def test_the_structural_map_has_its_own_settings_which_default_to_the_losss():
+    """Unset (None, and absent from files written before they existed), the map compares positions as training did."""
     config = load_config("snl-fd", None, ["loss.affinity_mode=local", "loss.affinity_size=8"])
-    assert (config.map.affinity_mode, config.map.affinity_size) == ("pooled", 16)
+    assert config.map.affinity_mode is None
+    assert (effective_map(config).affinity_mode, effective_map(config).affinity_size) == ("local", 8)
+    own = load_config("snl-fd", None, ["loss.affinity_mode=local", "map.affinity_mode=pooled", "map.affinity_size=4"])
+    assert (effective_map(own).affinity_mode, effective_map(own).affinity_size, effective_map(own).affinity_window) == (
+        "pooled",
+        4,
+        7,
+    )
     old = config.to_dict()
     for key in ("affinity_size", "affinity_mode", "affinity_window", "local"):
         del old["map"][key]
-    restored = from_dict(old, "old run")
-    assert (restored.map.affinity_mode, restored.map.affinity_size, restored.map.local) == ("local", 8, 1.0)
+    assert from_dict(old, "old run") == config
 
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "docs/results").rglob("config.yaml")), ids=str)

@@ -162,7 +162,11 @@ def test_structural_map_distance_is_row_mean_of_affinity_difference():
     teacher, student = torch.randn(1, 5, 4, 4), torch.randn(1, 5, 4, 4)
     a_t, a_s = direct_cosine_affinity(teacher[0].flatten(1)), direct_cosine_affinity(student[0].flatten(1))
     expected = (a_t - a_s).abs().mean(dim=1).view(4, 4)
-    assert torch.allclose(structural_distance(teacher, student, MapConfig(affinity_size=4))[0], expected, atol=1e-5)
+    assert torch.allclose(
+        structural_distance(teacher, student, MapConfig(affinity_size=4, affinity_mode="pooled"))[0],
+        expected,
+        atol=1e-5,
+    )
 
 
 def test_spatial_and_channel_losses_match_definitions():

@@ -10,8 +10,13 @@ import torch
 import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
-from snlad.config import MapConfig, map_weight
+from snlad.config import Config, LossConfig, MapConfig, effective_map, map_weight
 from snlad.scoring import MAP_TERMS, AnomalyScorer, MapTerm, bilinear_matrix, blur_matrix, structural_distance
+
+
+def pooled(**values: object) -> MapConfig:
+    """Map settings with the structural term's affinities on a grid of at most 8 (set, as the scorer needs them)."""
+    return MapConfig(**{"affinity_size": 8, "affinity_mode": "pooled", "affinity_window": 7, **values})
 
 
 def direct_structural(t: torch.Tensor, s: torch.Tensor, grid: int) -> torch.Tensor:
@@ -48,9 +53,7 @@ def test_scorer_equals_interpolate_sum_and_scipy_blur(beta, sigma):
     sides = (16, 8, 4)
     teacher = [torch.randn(2, 5, side, side) for side in sides]
     student = [torch.randn(2, 5, side, side) for side in sides]
-    scorer = AnomalyScorer(
-        MapConfig(beta=beta, sigma=sigma, image_score="max", affinity_size=8), image_size=64, level_sides=sides
-    )
+    scorer = AnomalyScorer(pooled(beta=beta, sigma=sigma, image_score="max"), image_size=64, level_sides=sides)
     maps, scores = scorer(teacher, student)
     expected = reference_maps(teacher, student, 64, beta, sigma, 8)
     assert maps.shape == (2, 64, 64)
@@ -62,7 +65,7 @@ def test_topk_score_is_the_mean_of_the_top_one_percent():
     torch.manual_seed(1)
     features = [torch.randn(3, 4, 16, 16), torch.randn(3, 4, 8, 8), torch.randn(3, 4, 4, 4)]
     other = [f + 0.3 * torch.randn_like(f) for f in features]
-    scorer = AnomalyScorer(MapConfig(beta=0.5, image_score="topk", topk_fraction=0.01, affinity_size=8), 64, (16, 8, 4))
+    scorer = AnomalyScorer(pooled(beta=0.5, image_score="topk", topk_fraction=0.01), 64, (16, 8, 4))
     maps, scores = scorer(features, other)
     expected = np.sort(maps.flatten(1).numpy(), axis=1)[:, ::-1][:, :41].mean(axis=1)  # ceil(1 % of 4096) pixels
     assert np.allclose(scores.numpy(), expected, atol=1e-6)
@@ -82,7 +85,7 @@ def test_matrices_reproduce_interpolation_and_mirror_blur():
 
 
 def test_scorer_refuses_a_level_it_was_not_built_for():
-    scorer = AnomalyScorer(MapConfig(affinity_size=8), 64, (16, 8, 4))
+    scorer = AnomalyScorer(pooled(), 64, (16, 8, 4))
     features = [torch.rand(1, 8, 40, 40)] * 3
     with pytest.raises(ValueError, match="no 40-wide level"):
         scorer(features, features)
@@ -91,7 +94,7 @@ def test_scorer_refuses_a_level_it_was_not_built_for():
 def test_local_structural_map_is_the_window_mean_of_the_affinity_difference_at_native_resolution():
     torch.manual_seed(3)
     teacher, student = torch.randn(1, 4, 6, 6), torch.randn(1, 4, 6, 6)
-    settings = MapConfig(beta=1.0, affinity_mode="local", affinity_window=3)
+    settings = pooled(beta=1.0, affinity_mode="local", affinity_window=3)
     got = structural_distance(teacher, student, settings)[0]
     t, s = F.normalize(teacher[0], dim=0), F.normalize(student[0], dim=0)
     expected = torch.zeros(6, 6)
@@ -131,8 +134,9 @@ def test_a_registered_map_term_adds_its_weighted_projected_map(monkeypatch):
     sides = (16, 8, 4)
     teacher = [torch.randn(2, 5, side, side) for side in sides]
     student = [torch.randn(2, 5, side, side) for side in sides]
-    plain, _ = AnomalyScorer(MapConfig(beta=1.0, affinity_size=8), 64, sides)(teacher, student)
-    with_toy, _ = AnomalyScorer(ToyMapConfig(beta=1.0, affinity_size=8), 64, sides)(teacher, student)
+    structural = {"beta": 1.0, "affinity_size": 8, "affinity_mode": "pooled", "affinity_window": 7}
+    plain, _ = AnomalyScorer(MapConfig(**structural), 64, sides)(teacher, student)
+    with_toy, _ = AnomalyScorer(ToyMapConfig(**structural), 64, sides)(teacher, student)
     toy_levels = [0.5 * (t - s).double().abs().mean(dim=1) for t, s in zip(teacher, student, strict=True)]
     expected = upsampled_sum(toy_levels, 64, 4.0)
     assert np.abs((with_toy - plain).double().numpy() - expected).max() < 1e-5
@@ -146,4 +150,15 @@ def test_map_terms_with_weight_zero_are_not_computed(monkeypatch):
     monkeypatch.setitem(MAP_TERMS, "structural", MapTerm(refuse))
     features = [torch.randn(1, 3, 8, 8)]
     maps, _ = AnomalyScorer(MapConfig(beta=0.0), 32, (8,))(features, [f + 1 for f in features])
+    assert maps.shape == (1, 32, 32)
+
+
+def test_the_scorer_refuses_unset_settings_of_a_term_it_computes():
+    """MapConfig leaves the structural settings to the loss's; a scorer is built from the settings as used."""
+    features = [torch.randn(1, 3, 8, 8)]
+    AnomalyScorer(MapConfig(beta=0.0), 32, (8,))  # the structural term is off: its settings are not needed
+    with pytest.raises(ValueError, match="map.affinity_size, map.affinity_mode, map.affinity_window unset"):
+        AnomalyScorer(MapConfig(beta=1.0), 32, (8,))
+    config = Config(loss=LossConfig(affinity_size=4), map=MapConfig(beta=1.0))
+    maps, _ = AnomalyScorer(effective_map(config), 32, (8,))(features, [f + 1 for f in features])
     assert maps.shape == (1, 32, 32)

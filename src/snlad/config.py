@@ -162,11 +162,11 @@ class MapConfig:
     # "euclidean" (PatchCore: the L2 distance to the nearest memory-bank patch).
     distance: str = "cosine"
     beta: float = map_weight("structural", 0.0)  # weight of the intra-affinity distance (SNL part 3)
-    # The structural term's affinities, as the training loss's (loss.affinity_*) by default; a config file written
-    # before the map had its own takes the loss's (from_dict).
-    affinity_size: int = 16
-    affinity_mode: str = "pooled"
-    affinity_window: int = 7
+    # The structural term's affinities ("pooled" grid of at most affinity_size, or "local" windows); None: the
+    # loss's loss.affinity_*, so the map compares positions as training did (and as runs written before these existed).
+    affinity_size: int | None = None
+    affinity_mode: str | None = None
+    affinity_window: int | None = None
     sigma: float = 4.0  # Gaussian blur at 256 px (RD4AD)
     # "topk" (mean of the top 1 % pixels) beat RD4AD's "max" for all four models on
     # held-out normals + synthetic anomalies (docs/results/selection-map.md).
@@ -175,7 +175,13 @@ class MapConfig:
 
 
 MAP_SETTINGS_FROM_LOSS = ("affinity_size", "affinity_mode", "affinity_window")
-"""The structural map's settings that a config file written before the map had its own took from the loss."""
+"""The structural term's settings that, left unset (None), are the loss's."""
+
+
+def effective_map(config: Config) -> MapConfig:
+    """``config.map`` with its unset settings taken from the loss (:data:`MAP_SETTINGS_FROM_LOSS`): what the scorer reads."""
+    unset = {key: getattr(config.loss, key) for key in MAP_SETTINGS_FROM_LOSS if getattr(config.map, key) is None}
+    return dataclasses.replace(config.map, **unset)
 
 
 def map_term_weights(config: MapConfig) -> dict[str, float]:
@@ -276,10 +282,6 @@ def from_dict(data: dict[str, Any], source: str) -> Config:
         if section_field.name == "model" and "architecture" not in values and "name" in values:
             # Written before model.architecture existed: the preset's name said it.
             values = {**values, "architecture": PRESET_ARCHITECTURES.get(values["name"], values["name"])}
-        if section_field.name == "map" and isinstance(data.get("loss"), dict):
-            # Written before the map had its own structural settings: it used the loss's.
-            borrowed = {key: data["loss"][key] for key in MAP_SETTINGS_FROM_LOSS if key in data["loss"]}
-            values = {**borrowed, **values}
         checked = {}
         for key, value in values.items():
             if key not in field_hints:
@@ -330,6 +332,7 @@ def is_seed(value: object) -> bool:
 
 def _validate(config: Config, source: str) -> None:
     """Value checks that types alone cannot express: each string option against :data:`CHOICES`, then each section's bounds."""
+    config = dataclasses.replace(config, map=effective_map(config))  # the map as it is used
     checks = [
         (
             getattr(getattr(config, setting.split(".")[0]), setting.split(".")[1]) in names,

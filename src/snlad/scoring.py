@@ -6,7 +6,7 @@ distance ``1 - cos(T[:, p], S[:, p])`` (PatchCore: the L2 distance of a patch
 to its nearest memory-bank patch, ``map.distance``), and for SNL ``structural``
 (``map.beta``), ``mean_q |A_T(p, q) - A_S(p, q)|``, the row of the
 intra-affinity difference (on its pooled grid, or over each position's local
-window: ``map.affinity_*``). Levels are upsampled bilinearly to the input size, summed and
+window: ``map.affinity_*``, the loss's where unset). Levels are upsampled bilinearly to the input size, summed and
 Gaussian-smoothed (sigma 4 at 256 px, as RD4AD; truncated at 4 sigma with
 mirror borders, as ``scipy.ndimage.gaussian_filter``); the image score is the
 map's max or the mean of its top-k pixels (:data:`IMAGE_SCORES`).
@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snlad.config import MapConfig, check_registry, map_term_weights
+from snlad.config import MAP_SETTINGS_FROM_LOSS, MapConfig, check_registry, map_term_weights
 from snlad.losses.affinity import affinity, local_affinity, pooled_positions
 from snlad.models.teacher_student import Features
 
@@ -102,30 +102,34 @@ def same_side(side: int, config: MapConfig) -> int:
 
 @dataclass(frozen=True)
 class MapTerm:
-    """One registered map term: its distance map, and the side of that map for a level of a given side."""
+    """One registered map term: its distance map, the side of that map for a level of a given side, its settings."""
 
     distance: MapFn
     side: Callable[[int, MapConfig], int] = same_side
+    settings: tuple[str, ...] = ()  # the MapConfig fields it reads
 
 
 MAP_TERMS: dict[str, MapTerm] = {}
 
 
-def map_term(name: str, side: Callable[[int, MapConfig], int] = same_side) -> Callable[[MapFn], MapFn]:
+def map_term(
+    name: str, side: Callable[[int, MapConfig], int] = same_side, settings: tuple[str, ...] = ()
+) -> Callable[[MapFn], MapFn]:
     """Register a per-level distance map as the map term ``name`` (its weight: the MapConfig field ``map_weight(name)``).
 
     ``side`` gives the side of the term's map for a level of that side (a term
-    on a coarser grid), so the scorer can precompute its upsampling.
+    on a coarser grid), so the scorer can precompute its upsampling;
+    ``settings`` names the MapConfig fields the term reads.
     """
 
     def register(fn: MapFn) -> MapFn:
-        MAP_TERMS[name] = MapTerm(fn, side)
+        MAP_TERMS[name] = MapTerm(fn, side, settings)
         return fn
 
     return register
 
 
-@map_term("local")
+@map_term("local", settings=("distance",))
 def local_term(teacher: torch.Tensor, student: torch.Tensor, config: MapConfig) -> torch.Tensor:
     """B x C x H x W pair -> B x H x W: ``map.distance`` between the two features at each position."""
     return DISTANCES[config.distance](teacher, student)
@@ -154,7 +158,11 @@ STRUCTURAL_MODES = {
 check_registry(STRUCTURAL_MODES, "map.affinity_mode")
 
 
-@map_term("structural", side=lambda side, config: STRUCTURAL_MODES[config.affinity_mode].side(side, config))
+@map_term(
+    "structural",
+    side=lambda side, config: STRUCTURAL_MODES[config.affinity_mode].side(side, config),
+    settings=MAP_SETTINGS_FROM_LOSS,
+)
 def structural_distance(teacher: torch.Tensor, student: torch.Tensor, config: MapConfig) -> torch.Tensor:
     """B x C x H x W pair -> B x h x w, mean_q |A_T(p, q) - A_S(p, q)|, the affinities of the training loss."""
     return STRUCTURAL_MODES[config.affinity_mode].distance(teacher, student, config)
@@ -186,6 +194,11 @@ class AnomalyScorer(nn.Module):
         super().__init__()
         self.config = config
         self.terms = [(MAP_TERMS[name], weight) for name, weight in map_term_weights(config).items() if weight > 0]
+        unset = [key for term, _ in self.terms for key in term.settings if getattr(config, key) is None]
+        if unset:
+            raise ValueError(
+                f"map.{', map.'.join(unset)} unset: build the scorer from snlad.config.effective_map(config)"
+            )
         self.image_size = image_size
         self.topk = IMAGE_SCORES[config.image_score](config, image_size**2)
         blur = blur_matrix(image_size, config.sigma)

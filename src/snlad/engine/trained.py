@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from snlad.config import Config, from_dict
+from snlad.config import Config, effective_map, from_dict
 from snlad.engine.checkpoint import ALTERED, entry, read_checkpoint, real, state_dict, write_checkpoint
 from snlad.engine.device import resolve_device
 from snlad.errors import SnladError, brief
@@ -82,7 +82,7 @@ def build_scorer(config: Config, model: TeacherStudent) -> AnomalyScorer:
     """The scorer of ``config``'s anomaly map for ``model``'s feature levels, on the model's device."""
     sides = model.teacher.level_sides(config.data.image_size)
     device = next(model.parameters()).device
-    return AnomalyScorer(config.map, config.data.image_size, sides).to(device)
+    return AnomalyScorer(effective_map(config), config.data.image_size, sides).to(device)
 
 
 def model_from_state(config: Config, state: dict[str, torch.Tensor], source: Path) -> TeacherStudent:
