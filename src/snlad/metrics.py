@@ -31,6 +31,7 @@ __all__ = [
     "aupro",
     "image_metrics",
     "mean_over_categories",
+    "percent",
     "pixel_metrics",
 ]
 
@@ -168,6 +169,11 @@ def aupro(maps: np.ndarray, masks: np.ndarray, fpr_limit: float = 0.3) -> float:
     del sorted_sizes
     pro = np.cumsum(pro_weight)[last_of_score]
     return _aupro_from_cumulative(fp / n_normal, pro / n_regions, fpr_limit)
+
+
+def percent(value: float | None) -> str:
+    """A metric in [0, 1] as every table shows it: percent with one decimal; a missing one (None or NaN) as n/a."""
+    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.1f}"
 
 
 def mean_over_categories(per_category: dict[str, dict[str, float]]) -> dict[str, float]:

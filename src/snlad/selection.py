@@ -20,17 +20,17 @@ import numpy as np
 import torch
 
 from snlad.config import Config
-from snlad.data import AnomalyDataset, holdout_split, index_dataset
+from snlad.data import AnomalyDataset, holdout_split, index_dataset, load_tensors
 from snlad.engine.inference import infer
-from snlad.engine.optimise import optimise_for_inference
+from snlad.engine.optimise import optimise_for_inference, optimise_run
 from snlad.engine.trained import TrainedModel, build_scorer
 from snlad.errors import SnladError
 from snlad.metrics import image_metrics, mean_over_categories, pixel_metrics
-from snlad.synthesis import cut_paste, paste_plan
+from snlad.synthesis import PATCH_FRACTION, paste_all, paste_plan
 
 
 def synthetic_validation(
-    data_root: str | Path, config: Config, pastes_per_image: int = 3, fraction: float = 0.15, seed: int = 0
+    data_root: str | Path, config: Config, pastes_per_image: int = 3, fraction: float = PATCH_FRACTION, seed: int = 0
 ) -> list[dict]:
     """Batches (one per category) of held-out normals followed by their cut-paste anomalies.
 
@@ -47,18 +47,17 @@ def synthetic_validation(
     rng = np.random.default_rng(seed)
     batches = []
     for category in sorted({s.category for s in held_out}):
-        normals = [AnomalyDataset([s], size)[0]["image"] for s in held_out if s.category == category]
+        normals = load_tensors([s for s in held_out if s.category == category], size)[0]
         sources = [s for s in samples if s.category != category]
         if not sources:
             raise SnladError("synthetic validation needs at least two categories (patches come from another category)")
         plan = paste_plan(len(normals), len(sources), pastes_per_image * len(normals), fraction, rng)
-        pasted = [
-            cut_paste(normals[p.target], AnomalyDataset([sources[p.source]], size)[0]["image"], p, fraction)
-            for p in plan
-        ]
-        images = torch.stack(normals + [image for image, _ in pasted])
-        masks = torch.stack([torch.zeros(size, size, dtype=torch.bool)] * len(normals) + [mask for _, mask in pasted])
-        labels = torch.tensor([0] * len(normals) + [1] * len(pasted))
+        used = AnomalyDataset(sources, size)  # only the sources the plan draws are decoded
+        drawn = {index: used[index]["image"] for index in sorted({p.source for p in plan})}
+        anomalies, pasted = paste_all(normals, drawn, plan, fraction)
+        images = torch.cat([normals, anomalies])
+        masks = torch.cat([torch.zeros(len(normals), size, size, dtype=torch.bool), pasted])
+        labels = torch.tensor([0] * len(normals) + [1] * len(plan))
         batches.append({"image": images, "mask": masks, "label": labels, "category": category})
     return batches
 
@@ -74,12 +73,10 @@ def validation_metrics(models: dict[str, TrainedModel], batches: Sequence[dict])
 
     ``models`` maps each category to the model that serves it (one model for all in a multi-class run).
     """
-    fast: dict[int, TrainedModel] = {}
+    fast = optimise_run({batch["category"]: models[batch["category"]] for batch in batches})
     results = {}
     for batch in batches:
-        trained = models[batch["category"]]
-        fast.setdefault(id(trained), optimise_for_inference(trained))
-        for _, maps, scores in infer(fast[id(trained)], [batch], desc=None):
+        for _, maps, scores in infer(fast[batch["category"]], [batch], desc=None):
             results[batch["category"]] = _metrics(batch, maps, scores)
     results["mean"] = mean_over_categories(results)
     return results

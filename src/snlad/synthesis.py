@@ -8,7 +8,7 @@ and the same patch places, and a seed reproduces a probe exactly.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +17,9 @@ import torch
 from snlad.errors import SnladError
 
 DEFAULT_LAMBDAS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # mixup sweep: weak to strong blends
+
+Images = torch.Tensor | Sequence[torch.Tensor] | Mapping[int, torch.Tensor]
+"""3 x S x S images by index: a stacked N x 3 x S x S tensor, a list, or a dict of the ones needed."""
 
 PATCH_FRACTION = 0.15  # a pasted square's side, of the image side: 2 % of the area, the scale of MVTec's small defects
 
@@ -95,9 +98,12 @@ def cut_paste(
 
 
 def paste_all(
-    targets: Sequence[torch.Tensor], sources: Sequence[torch.Tensor], plan: Sequence[Paste], fraction: float
+    targets: Images, sources: Images, plan: Sequence[Paste], fraction: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every paste of ``plan`` made (3 x S x S images indexed as the plan does): images P x 3 x S x S, masks P x S x S."""
+    """Every paste of ``plan`` made (3 x S x S images indexed as the plan does): images P x 3 x S x S, masks P x S x S.
+
+    ``sources`` may hold only the images the plan draws (a dict by index), so the rest need not be decoded.
+    """
     made = [cut_paste(targets[p.target], sources[p.source], p, fraction) for p in plan]
     return torch.stack([image for image, _ in made]), torch.stack([mask for _, mask in made])
 

@@ -17,18 +17,17 @@ import torch
 from torch.utils.data import DataLoader
 
 from snlad.config import Config
-from snlad.data import AnomalyDataset, Sample, holdout_split, index_dataset
+from snlad.data import AnomalyDataset, Sample, holdout_split, index_dataset, load_tensors
 from snlad.engine.checkpoint import read_checkpoint, write_checkpoint
 from snlad.engine.inference import infer
 from snlad.engine.optimise import optimise_for_inference, optimise_run
-from snlad.engine.run import Run
+from snlad.engine.run import Run, known_categories
 from snlad.engine.trained import TrainedModel
 from snlad.errors import SnladError, notice
 from snlad.progress import bar
-from snlad.synthesis import cut_paste, paste_plan
+from snlad.synthesis import PATCH_FRACTION, paste_all, paste_plan
 from snlad.thresholds import Rule, Scored, thresholds
 
-SYNTHETIC_PATCH = 0.15  # of the image side (2 % of the area): the scale of MVTec's small defects
 SYNTHETIC_PER_NORMAL = 2  # cut-paste anomalies per held-out normal image
 FEW_NORMALS = 10  # fewer held-out normals than this: the largest of them is a noisy threshold (said, not refused)
 
@@ -48,13 +47,10 @@ def score_samples(
 
 def synthetic_anomalies(trained: TrainedModel, normals: Sequence[Sample], seed: int, batch_size: int = 8) -> Scored:
     """Cut-paste anomalies made from held-out normals of one category, scored."""
-    size = trained.config.data.image_size
-    dataset = AnomalyDataset(normals, size)
-    images = torch.stack([dataset[i]["image"] for i in range(len(dataset))])
+    images = load_tensors(normals, trained.config.data.image_size)[0]
     rng = np.random.default_rng([seed % 2**32, zlib.crc32(normals[0].category.encode())])
-    plan = paste_plan(len(normals), len(normals), SYNTHETIC_PER_NORMAL * len(normals), SYNTHETIC_PATCH, rng)
-    pasted = [cut_paste(images[p.target], images[p.source], p, SYNTHETIC_PATCH) for p in plan]
-    synthetic, masks = torch.stack([image for image, _ in pasted]), torch.stack([mask for _, mask in pasted])
+    plan = paste_plan(len(normals), len(normals), SYNTHETIC_PER_NORMAL * len(normals), PATCH_FRACTION, rng)
+    synthetic, masks = paste_all(images, images, plan, PATCH_FRACTION)
     batches = [{"image": chunk} for chunk in synthetic.split(batch_size)]
     maps, scores = zip(*[(m, s) for _, m, s in infer(trained, batches, desc=None)])
     return Scored(
@@ -148,9 +144,7 @@ def recalibrate_run(
     files = run.model_files()
     models = optimise_run(run.load_models(device))
     wanted = list(categories) if categories else list(models)
-    unknown = [c for c in wanted if c not in models]
-    if unknown:
-        raise SnladError(f"the run {run.path} was not trained on {', '.join(unknown)} (it knows {', '.join(models)})")
+    known_categories(run, models, wanted)
     previous = {c: models[c].calibration[c] for c in wanted if c in models[c].calibration}
     if previous and not overwrite:
         stored = ", ".join(

@@ -45,6 +45,7 @@ from snlad.metrics import (
     decision_metrics,
     image_metrics,
     mean_over_categories,
+    percent,
 )
 
 TABLE_COLUMNS = ("image_auroc", "pixel_auroc", "aupro", "image_ap", "image_f1max", "pixel_ap", "pixel_f1max")
@@ -155,10 +156,6 @@ def evaluate(
     return per_category, all_rows
 
 
-def _percent(value: float) -> str:
-    return "n/a" if np.isnan(value) else f"{100 * value:.1f}"
-
-
 def metrics_markdown(per_category: dict[str, dict[str, float]], title: str | None = None) -> str:
     """One row per category plus the mean, in percent, with each category's test-image counts.
 
@@ -169,7 +166,7 @@ def metrics_markdown(per_category: dict[str, dict[str, float]], title: str | Non
     lines = [f"### {title}", ""] if title else []
     lines += [header, "|" + "---|" * (len(TABLE_COLUMNS) + 2)]
     for category, values in categories.items():
-        cells = [_percent(values[name]) for name in TABLE_COLUMNS]
+        cells = [percent(values[name]) for name in TABLE_COLUMNS]
         lines.append(
             f"| {category} | "
             + " | ".join(cells)
@@ -180,9 +177,7 @@ def metrics_markdown(per_category: dict[str, dict[str, float]], title: str | Non
         cells = []
         for name in TABLE_COLUMNS:
             covered = mean["pixel_categories" if name.startswith(("pixel", "aupro")) else "image_categories"]
-            cells.append(
-                _percent(mean[name]) + (f" ({covered}/{len(categories)})" if covered < len(categories) else "")
-            )
+            cells.append(percent(mean[name]) + (f" ({covered}/{len(categories)})" if covered < len(categories) else ""))
         lines.append(
             "| **mean** | " + " | ".join(cells) + f" | {mean['images']} ({mean['defective']} / {mean['masked']}) |"
         )
@@ -219,11 +214,11 @@ def _decisions_markdown(categories: dict[str, dict[str, float]], mean: dict[str,
         "|" + "---|" * (len(DECISION_NAMES) + 2),
     ]
     lines += [
-        f"| {c} | {v['threshold']:.4g} | " + " | ".join(_percent(v[name]) for name in DECISION_NAMES) + " |"
+        f"| {c} | {v['threshold']:.4g} | " + " | ".join(percent(v[name]) for name in DECISION_NAMES) + " |"
         for c, v in calibrated.items()
     ]
     if mean is not None and len(calibrated) > 1:
-        lines.append("| **mean** | | " + " | ".join(_percent(mean[name]) for name in DECISION_NAMES) + " |")
+        lines.append("| **mean** | | " + " | ".join(percent(mean[name]) for name in DECISION_NAMES) + " |")
     return lines
 
 

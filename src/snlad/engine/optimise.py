@@ -30,7 +30,7 @@ import dataclasses
 import torch
 
 from snlad.backbones import fold_batchnorm
-from snlad.engine.trained import TrainedModel
+from snlad.engine.trained import TrainedModel, per_model
 from snlad.errors import SnladError, brief
 
 CPU_MICRO_BATCH_PIXELS = 4 * 256 * 256
@@ -90,8 +90,6 @@ def optimise_run(
     models: dict[str, TrainedModel], micro_batch: int | None = None, torch_compile: bool = False
 ) -> dict[str, TrainedModel]:
     """``optimise_for_inference`` for every distinct model of a run (a multi-class model once)."""
-    done: dict[int, TrainedModel] = {}
-    for trained in models.values():
-        if id(trained) not in done:
-            done[id(trained)] = optimise_for_inference(trained, micro_batch=micro_batch, torch_compile=torch_compile)
-    return {category: done[id(trained)] for category, trained in models.items()}
+    return per_model(
+        models, lambda trained: optimise_for_inference(trained, micro_batch=micro_batch, torch_compile=torch_compile)
+    )

@@ -218,21 +218,10 @@ def _predict_locked(
     threshold, pixel_threshold = calibration.get("threshold"), calibration.get("pixel_threshold")
     stems = output_names(paths)
     planned = planned_outputs(out_dir, stems.values(), maps, pixel_threshold is not None)
-    foreign = sorted(path for path in planned - earlier if path.exists())
-    if foreign:
-        raise SnladError(
-            f"{foreign[0]} exists and was not written by snlad predict ({len(foreign)} such file(s) would be replaced): "
-            "choose another --out"
-        )
+    _refuse_foreign(planned, earlier)
     _write_manifest(out_dir, earlier | planned)  # first: a prediction killed half-way still knows its files
     written: set[Path] = set()
-    samples = [Sample(image=p, category=category or "", label=0, defect="unknown", mask=None) for p in paths]
-    loader = DataLoader(
-        SkippingDataset(samples, trained.config.data.image_size),
-        batch_size=batch_size,
-        collate_fn=_collate,
-        num_workers=trained.config.data.num_workers,
-    )
+    loader = _image_loader(trained, paths, category, batch_size)
     rows: list[dict] = []
     failed: list[tuple[str, str]] = []
     try:
@@ -270,6 +259,27 @@ def _predict_locked(
     remove_leftovers(earlier, written | {out_dir / "scores.csv"})
     _write_manifest(out_dir, written | {out_dir / "scores.csv"})
     return rows, failed
+
+
+def _refuse_foreign(planned: set[Path], earlier: set[Path]) -> None:
+    """Never replace a file this prediction would write that no earlier snlad predict wrote."""
+    foreign = sorted(path for path in planned - earlier if path.exists())
+    if foreign:
+        raise SnladError(
+            f"{foreign[0]} exists and was not written by snlad predict ({len(foreign)} such file(s) would be replaced): "
+            "choose another --out"
+        )
+
+
+def _image_loader(trained: TrainedModel, paths: list[Path], category: str | None, batch_size: int) -> DataLoader:
+    """The input images as model inputs in batches; an unreadable one is skipped and named in its batch's "failed"."""
+    samples = [Sample(image=p, category=category or "", label=0, defect="unknown", mask=None) for p in paths]
+    return DataLoader(
+        SkippingDataset(samples, trained.config.data.image_size),
+        batch_size=batch_size,
+        collate_fn=_collate,
+        num_workers=trained.config.data.num_workers,
+    )
 
 
 def verdict(score: float, threshold: float | None) -> str:

@@ -1,5 +1,12 @@
 """The one training loop, for every model.
 
+Read in three parts: :func:`build_optimiser` (Adam over the student) and the
+learning-rate :data:`SCHEDULES`; :func:`train_step`, one optimiser step on one
+batch and nothing else; :class:`EpochDriver`, which runs the steps over the
+epochs and owns the data order, checkpoints, interrupts, the log and DDP.
+:func:`fit` builds the three from a config; :func:`train_model` adds the
+run folder's checks and PatchCore's bank.
+
 State lives in the model folder's ``checkpoint.pt`` (written atomically after
 every epoch and on Ctrl-C/SIGTERM, with the position inside the epoch), so
 ``--resume`` continues exactly where training stopped and reaches the same
@@ -16,14 +23,15 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Sampler, SequentialSampler
 
-from snlad.config import Config, from_dict, write_yaml
-from snlad.data import Sample
+from snlad.config import Config, check_registry, from_dict, write_yaml
+from snlad.data import Sample, load_tensors
 from snlad.data.cache import TrainingImages
 from snlad.engine.checkpoint import ALTERED, entry, read_checkpoint, state_dict, write_checkpoint
 from snlad.engine.device import resolve_device
@@ -38,6 +46,7 @@ from snlad.files import atomic_write_text
 from snlad.losses import distillation_loss
 from snlad.models import PatchCore, TeacherStudent, build_model
 from snlad.models.cram import CRAM_INITS
+from snlad.models.teacher_student import Features
 from snlad.progress import bar, progress_shown
 
 
@@ -134,14 +143,33 @@ def _loader(images: TrainingImages, config: Config, sampler: Sampler, batch_size
     )
 
 
-def learning_rate(config: Config, done: float) -> float:
-    """The learning rate after ``done`` (fraction of all training images, 0..1) for ``train.schedule``."""
-    if config.train.schedule == "constant":
-        return config.train.lr
+def _constant(config: Config, done: float) -> float:
+    return config.train.lr
+
+
+def _cosine(config: Config, done: float) -> float:
+    """A linear warm-up from 0 over ``train.warmup_epochs``, then a cosine decay to 0 at the end of training."""
     warmup = config.train.warmup_epochs / config.train.epochs
     if done < warmup:
         return config.train.lr * done / warmup
     return config.train.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (done - warmup) / (1 - warmup))))
+
+
+SCHEDULES: dict[str, Callable[[Config, float], float]] = {"constant": _constant, "cosine": _cosine}
+"""``train.schedule``: the learning rate after ``done`` (fraction of all training images, 0..1)."""
+check_registry(SCHEDULES, "train.schedule")
+
+
+def learning_rate(config: Config, done: float) -> float:
+    """The learning rate after ``done`` (fraction of all training images, 0..1) for ``train.schedule``."""
+    return SCHEDULES[config.train.schedule](config, done)
+
+
+def build_optimiser(model: TeacherStudent, config: Config) -> torch.optim.Optimizer:
+    """Adam over the student's parameters (the teacher stays frozen), with the config's settings."""
+    return torch.optim.Adam(
+        model.student_parameters(), lr=config.train.lr, betas=config.train.betas, weight_decay=config.train.weight_decay
+    )
 
 
 def _ignore_interrupts(worker_id: int) -> None:
@@ -163,6 +191,154 @@ def _training_state(
     }
 
 
+def train_step(
+    model: TeacherStudent,
+    batch: dict[str, torch.Tensor],
+    optimiser: torch.optim.Optimizer,
+    config: Config,
+    device: torch.device,
+    teacher_cache: TeacherFeatureCache | None = None,
+    forward: Callable[[torch.Tensor, Features | None], tuple[Features, Features]] | None = None,
+) -> dict[str, float]:
+    """One optimiser step on ``batch`` ("image" B x 3 x S x S, "index" B): forward, loss, backward, step.
+
+    The teacher's features come from ``teacher_cache`` where it holds them (and
+    go into it where it has room). ``forward`` is the model's DDP wrapper in a
+    distributed job (which averages the gradients), the model itself otherwise.
+    Returns the loss and each active term's unweighted value, for the log.
+    """
+    cached = teacher_cache.lookup(batch["index"]) if teacher_cache is not None else None
+    with autocast(device, config.train.amp):
+        teacher_features, student_features = (forward or model)(
+            batch["image"].to(device, non_blocking=True, memory_format=torch.channels_last), cached
+        )
+        loss, parts = distillation_loss(teacher_features, student_features, config.loss, model.auxiliary())
+    if cached is None and teacher_cache is not None and teacher_cache.enabled:
+        teacher_cache.store(batch["index"], teacher_features)
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    optimiser.step()
+    return {"loss": loss.item(), **parts}
+
+
+@dataclass
+class EpochDriver:
+    """Runs :func:`train_step` over the epochs; owns the data order, checkpoints, interrupts, the log and DDP.
+
+    ``images`` counts the training images of all ranks; a position is the
+    number of them seen in the current epoch, the same on every rank.
+    """
+
+    model: TeacherStudent
+    optimiser: torch.optim.Optimizer
+    config: Config
+    folder: ModelDir
+    context: DistContext
+    images: int
+    device: torch.device
+    sampler: ResumableSampler
+    loader: DataLoader
+    teacher_cache: TeacherFeatureCache
+    forward: Callable[[torch.Tensor, Features | None], tuple[Features, Features]]
+
+    def run(self, epoch: int, position: int) -> None:
+        """Train from ``position`` of ``epoch`` to the last epoch, saving after each; an interrupt saves and stops."""
+        with deferred_interrupts() as interrupted:  # the whole loop: a signal between epochs is not lost either
+            while epoch < self.config.train.epochs:
+                started = time.perf_counter()
+                sums, seen = self.epoch(epoch, position, interrupted)
+                epoch, position = epoch + 1, 0
+                if not sums:  # resumed from a state saved after the epoch's last batch: nothing was trained to log
+                    self.save(epoch, position)
+                    continue
+                means, images = self.means(sums, seen)
+                self.save(epoch, position)
+                self.log(epoch, means, images, time.perf_counter() - started)
+                if self.context.any(interrupted(), self.device):  # between epochs: the state was just saved
+                    raise TrainingInterrupted(
+                        f"interrupted after epoch {epoch}; state saved to {self.folder.checkpoint}: "
+                        "continue with the same command plus --resume"
+                    )
+
+    def epoch(self, epoch: int, position: int, interrupted: Callable[[], bool]) -> tuple[dict[str, float], int]:
+        """One epoch from ``position``: each logged value summed over this rank's images, and their count."""
+        self.sampler.set_epoch(epoch, position)
+        sums: dict[str, float] = {}
+        seen, step = 0, self.context.world_size
+        total = self.config.train.epochs * self.images
+        epoch_bar = bar(
+            total=self.images - position,
+            desc=f"epoch {epoch + 1}/{self.config.train.epochs}",
+            unit="img",
+            hidden=not self.context.is_main,
+        )
+        for batch in self.loader:
+            size = batch["image"].shape[0]
+            position += size * step
+            for group in self.optimiser.param_groups:
+                group["lr"] = learning_rate(self.config, (epoch * self.images + position) / total)
+            values = train_step(
+                self.model, batch, self.optimiser, self.config, self.device, self.teacher_cache, self.forward
+            )
+            seen += size
+            for name, value in values.items():
+                sums[name] = sums.get(name, 0.0) + value * size
+            epoch_bar.update(size * step)
+            epoch_bar.set_postfix(loss=f"{values['loss']:.4f}")
+            # After an epoch's last batch the epoch ends as usual (logged, saved); the check in run() stops.
+            if position < self.images and self.context.any(interrupted(), self.device):
+                epoch_bar.close()
+                self.save(epoch, position)
+                raise TrainingInterrupted(
+                    f"interrupted in epoch {epoch + 1} after {position}/{self.images} images; state saved to "
+                    f"{self.folder.checkpoint}: continue with the same command plus --resume"
+                )
+        epoch_bar.close()
+        return sums, seen
+
+    def means(self, sums: dict[str, float], seen: int) -> tuple[dict[str, float], float]:
+        """Per-image means of the logged values over every rank's images, and how many images that was."""
+        names = list(sums)
+        totals = self.context.sum([sums[name] for name in names] + [float(seen)], self.device)
+        return {name: total / max(totals[-1], 1.0) for name, total in zip(names, totals[:-1], strict=True)}, totals[-1]
+
+    def save(self, epoch: int, position: int) -> None:
+        """The training state at ``position`` of ``epoch`` (rank 0 writes it: every rank holds the same weights)."""
+        if self.context.is_main:
+            write_checkpoint(
+                self.folder.checkpoint, _training_state(self.model, self.optimiser, self.config, epoch, position)
+            )
+
+    def log(self, epoch: int, means: dict[str, float], images: float, seconds: float) -> None:
+        """A row of train_log.csv, and a line on stderr while progress is shown (rank 0)."""
+        if not self.context.is_main:
+            return
+        _append_log(self.folder.train_log, epoch, means, seconds, images / seconds)
+        if progress_shown():
+            terms = ", ".join(f"{name} {value:.4f}" for name, value in means.items() if name != "loss")
+            print(
+                f"epoch {epoch}/{self.config.train.epochs}: loss {means['loss']:.4f} ({terms}), {seconds:.0f} s, "
+                f"{images / seconds:.1f} img/s",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def _resume_point(
+    model: TeacherStudent, optimiser: torch.optim.Optimizer, state: dict | None, path: Path, images: int
+) -> tuple[int, int]:
+    """(epoch, position) to start from: (0, 0), or a checked checkpoint's, its weights and moments loaded."""
+    if state is None:
+        return 0, 0
+    _restore(model, optimiser, state, path)
+    if state["position"] > images:
+        raise SnladError(
+            f"checkpoint {path}: position {state['position']} lies beyond the {images} training images "
+            f"(the data changed, or {ALTERED}): {START_AGAIN}"
+        )
+    return state["epoch"], state["position"]
+
+
 def fit(
     model: TeacherStudent,
     samples: Sequence[Sample],
@@ -172,18 +348,8 @@ def fit(
     context: DistContext = DistContext(),
 ) -> None:
     """Train the student; checkpoint every epoch and on interruption (rank 0 of a distributed job)."""
-    optimizer = torch.optim.Adam(
-        model.student_parameters(), lr=config.train.lr, betas=config.train.betas, weight_decay=config.train.weight_decay
-    )
-    epoch, position = 0, 0
-    if resume_state is not None:
-        _restore(model, optimizer, resume_state, folder.checkpoint)
-        epoch, position = resume_state["epoch"], resume_state["position"]
-        if position > len(samples):
-            raise SnladError(
-                f"checkpoint {folder.checkpoint}: position {position} lies beyond the {len(samples)} training images "
-                f"(the data changed, or {ALTERED}): {START_AGAIN}"
-            )
+    optimiser = build_optimiser(model, config)
+    epoch, position = _resume_point(model, optimiser, resume_state, folder.checkpoint, len(samples))
     device = resolve_device(config.train.device)
     sampler = ResumableSampler(len(samples), config.train.seed, context.rank, context.world_size)
     images = TrainingImages(
@@ -193,78 +359,21 @@ def fit(
         config.data.num_workers,
         hidden=not context.is_main,
     )
-    loader = _loader(images, config, sampler, per_rank_batch(config.train.batch_size, context))
-    teacher_cache = TeacherFeatureCache(len(samples), config.train.teacher_cache_mb * 2**20)
-    step = wrap_student(model, context, device)  # the model itself in a single process
-    total_images = config.train.epochs * len(samples)
+    driver = EpochDriver(
+        model,
+        optimiser,
+        config,
+        folder,
+        context,
+        len(samples),
+        device,
+        sampler,
+        loader=_loader(images, config, sampler, per_rank_batch(config.train.batch_size, context)),
+        teacher_cache=TeacherFeatureCache(len(samples), config.train.teacher_cache_mb * 2**20),
+        forward=wrap_student(model, context, device),  # the model itself in a single process
+    )
     model.train()
-    with deferred_interrupts() as interrupted:  # the whole loop: a signal between epochs is not lost either
-        while epoch < config.train.epochs:
-            sampler.set_epoch(epoch, position)
-            started, seen, sums = time.perf_counter(), 0, {}
-            epoch_bar = bar(
-                total=len(samples) - position,
-                desc=f"epoch {epoch + 1}/{config.train.epochs}",
-                unit="img",
-                hidden=not context.is_main,
-            )
-            for batch in loader:
-                batch_size = batch["image"].shape[0]
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate(
-                        config, (epoch * len(samples) + position + batch_size * context.world_size) / total_images
-                    )
-                cached = teacher_cache.lookup(batch["index"])
-                with autocast(device, config.train.amp):
-                    teacher_features, student_features = step(
-                        batch["image"].to(device, non_blocking=True, memory_format=torch.channels_last), cached
-                    )
-                    loss, parts = distillation_loss(teacher_features, student_features, config.loss, model.auxiliary())
-                if cached is None and teacher_cache.enabled:
-                    teacher_cache.store(batch["index"], teacher_features)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                position += batch_size * context.world_size
-                seen += batch_size
-                for name, value in {"loss": loss.item(), **parts}.items():
-                    sums[name] = sums.get(name, 0.0) + value * batch_size
-                epoch_bar.update(batch_size * context.world_size)
-                epoch_bar.set_postfix(loss=f"{loss.item():.4f}")
-                # After an epoch's last batch the epoch ends as usual (logged, saved); the check below it stops.
-                if position < len(samples) and context.any(interrupted(), device):
-                    epoch_bar.close()
-                    if context.is_main:
-                        write_checkpoint(folder.checkpoint, _training_state(model, optimizer, config, epoch, position))
-                    raise TrainingInterrupted(
-                        f"interrupted in epoch {epoch + 1} after {position}/{len(samples)} images; state saved to "
-                        f"{folder.checkpoint}: continue with the same command plus --resume"
-                    )
-            epoch_bar.close()
-            epoch, position = epoch + 1, 0
-            if not sums:  # resumed from a state saved after the epoch's last batch: nothing was trained to log
-                if context.is_main:
-                    write_checkpoint(folder.checkpoint, _training_state(model, optimizer, config, epoch, position))
-                continue
-            names = list(sums)
-            totals = context.sum([sums[name] for name in names] + [float(seen)], device)
-            means = {name: total / max(totals[-1], 1.0) for name, total in zip(names, totals[:-1], strict=True)}
-            seconds = time.perf_counter() - started
-            if context.is_main:
-                write_checkpoint(folder.checkpoint, _training_state(model, optimizer, config, epoch, position))
-                _append_log(folder.train_log, epoch, means, seconds, totals[-1] / seconds)
-                terms = ", ".join(f"{name} {value:.4f}" for name, value in means.items() if name != "loss")
-            if context.is_main and progress_shown():
-                print(
-                    f"epoch {epoch}/{config.train.epochs}: loss {means['loss']:.4f} ({terms}), {seconds:.0f} s, {totals[-1] / seconds:.1f} img/s",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            if context.any(interrupted(), device):  # between epochs: the state was just saved
-                raise TrainingInterrupted(
-                    f"interrupted after epoch {epoch}; state saved to {folder.checkpoint}: "
-                    "continue with the same command plus --resume"
-                )
+    driver.run(epoch, position)
 
 
 INIT_IMAGES = 32  # training images whose teacher features a CRAM initialisation sees
@@ -279,8 +388,8 @@ def initialise_crams(model: TeacherStudent, samples: Sequence[Sample], config: C
     initialise = CRAM_INITS[config.model.cram_init]
     if initialise is None:
         return
-    images = TrainingImages(samples[:: max(1, len(samples) // INIT_IMAGES)][:INIT_IMAGES], config.data.image_size, 0)
-    batch = torch.stack([images[i]["image"] for i in range(len(images))]).to(next(model.parameters()).device)
+    chosen = samples[:: max(1, len(samples) // INIT_IMAGES)][:INIT_IMAGES]
+    batch = load_tensors(chosen, config.data.image_size)[0].to(next(model.parameters()).device)
     initialise(model, [f.cpu() for f in model.teacher(batch)], config.train.seed)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -20,6 +20,7 @@ from snlad.errors import SnladError, brief
 from snlad.models import TeacherStudent, build_model
 from snlad.scoring import AnomalyScorer
 
+T = TypeVar("T")
 Scored = tuple[torch.Tensor, torch.Tensor]  # anomaly maps B x S x S, image scores B
 
 
@@ -76,6 +77,15 @@ class TrainedModel:
                 "calibration": self.calibration,
             },
         )
+
+
+def per_model(models: dict[str, TrainedModel], make: Callable[[TrainedModel], T]) -> dict[str, T]:
+    """``make`` applied once to each distinct model of a run (a multi-class model serves every category), by category."""
+    made: dict[int, T] = {}
+    for trained in models.values():
+        if id(trained) not in made:
+            made[id(trained)] = make(trained)
+    return {category: made[id(trained)] for category, trained in models.items()}
 
 
 def build_scorer(config: Config, model: TeacherStudent) -> AnomalyScorer:

@@ -7,7 +7,6 @@ browser, offline, with no script or framework.
 from __future__ import annotations
 
 import html
-import math
 from collections.abc import Sequence
 
 _STYLE = """
@@ -27,11 +26,6 @@ img.plot { max-width: 100%; margin: 4px 8px 4px 0; vertical-align: top; }
 
 def esc(text: object) -> str:
     return html.escape(str(text), quote=True)
-
-
-def percent(value: float | None) -> str:
-    """A metric in [0, 1] as a percentage with one decimal; missing values as n/a."""
-    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.1f}"
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]], attributes: str = "") -> str:

@@ -20,9 +20,10 @@ from snlad.data import index_dataset, list_categories
 from snlad.engine.evaluate import FEW_TEST_IMAGES, TABLE_COLUMNS
 from snlad.errors import SnladError
 from snlad.files import atomic_write_text, make_folder
+from snlad.metrics import percent
 from snlad.progress import bar
 from snlad.report.examples import category_grid
-from snlad.report.html import esc, image, page, percent, table
+from snlad.report.html import esc, image, page, table
 from snlad.report.onevsmulti import METRICS, onevsmulti_figure, summarise
 from snlad.report.runs import ReportRun, load_report_runs
 
