@@ -195,10 +195,10 @@ def test_sigterm_then_sigkill_at_random_moments_never_break_the_checkpoint(data:
 
     After every fault the last checkpoint loads (atomic writes: never half a
     file), and the run finally reaches the uninterrupted run's weights. Each
-    fault lands within 0.25 s of a fresh epoch checkpoint, so with
-    ``LONG_EPOCHS`` epochs (each a fraction of a second, and slower, never
-    faster, on a busy machine) every fault interrupts training that has epochs
-    left: the test waits for exactly that, and checks it.
+    fault is sent as soon as the 1st, 2nd or 3rd fresh epoch checkpoint of that
+    start appears (drawn at random), never after a delay, so with
+    ``LONG_EPOCHS`` epochs every fault interrupts training that has epochs left
+    on a machine of any speed; the test checks it.
     """
     long = ("--set", f"train.epochs={LONG_EPOCHS}")
     straight = tmp_path / "straight"
@@ -210,8 +210,9 @@ def test_sigterm_then_sigkill_at_random_moments_never_break_the_checkpoint(data:
         resume = ["--resume"] if (run / "checkpoint.pt").exists() else []
         before = mtime(run / "checkpoint.pt")
         process = spawn([*train_argv(data, run, 0, *long), *resume])
-        assert wait_for_checkpoint(run / "checkpoint.pt", process, before), process.communicate()
-        time.sleep(rng.uniform(0.0, 0.25))
+        for _ in range(rng.randint(1, 3)):
+            assert wait_for_checkpoint(run / "checkpoint.pt", process, before), process.communicate()
+            before = mtime(run / "checkpoint.pt")
         if fault == signal.SIGTERM:
             process.send_signal(signal.SIGTERM)  # to the main process only, as a scheduler does
         else:

@@ -23,7 +23,9 @@ and the highest score it does not, so the decision has a margin both ways.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,14 +111,21 @@ def _binned_f1_threshold(values: np.ndarray, positives: np.ndarray, bins: int = 
     return float(edges[best]), float(f1[best])
 
 
-def thresholds(rule: Rule, normals: Scored, anomalies: Scored | None) -> dict[str, float]:
-    """Image and pixel thresholds of ``rule`` from normal images (and anomalous ones for the F1 rules)."""
-    if rule.name in ("max", "quantile"):
-        q = 1.0 if rule.name == "max" else rule.quantile
-        return {
-            "threshold": float(np.quantile(normals.scores, q)) * (1 + rule.margin),
-            "pixel_threshold": float(np.quantile(normals.maps, q)) * (1 + rule.margin),
-        }
+def _normal_quantile(rule: Rule, normals: Scored, anomalies: Scored | None) -> dict[str, float]:
+    """The ``quantile`` of held-out normal scores and pixels, times ``1 + margin``."""
+    return {
+        "threshold": float(np.quantile(normals.scores, rule.quantile)) * (1 + rule.margin),
+        "pixel_threshold": float(np.quantile(normals.maps, rule.quantile)) * (1 + rule.margin),
+    }
+
+
+def _normal_max(rule: Rule, normals: Scored, anomalies: Scored | None) -> dict[str, float]:
+    """The largest held-out normal score and pixel, times ``1 + margin`` (the quantile 1.0)."""
+    return _normal_quantile(dataclasses.replace(rule, quantile=1.0), normals, anomalies)
+
+
+def _best_f1(rule: Rule, normals: Scored, anomalies: Scored | None) -> dict[str, float]:
+    """F1-optimal image and pixel thresholds between the normals and the anomalies (labelled or synthetic)."""
     if anomalies is None or len(anomalies.scores) == 0:
         raise SnladError(
             f"rule '{rule.name}' needs anomalous images, and the calibration set has none: give a labelled validation root "
@@ -136,3 +145,19 @@ def thresholds(rule: Rule, normals: Scored, anomalies: Scored | None) -> dict[st
     pixels = np.concatenate([normals.maps.ravel(), masked.maps.ravel()])
     pixel, pixel_f1 = f1_threshold(pixels, np.concatenate([normals.masks.ravel(), masked.masks.ravel()]))
     return {"threshold": image, "pixel_threshold": pixel, "image_f1": image_f1, "pixel_f1": pixel_f1}
+
+
+RULE_THRESHOLDS: dict[str, Callable[[Rule, Scored, Scored | None], dict[str, float]]] = {
+    "max": _normal_max,
+    "quantile": _normal_quantile,
+    "synthetic-f1": _best_f1,
+    "f1": _best_f1,
+}
+"""Each rule's thresholds from the normal (and, for the F1 rules, anomalous) calibration images."""
+if set(RULE_THRESHOLDS) != set(RULES):
+    raise ImportError(f"RULE_THRESHOLDS {sorted(RULE_THRESHOLDS)} must implement the rules {sorted(RULES)}")
+
+
+def thresholds(rule: Rule, normals: Scored, anomalies: Scored | None) -> dict[str, float]:
+    """Image and pixel thresholds of ``rule`` from normal images (and anomalous ones for the F1 rules)."""
+    return RULE_THRESHOLDS[rule.name](rule, normals, anomalies)

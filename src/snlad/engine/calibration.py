@@ -9,7 +9,7 @@ predict`` uses.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,7 @@ from snlad.engine.trained import TrainedModel
 from snlad.errors import SnladError, notice
 from snlad.progress import bar
 from snlad.synthesis import PATCH_FRACTION, paste_all, paste_plan
-from snlad.thresholds import Rule, Scored, thresholds
+from snlad.thresholds import RULES, Rule, Scored, thresholds
 
 SYNTHETIC_PER_NORMAL = 2  # cut-paste anomalies per held-out normal image
 FEW_NORMALS = 10  # fewer held-out normals than this: the largest of them is a noisy threshold (said, not refused)
@@ -62,6 +62,19 @@ def synthetic_anomalies(trained: TrainedModel, normals: Sequence[Sample], seed: 
     )
 
 
+ANOMALIES: dict[str, Callable[[TrainedModel, Sequence[Sample], Scored, int], Scored | None]] = {
+    "max": lambda trained, samples, scored, seed: None,
+    "quantile": lambda trained, samples, scored, seed: None,
+    "f1": lambda trained, samples, scored, seed: scored.subset(scored.labels != 0),  # the labelled defects
+    "synthetic-f1": lambda trained, samples, scored, seed: synthetic_anomalies(
+        trained, [sample for sample, label in zip(samples, scored.labels) if label == 0], seed
+    ),
+}
+"""What each threshold rule (:data:`snlad.thresholds.RULES`) separates the normals from: nothing, or anomalous images."""
+if set(ANOMALIES) != set(RULES):
+    raise ImportError(f"ANOMALIES {sorted(ANOMALIES)} must serve the threshold rules {sorted(RULES)}")
+
+
 def calibrate_category(trained: TrainedModel, samples: Sequence[Sample], rule: Rule, seed: int, source: str) -> dict:
     """Thresholds of one category from ``samples`` (normals, plus labelled defects for rule f1)."""
     scored = score_samples(trained, samples, num_workers=trained.config.data.num_workers)
@@ -69,11 +82,7 @@ def calibrate_category(trained: TrainedModel, samples: Sequence[Sample], rule: R
     if not normal.any():
         raise SnladError(f"category {samples[0].category}: the calibration images hold no normal image")
     normals = scored.subset(normal)
-    anomalies = None
-    if rule.name == "f1":
-        anomalies = scored.subset(~normal)
-    elif rule.name == "synthetic-f1":
-        anomalies = synthetic_anomalies(trained, [s for s, n in zip(samples, normal) if n], seed)
+    anomalies = ANOMALIES[rule.name](trained, samples, scored, seed)
     result = {
         "rule": rule.name,
         "quantile": rule.quantile,
