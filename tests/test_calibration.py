@@ -18,13 +18,6 @@ from snlad.metrics import decision_metrics
 from snlad.thresholds import Rule, Scored, f1_threshold, thresholds
 
 DEMO = Path(__file__).parents[1] / "data" / "demo"
-FAST = [
-    "data.image_size=64",
-    "train.batch_size=4",
-    "data.num_workers=0",
-    "loss.affinity_size=8",
-    "data.holdout_fraction=0.25",
-]
 
 
 def test_f1_threshold_lies_halfway_between_the_classes():
@@ -71,15 +64,11 @@ def test_f1_pixel_threshold_ignores_defective_images_without_a_mask():
     assert result["pixel_threshold"] == pytest.approx(0.1) and result["pixel_rule"] == "max (no defect masks)"
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("calibration") / "run"
-    # Image score = map max, so image and pixel thresholds can be compared below.
-    config = api.resolve_config(
-        model="snl-fd", overrides=[*FAST, "train.epochs=2", "map.image_score=max"], categories=["bottle"]
-    )
-    api.train(config=config, data=DEMO, out=out)
-    return out
+@pytest.fixture
+def run(shared_run):
+    """The session's run (tests/conftest.py): hold-out 0.25, image score = map max, so image and pixel
+    thresholds can be compared below. Read only: tests that recalibrate or test into the run take ``run_copy``."""
+    return shared_run
 
 
 def test_training_stores_image_and_pixel_thresholds_from_held_out_normals(run, tmp_path):
@@ -99,8 +88,9 @@ def test_training_stores_image_and_pixel_thresholds_from_held_out_normals(run, t
         assert bool(mask.any()) == bool(row["is_anomalous"])  # no held-out normal pixel is marked
 
 
-def test_calibrate_replaces_stored_thresholds_only_with_overwrite_and_says_old_and_new(run, capsys):
+def test_calibrate_replaces_stored_thresholds_only_with_overwrite_and_says_old_and_new(run_copy, capsys):
     """Training stored thresholds; predictions and reports depend on them, so replacing them is the user's explicit choice."""
+    run = run_copy
     model = run / "model.pt"
     before, stored = model.read_bytes(), load_run(run)["bottle"].calibration["bottle"]
     assert main(["calibrate", "--run", str(run), "--data", str(DEMO), "--rule", "synthetic-f1"]) == 2
@@ -115,7 +105,8 @@ def test_calibrate_replaces_stored_thresholds_only_with_overwrite_and_says_old_a
     assert new["threshold"] == pytest.approx(1.5 * stored["threshold"])
 
 
-def test_cli_recalibrates_with_synthetic_and_labelled_anomalies(run, capsys):
+def test_cli_recalibrates_with_synthetic_and_labelled_anomalies(run_copy, capsys):
+    run = run_copy
     assert main(["calibrate", "--run", str(run), "--data", str(DEMO), "--rule", "synthetic-f1", "--overwrite"]) == 0
     synthetic = load_run(run)["bottle"].calibration["bottle"]
     assert synthetic["rule"] == "synthetic-f1" and synthetic["anomalous_images"] == 4 and 0 < synthetic["pixel_f1"] <= 1
@@ -152,12 +143,13 @@ def test_decision_metrics_count_score_above_threshold_as_flagged():
     assert all(np.isnan(v) for v in decision_metrics(np.array([0.1]), np.array([1]), None).values())
 
 
-def test_test_finds_the_trained_root_and_scores_the_stored_thresholds_decisions(run, tmp_path, capsys):
+def test_test_finds_the_trained_root_and_scores_the_stored_thresholds_decisions(run_copy, tmp_path, capsys):
     """`snlad test --run R` alone: the run knows its data root; the stored threshold's decisions are measured."""
+    run = run_copy
     assert main(["test", "--run", str(run), "--quiet"]) == 0
     assert "At the stored image threshold" in capsys.readouterr().out
     threshold = load_run(run)["bottle"].calibration["bottle"]["threshold"]
-    rows = list(csv.DictReader((run / "test_scores.csv").open()))
+    rows = [row for row in csv.DictReader((run / "test_scores.csv").open()) if row["category"] == "bottle"]
     flagged = np.array([float(r["score"]) > threshold for r in rows])
     labels = np.array([r["label"] == "1" for r in rows])
     metrics = json.loads((run / "metrics.json").read_text())["bottle"]

@@ -18,21 +18,9 @@ SIZE = 64
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("export") / "run"
-    overrides = [
-        f"data.image_size={SIZE}",
-        "train.batch_size=4",
-        "data.num_workers=0",
-        "loss.affinity_size=8",
-        "train.epochs=1",
-    ]
-    api.train(
-        config=api.resolve_config(model="snl-fd", overrides=overrides, categories=["bottle", "metal_nut"]),
-        data=DEMO,
-        out=out,
-    )
-    return out
+def run(shared_run):
+    """The session's SNL-FD run at 64 px (tests/conftest.py): export only reads it."""
+    return shared_run
 
 
 @pytest.fixture(scope="module")

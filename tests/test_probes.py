@@ -6,22 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from snlad import api
 from snlad.cli import main
 from snlad.errors import SnladError
 from snlad.probes import MixupSettings, run_mixup
 from snlad.synthesis import cut_paste, mix, pair_plan, paste_plan, patch_side
 
 DEMO = Path(__file__).parents[1] / "data" / "demo"
-TINY = ["data.image_size=64", "train.batch_size=4", "data.num_workers=0", "loss.affinity_size=8", "train.epochs=1"]
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("probe-run") / "fd"
-    config = api.resolve_config(model="fd", overrides=TINY, categories=["bottle", "kolektor_sdd", "metal_nut"])
-    api.train(config=config, data=DEMO, out=out)
-    return out
+def run_dir(shared_run) -> Path:
+    """The session's run on bottle, casting, kolektor_sdd and metal_nut (tests/conftest.py): probes only read it."""
+    return shared_run
 
 
 def test_mixup_at_lambda_zero_is_the_base_image_and_one_the_other():
