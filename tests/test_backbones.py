@@ -296,7 +296,10 @@ def test_weights_without_num_batches_tracked_load(tmp_path: Path) -> None:
     state = {k: v for k, v in torchvision_state_dict("resnet18").items() if "num_batches" not in k}
     path = tmp_path / "old.pth"
     torch.save(state, path)
-    build_backbone("resnet18", pretrained=True, weights=path)
+    teacher = build_backbone("resnet18", pretrained=True, weights=path)
+    # Loaded, not merely accepted: the file's weights and BatchNorm statistics are the teacher's.
+    assert torch.equal(teacher.get_parameter("stages.0.0.conv1.conv.weight"), state["layer1.0.conv1.weight"])
+    assert torch.equal(teacher.get_buffer("stages.0.0.conv1.bn.running_mean"), state["layer1.0.bn1.running_mean"])
 
 
 # --- bad weights -----------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bad_inputs import CASES, FAST_ARGS, Case, build_shared, prepare, render, run_case
+from bad_inputs import CASES, FAST_ARGS, Case, prepare, render, run_case
 from snlad.cli import main
 from snlad.data import load_mask
 from snlad.engine.device import busy_threads_elsewhere, usable_cores
@@ -33,9 +33,10 @@ BY_NAME = {case.name: case for case in CASES}
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_shared(tmp_path_factory.mktemp("shared"))
+@pytest.fixture
+def shared(bad_input_shared: Path) -> Path:
+    """The bad-input data and run, built once per session (tests/conftest.py); cases copy what they need."""
+    return bad_input_shared
 
 
 @pytest.fixture(scope="module")

@@ -331,11 +331,9 @@ def apply_edit(payload: dict, edit: tuple[list, str, object]) -> str:
 
 
 @pytest.fixture(scope="module")
-def shared_run(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> Path:
-    """``shared/data`` and ``shared/run`` (fd, 1 epoch, 64 px) of the bad-input suite."""
-    from bad_inputs import build_shared
-
-    return build_shared(tmp_path_factory.mktemp("fuzz-run"))
+def shared_run(bad_input_shared: Path) -> Path:
+    """``shared/data`` and ``shared/run`` (fd, 1 epoch, 64 px) of the bad-input suite, built once (tests/conftest.py)."""
+    return bad_input_shared
 
 
 def _one_error_line_or_success(argv: list[str], where: str) -> None:

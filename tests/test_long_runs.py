@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import snlad.engine.predict as predict_module
-from bad_inputs import build_shared, save, texture
+from bad_inputs import save, texture
 from snlad.cli import PARTIAL_FAILURE, main
 
 GOOD, SIDE = 64, 256
@@ -47,8 +47,8 @@ def make_folder(folder: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_shared(tmp_path_factory.mktemp("shared")) / "run"
+def run(bad_input_shared: Path) -> Path:
+    return bad_input_shared / "run"  # built once per session (tests/conftest.py); predict only reads it
 
 
 def test_long_predict_skips_and_reports_corrupt_files_and_keeps_no_maps(

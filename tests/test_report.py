@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import SHARED_CATEGORIES, SHARED_SETTINGS
 from snlad import api
 from snlad.cli import main
 from snlad.errors import SnladError
@@ -18,21 +19,17 @@ from snlad.report.onevsmulti import summarise
 
 ROOT = Path(__file__).parents[1]
 DEMO = ROOT / "data" / "demo"
-TINY = ["data.image_size=64", "train.batch_size=4", "data.num_workers=0", "loss.affinity_size=8", "train.epochs=1"]
-CATEGORIES = ["bottle", "casting"]  # casting: image-level labels only
-
-
-def train_tiny(model: str, out: Path, test: bool = True) -> Path:
-    api.train(config=api.resolve_config(model=model, overrides=TINY, categories=CATEGORIES), data=DEMO, out=out)
-    if test:
-        api.test(run=out, data=DEMO)
-    return out
+CATEGORIES = SHARED_CATEGORIES  # casting: image-level labels only
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> list[Path]:
-    root = tmp_path_factory.mktemp("report-runs")
-    return [train_tiny("fd", root / "fd"), train_tiny("snl-fd", root / "snl-fd")]
+def runs(tmp_path_factory, shared_run: Path, one_thread) -> list[Path]:
+    """An fd run trained here and the session's SNL-FD run (tests/conftest.py), same categories and settings, tested."""
+    out = tmp_path_factory.mktemp("report-runs") / "fd"
+    config = api.resolve_config(model="fd", overrides=SHARED_SETTINGS, categories=CATEGORIES)
+    api.train(config=config, data=DEMO, out=out)
+    api.test(run=out, data=DEMO)
+    return [out, shared_run]
 
 
 class PageParser(HTMLParser):
@@ -105,7 +102,10 @@ def test_same_model_twice_gets_labels_from_the_paths(runs, tmp_path):
 
 
 def test_broken_run_directories_give_one_line_errors(runs, tmp_path, capsys):
-    untested = train_tiny("fd", tmp_path / "untested", test=False)
+    untested = tmp_path / "untested"
+    shutil.copytree(runs[0], untested)
+    for name in ("metrics.json", "metrics.csv", "metrics.md", "test_scores.csv"):
+        (untested / name).unlink()
     corrupt = tmp_path / "corrupt"
     shutil.copytree(runs[0], corrupt)
     (corrupt / "model.pt").write_bytes(b"not a checkpoint")
@@ -118,7 +118,7 @@ def test_broken_run_directories_give_one_line_errors(runs, tmp_path, capsys):
     for run_dir, message in cases.items():
         with pytest.raises(SnladError, match=message):
             build_report([runs[0], run_dir], DEMO, tmp_path / "out")
-    capsys.readouterr()  # what training the broken runs printed
+    capsys.readouterr()
     assert (
         main(["report", "--run", str(tmp_path / "missing"), "--data", str(DEMO), "--out", str(tmp_path / "out")]) == 2
     )
