@@ -27,7 +27,17 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from snlad.backbones import BACKBONE_NAMES
-from snlad.config import MAX_SEED, MODEL_NAMES, RESUMABLE_SETTINGS, Config, is_seed, load_config, merge, parse_override
+from snlad.config import (
+    MAX_SEED,
+    MODEL_NAMES,
+    RESUMABLE_SETTINGS,
+    Config,
+    MapConfig,
+    is_seed,
+    load_config,
+    merge,
+    parse_override,
+)
 from snlad.data import Sample, holdout_split, index_dataset, list_categories
 from snlad.engine.calibration import calibrate as calibrate_held_out
 from snlad.engine.calibration import recalibrate_run
@@ -41,7 +51,7 @@ from snlad.engine.predict import predict as predict_images
 from snlad.engine.run import MULTI_CLASS, ONE_CLASS, ModelDir, Run, known_categories, start_training
 from snlad.engine.run import resume_config as stored_resume_config
 from snlad.engine.train import TrainingInterrupted, train_model
-from snlad.engine.trained import TrainedModel, build_scorer
+from snlad.engine.trained import TrainedModel, build_scorer, per_model
 from snlad.errors import SnladError, notice
 from snlad.experiments import (
     Experiment,
@@ -53,6 +63,7 @@ from snlad.experiments import (
 )
 from snlad.export import export as export_graph
 from snlad.files import atomic_write_text, ensure_writable, write_json
+from snlad.metrics import percent
 from snlad.probes import CutPasteSettings, MixupSettings, run_cutpaste, run_mixup
 from snlad.progress import show_progress
 from snlad.report import build_report, onevsmulti_figure
@@ -272,17 +283,16 @@ def _with_map_settings(models: dict[str, TrainedModel], overrides: Sequence[str]
         return models
     parsed = [parse_override(text) for text in overrides]
     if any(set(update) != {"map"} for update in parsed):
-        raise SnladError("only map.* settings (beta, sigma, image_score, topk_fraction) can change after training")
-    rescored: dict[int, TrainedModel] = {}
-    for trained in models.values():
-        if id(trained) not in rescored:
-            config = trained.config
-            for text, update in zip(overrides, parsed, strict=True):
-                config = merge(config, update, source=f"override '{text}'")
-            rescored[id(trained)] = dataclasses.replace(
-                trained, config=config, scorer=build_scorer(config, trained.model)
-            )
-    return {category: rescored[id(trained)] for category, trained in models.items()}
+        names = ", ".join(field.name for field in dataclasses.fields(MapConfig))
+        raise SnladError(f"only map.* settings ({names}) can change after training")
+
+    def rescore(trained: TrainedModel) -> TrainedModel:
+        config = trained.config
+        for text, update in zip(overrides, parsed, strict=True):
+            config = merge(config, update, source=f"override '{text}'")
+        return dataclasses.replace(trained, config=config, scorer=build_scorer(config, trained.model))
+
+    return per_model(models, rescore)
 
 
 def test(
@@ -418,7 +428,7 @@ def validate(*, run: str | Path, data: str | Path, device: str = "auto") -> dict
     write_json(source.validation_json, results)
     lines = ["| category | I-AUROC | P-AUROC | AUPRO |", "|---|---|---|---|"]
     lines += [
-        f"| {c} | " + " | ".join(f"{100 * m[k]:.1f}" for k in ("image_auroc", "pixel_auroc", "aupro")) + " |"
+        f"| {c} | " + " | ".join(percent(m[k]) for k in ("image_auroc", "pixel_auroc", "aupro")) + " |"
         for c, m in results.items()
     ]
     atomic_write_text(source.validation_md, "\n".join(lines) + "\n")

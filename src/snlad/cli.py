@@ -35,6 +35,7 @@ from snlad.api import (
 )
 from snlad.engine.device import usable_cores
 from snlad.errors import SnladError, notice, one_line
+from snlad.metrics import percent
 
 PARTIAL_FAILURE = 3  # predict skipped unreadable files and scored the rest
 BATCH_HELP = "images per batch (default 8); speed and memory only, the results do not change"
@@ -294,7 +295,7 @@ def _validate(args: argparse.Namespace) -> None:
 def _summary(mean: dict[str, float]) -> str:
     """I-AUROC / P-AUROC / AUPRO of a mean row in percent; a metric no category has is n/a."""
     return ", ".join(
-        f"{label} {'n/a' if mean[key] is None or mean[key] != mean[key] else f'{100 * mean[key]:.1f}'}"
+        f"{label} {percent(mean[key])}"
         for key, label in (("image_auroc", "I-AUROC"), ("pixel_auroc", "P-AUROC"), ("aupro", "AUPRO"))
     )
 

@@ -10,6 +10,7 @@ import argparse
 
 from snlad import api
 from snlad.errors import SnladError
+from snlad.metrics import percent
 from snlad.synthesis import DEFAULT_LAMBDAS
 
 
@@ -158,7 +159,7 @@ def _print_rows(rows: list[dict], keys: tuple[str, ...], out: str) -> None:
 
 def _shown(key: str, value: object) -> str:
     if key in METRICS_IN_PERCENT and isinstance(value, float):
-        return f"{key}={100 * value:.1f} %"
+        return f"{key}={percent(value)} %"
     return f"{key}={value:.3f}" if isinstance(value, float) else f"{key}={value}"
 
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from snlad.engine.run import Run
+from snlad.engine.run import Run, known_categories
 from snlad.engine.trained import TrainedModel
 from snlad.errors import SnladError
 
@@ -29,8 +29,7 @@ class LabelledRun:
 
     def model_for(self, category: str) -> TrainedModel:
         """The model that serves ``category``; a clear error when the run never saw it."""
-        if category not in self.models:
-            raise SnladError(f"run {self.path} was not trained on '{category}' (it knows {', '.join(self.models)})")
+        known_categories(Run(self.path), self.models, [category])
         return self.models[category]
 
 
