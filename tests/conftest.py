@@ -28,6 +28,20 @@ SHARED_SETTINGS = [
 ]
 
 
+# Slow tests (see pyproject.toml's markers) in modules another change owns at the moment: marked here
+# rather than in the files; each may move to an @pytest.mark.slow in its module. Every test of
+# test_interrupt.py works on runs the module trains itself (five of them 4-62 s, measured with --durations).
+SLOW_MODULES = {"test_interrupt.py"}
+SLOW_TESTS = {("test_optimise.py", "test_compiled_model_gives_the_same_maps")}  # 43 s: torch.compile
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        name = getattr(item, "originalname", item.name)
+        if item.path.name in SLOW_MODULES or (item.path.name, name) in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="module")
 def one_thread() -> Iterator[None]:
     """A second OpenMP thread on a busy 2-core machine makes training steps many times slower."""

@@ -279,6 +279,7 @@ def test_resnet18_loads_torchvision_weights(packing: str, tmp_path: Path) -> Non
             torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_wide_resnet50_2_loads_torchvision_weights(tmp_path: Path) -> None:
     state = torchvision_state_dict("wide_resnet50_2")
     path = tmp_path / "wide_resnet50_2.pth"

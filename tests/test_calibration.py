@@ -71,6 +71,7 @@ def run(shared_run):
     return shared_run
 
 
+@pytest.mark.slow
 def test_training_stores_image_and_pixel_thresholds_from_held_out_normals(run, tmp_path):
     trained = load_run(run)["bottle"]
     calibration = trained.calibration["bottle"]
@@ -105,6 +106,7 @@ def test_calibrate_replaces_stored_thresholds_only_with_overwrite_and_says_old_a
     assert new["threshold"] == pytest.approx(1.5 * stored["threshold"])
 
 
+@pytest.mark.slow
 def test_cli_recalibrates_with_synthetic_and_labelled_anomalies(run_copy, capsys):
     run = run_copy
     assert main(["calibrate", "--run", str(run), "--data", str(DEMO), "--rule", "synthetic-f1", "--overwrite"]) == 0
@@ -143,6 +145,7 @@ def test_decision_metrics_count_score_above_threshold_as_flagged():
     assert all(np.isnan(v) for v in decision_metrics(np.array([0.1]), np.array([1]), None).values())
 
 
+@pytest.mark.slow
 def test_test_finds_the_trained_root_and_scores_the_stored_thresholds_decisions(run_copy, tmp_path, capsys):
     """`snlad test --run R` alone: the run knows its data root; the stored threshold's decisions are measured."""
     run = run_copy

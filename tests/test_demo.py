@@ -29,6 +29,7 @@ def demo_commands(data: Path, run: Path) -> list[list[str]]:
     return commands
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
 def test_demo_commands_run_twice_in_a_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data = tmp_path / "data"

@@ -116,6 +116,7 @@ def losses(run: Path) -> list[float]:
         return [float(row["loss"]) for row in csv.DictReader(file)]
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_train_exactly_the_single_process_model(tmp_path, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     mp.spawn(_rank, args=(2, free_port(), str(tmp_path / "ddp")), nprocs=2)
@@ -135,6 +136,7 @@ def test_two_gloo_processes_train_exactly_the_single_process_model(tmp_path, mon
     ]
 
 
+@pytest.mark.slow
 def test_torchrun_recipe_with_batchnorm_is_close_to_one_process(tmp_path):
     command = [
         sys.executable,
@@ -187,6 +189,7 @@ def test_sync_batchnorm_turns_back_into_plain_batchnorm_with_its_state():
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
 
 
+@pytest.mark.slow
 def test_bf16_autocast_trains(tmp_path):
     config = api.resolve_config(
         model="snl-fd", overrides=[*OVERRIDES, "train.epochs=1", "train.amp=bf16"], categories=["bottle"]

@@ -39,6 +39,7 @@ def config_writes(monkeypatch) -> list[Path]:
     return written
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["fd", "rd", "snl-fd", "snl-rd"])
 def test_every_model_trains_tests_and_predicts(tmp_path, model, monkeypatch):
     written = config_writes(monkeypatch)
@@ -58,6 +59,7 @@ def test_every_model_trains_tests_and_predicts(tmp_path, model, monkeypatch):
     assert (tmp_path / "pred" / "overlays" / f"{image.stem}.png").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("amp", ["none", "bf16"])
 def test_snl_fd_learns_to_rank_real_defects_above_good_images(tmp_path, amp):
     """One SNL-FD model for two real categories (multi-class), a few steps at 128 px.
@@ -89,6 +91,7 @@ def test_snl_fd_learns_to_rank_real_defects_above_good_images(tmp_path, amp):
     assert all(w.dtype == torch.float32 for w in weights.values() if w.is_floating_point())
 
 
+@pytest.mark.slow
 def test_resume_after_interrupt_gives_the_same_weights(tmp_path, monkeypatch):
     from snlad.engine import train as train_module
 
@@ -113,6 +116,7 @@ def test_resume_after_interrupt_gives_the_same_weights(tmp_path, monkeypatch):
         assert torch.allclose(straight[key].float(), resumed[key].float(), atol=1e-6), key
 
 
+@pytest.mark.slow
 def test_one_class_mode_trains_one_model_per_category(tmp_path, monkeypatch):
     config = api.resolve_config(model="fd", overrides=[*FAST, "train.epochs=1"], categories=["bottle", "capsule"])
     written = config_writes(monkeypatch)
@@ -123,6 +127,7 @@ def test_one_class_mode_trains_one_model_per_category(tmp_path, monkeypatch):
     assert set(api.test(run=tmp_path / "run", data=DEMO)) == {"bottle", "capsule", "mean"}
 
 
+@pytest.mark.slow
 def test_cli_refuses_to_overwrite_and_to_resume_another_config(tmp_path, capsys):
     args = [
         "--quiet",
@@ -173,6 +178,7 @@ def test_rescoring_with_other_map_settings_keeps_the_run_files(shared_run, tmp_p
         )
 
 
+@pytest.mark.slow
 def test_micro_batch_option_changes_speed_not_results(shared_run, tmp_path, capsys, monkeypatch):
     """--micro-batch 1 sends the networks one image at a time (recorded) and gives the whole-batch metrics."""
     from snlad.engine.trained import TrainedModel

@@ -107,6 +107,7 @@ def build_mixed_layout_root(root: Path) -> None:
         csv.writer(handle).writerows([["object", "split", "label", "image", "mask"], *rows])
 
 
+@pytest.mark.slow
 def test_every_layout_reads_a_category_without_masks_and_reports_image_metrics_only(tmp_path: Path) -> None:
     root = tmp_path / "data"
     build_mixed_layout_root(root)

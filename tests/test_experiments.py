@@ -42,6 +42,7 @@ def csv_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "source, file_name",
     [("", "metrics.json"), ("-validation", "validation.json"), ("-realval", "validation-real.json")],
@@ -65,14 +66,27 @@ def test_tables_hold_each_runs_own_numbers(experiment, source, file_name):
         assert f"| {name} | 2 |" in table and cell in table
 
 
-def test_validation_uses_no_test_image(experiment):
-    """Validation scores held-out normals plus as many cut-paste copies again (three each): never the test split."""
+@pytest.mark.slow
+def test_validation_uses_no_test_image(experiment, tmp_path):
+    """Validation scores held-out normals plus as many cut-paste copies again (three each): never the test split.
+
+    Validating again on a root that holds the training images only gives the same numbers.
+    """
     run = Run(experiment / "out" / "multi-class" / "fd" / "seed0")
     validation = json.loads(run.validation_json.read_text())
     assert set(validation) == {*CATEGORIES, "mean"}
     assert validation != json.loads(run.metrics_json.read_text())
+    train_only = tmp_path / "train-only"
+    for category in CATEGORIES:
+        shutil.copytree(DEMO / category / "train", train_only / category / "train")
+    copy = shutil.copytree(run.path, tmp_path / "run")
+    again = api.validate(run=copy, data=train_only)
+    for category in [*CATEGORIES, "mean"]:
+        for key in ("image_auroc", "pixel_auroc", "aupro"):
+            assert again[category][key] == pytest.approx(validation[category][key], abs=1e-6), (category, key)
 
 
+@pytest.mark.slow
 def test_real_defect_validation_scores_the_roots_test_split_and_sits_beside_test_in_the_summary(experiment):
     """Validated on the data root itself, the real-defect numbers must be the test numbers, category by category."""
     out = experiment / "out"
@@ -99,6 +113,7 @@ def test_real_defect_validation_scores_the_roots_test_split_and_sits_beside_test
     assert f"| fd | 2 / 2 | {score} | {cell} |" in summary
 
 
+@pytest.mark.slow
 def test_real_defect_validation_accepts_a_root_with_test_images_only(experiment, tmp_path):
     """A validation root needs no train/ folder and may cover only some of the run's categories."""
     root = tmp_path / "val" / "bottle"
@@ -116,6 +131,7 @@ def test_real_defect_validation_accepts_a_root_with_test_images_only(experiment,
         api.validate_real(run=run.path, data=other.parent)
 
 
+@pytest.mark.slow
 def test_runs_kept_without_their_model_files_count_as_done(experiment, tmp_path, capsys):
     """A campaign commits results, never model files: on another machine the runner must not train those runs again."""
     out = tmp_path / "out"
@@ -135,6 +151,7 @@ def test_runs_kept_without_their_model_files_count_as_done(experiment, tmp_path,
     assert "| fd | 1 / 2 |" in (out / "summary-multi-class.md").read_text()
 
 
+@pytest.mark.slow
 def test_rerun_trains_nothing_and_validates_what_is_missing(experiment):
     out = experiment / "out"
     run = Run(out / "multi-class" / "fd" / "seed1")
@@ -157,6 +174,7 @@ def test_every_shipped_experiment_file_resolves(path):
         api.resolve_config(model=spec["model"], overrides=overrides, categories=["a", "b"])
 
 
+@pytest.mark.slow
 def test_categories_come_from_settings_or_the_top_level_key_and_category_overrides_both(tmp_path, one_thread, capsys):
     """data.categories under settings limits the experiment like the top-level key; --category wins over both."""
     spec = tmp_path / "limit.yaml"
@@ -195,6 +213,7 @@ def test_categories_come_from_settings_or_the_top_level_key_and_category_overrid
         load_experiment(spec)
 
 
+@pytest.mark.slow
 def test_overwriting_a_run_removes_its_test_and_validation_results(tmp_path, one_thread):
     """They would describe the replaced model; the runner validates a run again only when its validation is missing."""
     overrides = ["data.image_size=64", "train.batch_size=4", "data.num_workers=0", "train.epochs=1"]

@@ -34,6 +34,7 @@ def reference(run):
     return images, maps.numpy(), scores.numpy()
 
 
+@pytest.mark.slow
 def test_onnx_export_runs_in_onnxruntime_and_matches_pytorch(run, reference, tmp_path):
     onnxruntime = pytest.importorskip("onnxruntime")
     out = tmp_path / "model.onnx"
@@ -52,6 +53,7 @@ def test_onnx_export_runs_in_onnxruntime_and_matches_pytorch(run, reference, tmp
     assert metadata["threshold"] == load_run(run)["bottle"].calibration["bottle"]["threshold"]
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
 def test_torchscript_export_matches_pytorch(run, reference, tmp_path):
     out = api.export(run=run, fmt="torchscript", out=tmp_path / "model.pt")

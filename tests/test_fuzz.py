@@ -347,6 +347,7 @@ def _one_error_line_or_success(argv: list[str], where: str) -> None:
         assert len(lines) == 1 and lines[0].startswith("snlad: error: "), (where, err.getvalue())
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @CLI_FUZZ
@@ -378,6 +379,7 @@ def _edit_file(file: Path, edit: tuple[list, str, object]) -> str:
     return where
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @CLI_FUZZ

@@ -51,6 +51,7 @@ def run(bad_input_shared: Path) -> Path:
     return bad_input_shared / "run"  # built once per session (tests/conftest.py); predict only reads it
 
 
+@pytest.mark.slow
 def test_long_predict_skips_and_reports_corrupt_files_and_keeps_no_maps(
     run: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:

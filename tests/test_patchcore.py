@@ -103,6 +103,7 @@ def run(tmp_path_factory, one_thread):
     return out
 
 
+@pytest.mark.slow
 def test_bank_on_real_images_ranks_real_defects_above_good_images(run):
     model_file = run / "model.pt"
     payload = torch.load(model_file, weights_only=True)  # the bank is a plain tensor in the state dict
@@ -116,6 +117,7 @@ def test_bank_on_real_images_ranks_real_defects_above_good_images(run):
         assert metrics[category]["pixel_auroc"] >= 0.9, (category, metrics[category])
 
 
+@pytest.mark.slow
 def test_onnx_map_equals_pytorch_map(run, tmp_path):
     onnxruntime = pytest.importorskip("onnxruntime")
     trained = load_run(run)["bottle"]
@@ -131,6 +133,7 @@ def test_onnx_map_equals_pytorch_map(run, tmp_path):
     assert np.abs(onnx_scores - scores.numpy()).max() <= ONNX_TOLERANCE * scale
 
 
+@pytest.mark.slow
 def test_a_model_file_with_an_emptied_bank_is_one_error(run, tmp_path):
     payload = torch.load(run / "model.pt", weights_only=True)
     payload["model"]["bank"] = payload["model"]["bank"][:0]
@@ -140,6 +143,7 @@ def test_a_model_file_with_an_emptied_bank_is_one_error(run, tmp_path):
         trained.score(torch.rand(1, 3, SIZE, SIZE))
 
 
+@pytest.mark.slow
 def test_interrupted_build_resumes_to_the_same_bank(tmp_path, monkeypatch, one_thread):
     small = ["data.image_size=64", "data.num_workers=0", "train.batch_size=4"]
     config = api.resolve_config(model="patchcore", overrides=small, categories=["bottle"])

@@ -75,6 +75,7 @@ def experiment_dir(tmp_path) -> Path:
     return tmp_path
 
 
+@pytest.mark.slow
 def test_report_shows_every_category_and_every_run(runs, tmp_path, experiment_dir):
     probes = tmp_path / "probe"
     probes.mkdir()
@@ -93,6 +94,7 @@ def test_report_shows_every_category_and_every_run(runs, tmp_path, experiment_di
     assert "no mask (image-level label only)" in text  # casting's defects have no ground-truth picture
 
 
+@pytest.mark.slow
 def test_same_model_twice_gets_labels_from_the_paths(runs, tmp_path):
     twin = tmp_path / "again" / "fd"
     shutil.copytree(runs[0], twin)
@@ -101,6 +103,7 @@ def test_same_model_twice_gets_labels_from_the_paths(runs, tmp_path):
     assert len(parser.runs) == 2 and all(label.startswith("fd (") for label in parser.runs)
 
 
+@pytest.mark.slow
 def test_broken_run_directories_give_one_line_errors(runs, tmp_path, capsys):
     untested = tmp_path / "untested"
     shutil.copytree(runs[0], untested)
@@ -139,6 +142,7 @@ def test_onevsmulti_figure_from_small_csvs(experiment_dir, tmp_path, capsys):
         onevsmulti_figure(tmp_path / "nowhere", tmp_path / "x.png")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed (apt-get install -y chromium)")
 def test_screenshot_script_renders_the_page(tmp_path):
     page = tmp_path / "index.html"
@@ -153,6 +157,7 @@ def test_screenshot_script_renders_the_page(tmp_path):
     assert pixels.shape == (300, 400, 3) and tuple(pixels[-1, -1]) == (255, 0, 0)
 
 
+@pytest.mark.slow
 def test_report_names_both_thresholds_and_each_runs_rule_and_plots_show_auc_and_threshold(runs, tmp_path, monkeypatch):
     """One meaning of 'threshold': the grid names image and pixel thresholds, the decision under each map and the rule."""
     from snlad import plots
@@ -180,6 +185,7 @@ def test_report_names_both_thresholds_and_each_runs_rule_and_plots_show_auc_and_
     )  # outlines: no blended colour missing from the legend
 
 
+@pytest.mark.slow
 def test_overlays_keep_the_part_visible_and_carry_score_decision_and_colour_bar(runs, tmp_path):
     from snlad import render
 

@@ -65,18 +65,48 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
     assert math.isclose(learning_rate(config, 0.3), 0.001 * (1 + math.cos(math.pi * 0.2 / 0.9)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["snl-fd", "rd"])
-def test_caches_on_or_off_train_the_same_weights(tmp_path, model):
-    """Both caches hold exactly what would be recomputed, so the weights agree to float rounding."""
-    weights = {}
+def test_caches_on_or_off_train_the_same_weights(tmp_path, model, monkeypatch):
+    """Both caches hold exactly what would be recomputed, so the weights agree to float rounding.
+
+    Equal weights alone would also hold with the caches never used: the test records that
+    with the caches on every training image is decoded once and the teacher's features
+    serve the later epochs' batches (hits), and that with them off nothing is cached.
+    """
+    lookups: list[bool] = []
+    lookup = TeacherFeatureCache.lookup
+
+    def recording_lookup(self, indices):
+        served = lookup(self, indices)
+        lookups.append(served is not None)
+        return served
+
+    decoded: list[TrainingImages] = []
+    init = TrainingImages.__init__
+
+    def recording_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        decoded.append(self)
+
+    monkeypatch.setattr(TeacherFeatureCache, "lookup", recording_lookup)
+    monkeypatch.setattr(TrainingImages, "__init__", recording_init)
+    weights, hits = {}, {}
     for name, caches in (("off", ["data.cache_mb=0", "train.teacher_cache_mb=0"]), ("on", [])):
+        lookups.clear()
+        decoded.clear()
         config = api.resolve_config(model=model, overrides=[*FAST, *caches], categories=["bottle", "casting"])
         api.train(config=config, data=DEMO, out=tmp_path / name)
         weights[name] = read_checkpoint(tmp_path / name / "model.pt")["model"]
+        hits[name] = (sum(lookups), len(lookups), [(images.cached, images.fully_cached) for images in decoded])
+    assert hits["off"][0] == 0 and hits["off"][2] == [(0, False)], hits
+    steps = hits["on"][1]  # 3 epochs: the first fills the cache, the other two are served from it
+    assert steps > 0 and hits["on"][0] >= 2 * steps // 3 and hits["on"][2][0][1], hits
     for key, value in weights["off"].items():
         assert torch.allclose(value.float(), weights["on"][key].float(), atol=1e-5), key
 
 
+@pytest.mark.slow
 def test_resume_with_a_cosine_schedule_reaches_the_uninterrupted_weights(tmp_path, monkeypatch):
     from snlad.engine import train as train_module
 

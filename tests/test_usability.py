@@ -61,6 +61,7 @@ def scores(path: Path) -> list[dict]:
 # ---------------------------------------------------------------- 1, 11, 12: predict output
 
 
+@pytest.mark.slow
 def test_predict_refuses_an_earlier_prediction_and_overwrite_leaves_no_stale_files(
     run: Path, tmp_path: Path, capsys
 ) -> None:
@@ -95,6 +96,7 @@ def test_predict_refuses_an_earlier_prediction_and_overwrite_leaves_no_stale_fil
     assert [row["output"] for row in scores(out / "scores.csv")] == [one[0].stem]
 
 
+@pytest.mark.slow
 def test_outputs_mirror_the_input_sub_folders_so_the_class_is_in_the_path(run: Path, tmp_path: Path) -> None:
     """good/006.jpg and broken_large/006.jpg keep their folders under maps/, overlays/, masks/; one folder keeps bare stems."""
     test_split = BOTTLE_GOOD.parent
@@ -115,6 +117,7 @@ def test_outputs_mirror_the_input_sub_folders_so_the_class_is_in_the_path(run: P
     assert [row["output"] for row in rows] == ["a", "a_1"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("maps,dtype", [("model", "float16"), ("none", "float32"), ("original", "float32")])
 def test_map_resolution_and_dtype(run: Path, tmp_path: Path, maps: str, dtype: str) -> None:
     image = BOTTLE_GOOD / "000.jpg"
@@ -153,6 +156,7 @@ def test_overlays_are_coloured_by_the_calibration_with_the_threshold_at_two_thir
 # ---------------------------------------------------------------- 3: resume
 
 
+@pytest.mark.slow
 def test_resume_from_the_stored_config_more_epochs_allowed_other_changes_refused(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     base = train_argv(out)
@@ -194,6 +198,7 @@ def test_calibrate_notes_a_small_set_and_help_says_quantile_one_is_max(run_copy:
     assert "default 1.0 = the max rule" in " ".join(capsys.readouterr().out.split())
 
 
+@pytest.mark.slow
 def test_export_refuses_to_overwrite_and_says_a_multi_class_file_has_no_thresholds(
     run: Path, tmp_path: Path, capsys
 ) -> None:
@@ -241,6 +246,7 @@ def test_messages_for_a_model_file_given_as_run_an_unfinished_run_and_f1_without
 # ---------------------------------------------------------------- 8, 9: flags
 
 
+@pytest.mark.slow
 def test_global_options_anywhere_and_version(run: Path, tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])
@@ -256,6 +262,7 @@ def test_global_options_anywhere_and_version(run: Path, tmp_path: Path, capsys) 
     assert torch.get_num_threads() == 1
 
 
+@pytest.mark.slow
 def test_one_spelling_for_categories_map_settings_on_predict_and_batch_help(run: Path, tmp_path: Path, capsys) -> None:
     assert (
         main(
@@ -325,6 +332,7 @@ def test_one_spelling_for_categories_map_settings_on_predict_and_batch_help(run:
 # ---------------------------------------------------------------- 10: progress and logs
 
 
+@pytest.mark.slow
 def test_training_prints_an_epoch_line_and_logs_each_term(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     assert (
@@ -352,6 +360,7 @@ def test_training_prints_an_epoch_line_and_logs_each_term(tmp_path: Path, capsys
     assert header == ["epoch", "loss", "channel", "spatial", "intra", "inter", "seconds", "images_per_s"]
 
 
+@pytest.mark.slow
 def test_metrics_table_says_a_small_category_is_indicative(run: Path, tmp_path: Path) -> None:
     metrics = api.test(run=run, data=DEMO, out=tmp_path / "test")
     table = api.metrics_table(per_category=metrics)
@@ -362,6 +371,7 @@ def test_metrics_table_says_a_small_category_is_indicative(run: Path, tmp_path: 
 # ---------------------------------------------------------------- 13-16: reliability
 
 
+@pytest.mark.slow
 def test_a_second_train_on_a_locked_run_gets_a_clear_error(tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
     with Run(out).lock():
@@ -370,6 +380,7 @@ def test_a_second_train_on_a_locked_run_gets_a_clear_error(tmp_path: Path, capsy
     assert main(train_argv(out)) == 0
 
 
+@pytest.mark.slow
 def test_an_interrupted_test_keeps_the_scores_so_far(run: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     from snlad.engine import evaluate as evaluate_module
 
@@ -390,6 +401,7 @@ def test_an_interrupted_test_keeps_the_scores_so_far(run: Path, tmp_path: Path, 
     assert not Run(tmp_path / "t").test_scores.exists()
 
 
+@pytest.mark.slow
 def test_stale_temporary_files_are_cleaned_on_the_next_start(tmp_path: Path) -> None:
     out = tmp_path / "run"
     out.mkdir()
@@ -403,6 +415,7 @@ def test_stale_temporary_files_are_cleaned_on_the_next_start(tmp_path: Path) -> 
     assert not stale.exists() and fresh.exists() and all(path.exists() for path in foreign)
 
 
+@pytest.mark.slow
 def test_oversubscription_is_said_once_and_only_when_the_user_can_act(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(device, "usable_cores", lambda: 2)
@@ -431,6 +444,7 @@ def test_oversubscription_is_said_once_and_only_when_the_user_can_act(tmp_path: 
 # ---------------------------------------------------------------- in-memory Python API
 
 
+@pytest.mark.slow
 def test_a_loaded_run_scores_pil_images_arrays_tensors_and_paths_in_memory_as_predict_does(
     run: Path, tmp_path: Path
 ) -> None:
@@ -456,6 +470,7 @@ def test_a_loaded_run_scores_pil_images_arrays_tensors_and_paths_in_memory_as_pr
         detector.score({"not": "an image"})
 
 
+@pytest.mark.slow
 def test_overwrite_failing_after_a_first_category_keeps_the_replaced_run_until_resume_finishes(
     tmp_path: Path, capsys
 ) -> None:
