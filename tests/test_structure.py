@@ -23,7 +23,7 @@ LAYERS = [
     {"losses"},
     {"scoring"},
     {"engine"},
-    {"selection", "export", "plots", "runset"},
+    {"selection", "export", "export_openvino", "deploy", "plots", "runset"},
     {"probes", "report"},
     {"experiments"},
     {"api"},
@@ -33,7 +33,7 @@ ENGINE_LAYERS = [
     {"device", "precision", "checkpoint", "sampler", "feature_cache", "memory_bank"},
     {"distributed"},
     {"trained"},
-    {"run", "optimise", "inference"},
+    {"run", "optimise", "inference", "runtime"},
     {"train", "evaluate", "predict", "calibration", "detector"},
 ]
 

@@ -39,17 +39,19 @@ from snlad.config import (
     parse_override,
 )
 from snlad.data import Sample, holdout_split, index_dataset, list_categories
+from snlad.deploy import calibration_images, deployed_run
 from snlad.engine.calibration import calibrate as calibrate_held_out
 from snlad.engine.calibration import recalibrate_run
 from snlad.engine.detector import Detection, Detector, ImageLike
 from snlad.engine.device import resolve_device, warn_if_oversubscribed
 from snlad.engine.distributed import DistContext, init_distributed
 from snlad.engine.evaluate import evaluate, metrics_markdown, write_metrics, write_metrics_json
-from snlad.engine.optimise import optimise_for_inference, optimise_run
+from snlad.engine.optimise import optimise_run
 from snlad.engine.predict import MAP_DTYPES, MAP_RESOLUTIONS
 from snlad.engine.predict import predict as predict_images
 from snlad.engine.run import MULTI_CLASS, ONE_CLASS, ModelDir, Run, known_categories, start_training
 from snlad.engine.run import resume_config as stored_resume_config
+from snlad.engine.runtime import RUNTIMES
 from snlad.engine.train import TrainingInterrupted, train_model
 from snlad.engine.trained import TrainedModel, build_scorer, per_model
 from snlad.errors import SnladError, notice
@@ -78,6 +80,7 @@ __all__ = [
     "MODEL_NAMES",
     "RESUMABLE_SETTINGS",
     "RULES",
+    "RUNTIMES",
     "Config",
     "CutPasteSettings",
     "Detection",
@@ -121,6 +124,10 @@ class ScoringOptions:
     (torch.compile first) change speed and memory only, never the results.
     ``map_settings`` (e.g. ``("map.beta=2",)``) score the same networks with
     another anomaly map; the thresholds were calibrated for the trained one.
+    ``runtime`` "onnxruntime" or "openvino" scores the run's graph there instead
+    of PyTorch: the ``exported`` file (``snlad export``, e.g. an int8 IR) or,
+    without one, the graph exported in memory; ``precision`` "bf16" is
+    OpenVINO's (:mod:`snlad.deploy`, docs/scaling.md).
     """
 
     device: str = "auto"
@@ -128,6 +135,17 @@ class ScoringOptions:
     micro_batch: int | None = None
     compile: bool = False
     map_settings: tuple[str, ...] = ()
+    runtime: str = "torch"
+    exported: str | Path | None = None
+    precision: str = "fp32"
+
+
+def _deployed(models: dict[str, TrainedModel], scoring: ScoringOptions) -> dict[str, TrainedModel]:
+    """The run's models ready to score in ``scoring.runtime`` (torch: optimised for inference)."""
+    if scoring.exported is not None and scoring.map_settings:
+        raise SnladError("an exported graph holds the map it was exported with: drop --set map.* or --exported")
+    exported = Path(scoring.exported) if scoring.exported is not None else None
+    return deployed_run(models, scoring.runtime, exported, scoring.precision, scoring.micro_batch, scoring.compile)
 
 
 # ---------------------------------------------------------------- training
@@ -315,7 +333,7 @@ def test(
     """
     source = Run(Path(run))
     models = _with_map_settings(source.load_models(scoring.device), scoring.map_settings)
-    models = optimise_run(models, scoring.micro_batch, scoring.compile)
+    models = _deployed(models, scoring)
     if scoring.map_settings:  # the thresholds belong to the trained map: their decisions on another say nothing
         models = {category: dataclasses.replace(trained, calibration={}) for category, trained in models.items()}
     wanted = list(categories) if categories is not None else list(models)
@@ -373,7 +391,7 @@ def predict(
         notice(
             f"the thresholds of {category} were calibrated for the trained map settings, not for {', '.join(scoring.map_settings)}: recalibrate for is_anomalous and masks/ to match"
         )
-    trained = optimise_for_inference(models["model"], micro_batch=scoring.micro_batch, torch_compile=scoring.compile)
+    trained = _deployed(models, scoring)["model"]
     return predict_images(trained, images, Path(out), category, scoring.batch_size, maps, map_dtype, overwrite)
 
 
@@ -394,11 +412,22 @@ def calibrate(
     return recalibrate_run(Path(run), data, split, rule, categories, overwrite, device)
 
 
-def export(*, run: str | Path, fmt: str, out: str | Path, category: str | None = None, overwrite: bool = False) -> Path:
-    """Write the run's model as one ONNX (``fmt`` "onnx") or TorchScript ("torchscript") graph; see :mod:`snlad.export`.
+def export(
+    *,
+    run: str | Path,
+    fmt: str,
+    out: str | Path,
+    category: str | None = None,
+    overwrite: bool = False,
+    precision: str = "fp32",
+    data: str | Path | None = None,
+) -> Path:
+    """Write the run's model as one ONNX ("onnx"), TorchScript ("torchscript") or OpenVINO ("openvino") graph; see :mod:`snlad.export`.
 
     An existing ``out`` is replaced only with ``overwrite``. Without ``category`` a
     multi-class model's file carries no thresholds (one per category exists).
+    ``precision`` "int8" (OpenVINO) calibrates on the run's held-out normals under
+    ``data`` (default: the root it was trained on).
     """
     out = Path(out)
     if out.exists() and not overwrite:
@@ -409,7 +438,10 @@ def export(*, run: str | Path, fmt: str, out: str | Path, category: str | None =
             f"no --category: {out} carries no decision thresholds (snlad.threshold is null); the run has one per category "
             f"({', '.join(trained.calibration)}): export with --category C to embed C's"
         )
-    return export_graph(trained, fmt, out, category)
+    images = None
+    if precision == "int8":
+        images = calibration_images(trained, Path(data) if data is not None else Run(Path(run)).trained_root())
+    return export_graph(trained, fmt, out, category, precision, images)
 
 
 # ---------------------------------------------------------------- choosing settings

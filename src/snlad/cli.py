@@ -206,6 +206,20 @@ def _add_speed_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="torch.compile the networks first (needs a C++ compiler; ~20 s once, then ~1.1x faster on a CPU)",
     )
+    parser.add_argument(
+        "--runtime",
+        choices=api.RUNTIMES,
+        default="torch",
+        help="what scores: torch (default), or the run's graph in onnxruntime / openvino (faster on a CPU; docs/scaling.md)",
+    )
+    parser.add_argument(
+        "--exported",
+        metavar="FILE",
+        help="a graph of this run written by `snlad export` (.onnx, or OpenVINO .xml, e.g. int8)",
+    )
+    parser.add_argument(
+        "--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: openvino only (moves the maps slightly)"
+    )
 
 
 def _add_test(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -239,6 +253,9 @@ def _scoring(args: argparse.Namespace) -> api.ScoringOptions:
         micro_batch=args.micro_batch,
         compile=args.compile,
         map_settings=tuple(args.set),
+        runtime=args.runtime,
+        exported=args.exported,
+        precision=args.precision,
     )
 
 
@@ -363,14 +380,23 @@ def _add_export(commands: argparse._SubParsersAction, common: argparse.ArgumentP
     parser = commands.add_parser(
         "export",
         parents=[common],
-        help="export a run's model as one ONNX or TorchScript graph",
+        help="export a run's model as one ONNX, TorchScript or OpenVINO graph",
         description="Write one graph from images (float32 B x 3 x S x S, RGB in [0, 1]) to anomaly maps (B x S x S) and scores (B): "
         "teacher, student, map and smoothing included; the category's thresholds travel as metadata.",
     )
     parser.add_argument("--run", required=True, help="run directory written by `snlad train`")
-    parser.add_argument("--format", required=True, choices=("onnx", "torchscript"))
+    parser.add_argument("--format", required=True, choices=("onnx", "torchscript", "openvino"))
     parser.add_argument(
-        "--out", required=True, help="file to write, e.g. model.onnx (refused if it exists, unless --overwrite)"
+        "--precision",
+        choices=("fp32", "int8"),
+        default="fp32",
+        help="int8: openvino only, quantised with NNCF on the run's held-out normal training images (under --data)",
+    )
+    parser.add_argument("--data", help="data root for int8 calibration (default: the root the run was trained on)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="file to write, e.g. model.onnx, or model.xml (+ model.bin) for openvino (refused if it exists, unless --overwrite)",
     )
     _category_options(
         parser,
@@ -381,7 +407,15 @@ def _add_export(commands: argparse._SubParsersAction, common: argparse.ArgumentP
 
 
 def _export(args: argparse.Namespace) -> None:
-    path = api.export(run=args.run, fmt=args.format, out=args.out, category=args.category, overwrite=args.overwrite)
+    path = api.export(
+        run=args.run,
+        fmt=args.format,
+        out=args.out,
+        category=args.category,
+        overwrite=args.overwrite,
+        precision=args.precision,
+        data=args.data,
+    )
     print(f"exported -> {path}")
 
 

@@ -9,7 +9,9 @@ inference-optimised model (``snlad.engine.optimise``: BatchNorm folded,
 NHWC), whose maps equal the PyTorch model's to float rounding; the export
 test checks both files against it on real images.
 
-Formats: ONNX (opset 17, dynamic batch axis, via torch's TorchScript-based
+Formats: OpenVINO IR (``X.xml`` + ``X.bin``, read from the ONNX graph by
+OpenVINO; fp32, or int8 quantised by NNCF on held-out normal training
+images: :mod:`snlad.export_openvino`), ONNX (opset 17, dynamic batch axis, via torch's TorchScript-based
 exporter because the dynamo exporter needs the optional ``onnxscript``
 package) and TorchScript (``torch.jit.trace``; load with ``torch.jit.load``).
 Image size is fixed in both: TensorFlow "same" padding and the scorer's
@@ -20,9 +22,11 @@ TorchScript extra file ``snlad.json``).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +36,11 @@ from torch import nn
 from snlad.engine.optimise import cpu_micro_batch, optimise_for_inference
 from snlad.engine.trained import TrainedModel
 from snlad.errors import SnladError
+from snlad.export_openvino import PRECISIONS as EXPORT_PRECISIONS
+from snlad.export_openvino import openvino_model, quantise_int8, save_openvino
 from snlad.files import atomic_write_bytes
 
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "torchscript", "openvino")
 ONNX_OPSET = 17  # Gather/Pad/ReduceMax forms that onnxruntime >= 1.13 runs; nothing newer is needed
 
 
@@ -44,7 +50,7 @@ class AnomalyGraph(nn.Module):
     def __init__(self, trained: TrainedModel) -> None:
         super().__init__()
         self.model = trained.model
-        self.scorer = trained.scorer
+        self.scorer = trained.scorer  # its ops are named /scorer/... in the graph: int8 keeps them fp32
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         teacher, student = self.model(images)
@@ -78,28 +84,56 @@ def export_metadata(trained: TrainedModel, category: str | None) -> dict[str, An
     }
 
 
-def export(trained: TrainedModel, fmt: str, out: Path, category: str | None = None) -> Path:
-    """Write ``trained`` as one ONNX or TorchScript graph to ``out`` (atomically)."""
+def export(
+    trained: TrainedModel,
+    fmt: str,
+    out: Path,
+    category: str | None = None,
+    precision: str = "fp32",
+    calibration_images: torch.Tensor | None = None,
+) -> Path:
+    """Write ``trained`` as one graph in ``fmt`` to ``out`` (atomically).
+
+    ``precision`` "int8" (OpenVINO only) quantises on ``calibration_images``
+    (N x 3 x S x S in [0, 1], held-out normal training images).
+    """
     if fmt not in FORMATS:
         raise SnladError(f"unknown export format '{fmt}': choose one of {', '.join(FORMATS)}")
+    if precision not in EXPORT_PRECISIONS or (precision != "fp32" and fmt != "openvino"):
+        raise SnladError(f"precision {precision} is not exported as {fmt}: int8 is an OpenVINO export (fp32 otherwise)")
+    if precision == "int8" and (calibration_images is None or not len(calibration_images)):
+        raise SnladError("an int8 export needs calibration images: held-out normal training images (--data)")
     out = Path(out)
-    size = trained.config.data.image_size
-    example = torch.rand(2, 3, size, size)
-    metadata = export_metadata(trained, category)
-    with torch.no_grad(), warnings.catch_warnings():
-        # Tracing warns about every shape read turned into a constant: by design, S is fixed.
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message=".*[Cc]onstant folding.*")
-        if fmt == "onnx":
-            data = _onnx_bytes(anomaly_graph(trained), example, metadata)
-        else:
-            data = _torchscript_bytes(anomaly_graph(trained, channels_last=True), example, metadata)
+    metadata = {**export_metadata(trained, category), "precision": precision}
+    if fmt == "openvino":
+        model = openvino_model(onnx_bytes(trained, metadata), metadata)
+        if precision == "int8":
+            model = quantise_int8(model, calibration_images)
+        return save_openvino(model, out)
+    if fmt == "onnx":
+        data = onnx_bytes(trained, metadata)
+    else:
+        data = _torchscript_bytes(anomaly_graph(trained, channels_last=True), _example(trained), metadata)
     atomic_write_bytes(out, data)
     return out
 
 
+def _example(trained: TrainedModel) -> torch.Tensor:
+    size = trained.config.data.image_size
+    return torch.rand(2, 3, size, size)
+
+
+def onnx_bytes(trained: TrainedModel, metadata: dict[str, Any]) -> bytes:
+    """The ONNX file of ``trained`` with ``metadata``, in memory (what ``--runtime`` runs without an exported file)."""
+    return _onnx_bytes(anomaly_graph(trained), _example(trained), metadata)
+
+
 def _onnx_bytes(graph: AnomalyGraph, example: torch.Tensor, metadata: dict[str, Any]) -> bytes:
+    with torch.no_grad(), _quiet_tracing():
+        return _traced_onnx_bytes(graph, example, metadata)
+
+
+def _traced_onnx_bytes(graph: AnomalyGraph, example: torch.Tensor, metadata: dict[str, Any]) -> bytes:
     try:
         import onnx
     except ImportError:
@@ -126,10 +160,21 @@ def _onnx_bytes(graph: AnomalyGraph, example: torch.Tensor, metadata: dict[str, 
 
 
 def _torchscript_bytes(graph: AnomalyGraph, example: torch.Tensor, metadata: dict[str, Any]) -> bytes:
-    traced = torch.jit.trace(graph, example, check_trace=False)
+    with torch.no_grad(), _quiet_tracing():
+        traced = torch.jit.trace(graph, example, check_trace=False)
     buffer = io.BytesIO()
     torch.jit.save(traced, buffer, _extra_files={"snlad.json": json.dumps(metadata)})
     return buffer.getvalue()
+
+
+@contextlib.contextmanager
+def _quiet_tracing() -> Iterator[None]:
+    """Tracing warns about every shape read turned into a constant: by design, S is fixed."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*[Cc]onstant folding.*")
+        yield
 
 
 def read_onnx_metadata(path: Path) -> dict[str, Any]:
