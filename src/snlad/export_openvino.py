@@ -17,6 +17,8 @@ blur) is excluded from quantisation: its values are the anomaly map itself.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -48,10 +50,14 @@ def quantise_int8(model: Any, images: torch.Tensor) -> Any:
     scope ``/scorer/``, from ``AnomalyGraph.scorer``) stay fp32; ignoring by
     type would not do, the scorer's upsampling and blur are MatMuls too.
     """
+    # NNCF sends usage telemetry to Intel on import unless NNCF_CI is set (its only switch short of a consent
+    # file in the user's home; it changes nothing else): snlad makes no network calls on a user's behalf.
+    os.environ.setdefault("NNCF_CI", "1")
     try:
         import nncf
     except ImportError:
         raise SnladError(f"int8 quantisation needs NNCF: {INSTALL['openvino']}") from None
+    nncf.set_log_level(logging.ERROR)  # else one INFO line per node it leaves fp32
     batches = [chunk.numpy() for chunk in images.split(CALIBRATION_BATCH)]
     scorer = [op.get_friendly_name() for op in model.get_ops() if op.get_friendly_name().startswith(SCORER_SCOPE)]
     ignored = nncf.IgnoredScope(names=scorer, validate=False)

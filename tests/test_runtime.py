@@ -1,0 +1,146 @@
+"""Graph runtimes: ONNX Runtime and OpenVINO score like PyTorch on real demo images; errors are one line.
+
+Tolerances: fp32 maps and scores within 1e-4 of the PyTorch model's (float
+rounding: the graphs are the same ops). bf16 and int8 change the numbers by
+design, checked here on a one-epoch 64 px model whose maps span little: bf16
+within 5 % of the fp32 maps' range; int8 (calibrated on the demo's 2 held-out
+normals) correlated with fp32 at > 0.95 per pixel (measured: 0.99, max
+difference 14 % of the range). Whether a precision is *kept* is decided on
+realad metrics in docs/results/bench-inference.md, not here.
+"""
+
+import builtins
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from snlad import api
+from snlad.cli import main
+from snlad.data import AnomalyDataset, index_dataset
+from snlad.deploy import deployed
+from snlad.engine.run import load_run
+from snlad.export_openvino import read_openvino_metadata
+
+DEMO = Path(__file__).parents[1] / "data" / "demo"
+SIZE = 64
+CATEGORIES = ["bottle", "metal_nut"]
+FP32 = 1e-4
+BF16 = 0.05  # of the fp32 map's range (max - min over the images)
+INT8_CORRELATION = 0.95
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runtime") / "run"
+    overrides = [f"data.image_size={SIZE}", "train.batch_size=4", "data.num_workers=0", "loss.affinity_size=8"]
+    api.train(
+        api.resolve_config("snl-fd", None, [*overrides, "train.epochs=1"], categories=CATEGORIES),
+        DEMO,
+        out,
+        progress=False,
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(run):
+    """Real demo test images and the unoptimised PyTorch model's maps and scores for them."""
+    dataset = AnomalyDataset(index_dataset(DEMO, "test", CATEGORIES), SIZE)
+    images = torch.stack([dataset[i]["image"] for i in range(len(dataset))])
+    trained = load_run(run)["bottle"]
+    with torch.inference_mode():
+        maps, scores = trained.scorer(*trained.model(images))
+    return images, maps, scores
+
+
+def _scored(run, runtime, exported=None, precision="fp32"):
+    """The run's bottle model in ``runtime``, 3 images per call: the demo's batch splits unevenly."""
+    return deployed(load_run(run)["bottle"], runtime, exported, precision, micro_batch=3)
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime", "openvino"])
+def test_every_runtime_maps_like_pytorch_at_fp32(run, reference, runtime):
+    pytest.importorskip(runtime)
+    images, maps, scores = reference
+    with torch.inference_mode():
+        runtime_maps, runtime_scores = _scored(run, runtime).score(images)
+    assert runtime_maps.shape == maps.shape and runtime_scores.shape == scores.shape
+    assert (runtime_maps - maps).abs().max() < FP32
+    assert (runtime_scores - scores).abs().max() < FP32
+
+
+def test_openvino_bf16_stays_near_fp32(run, reference):
+    pytest.importorskip("openvino")
+    images, maps, _ = reference
+    with torch.inference_mode():
+        bf16_maps, _ = _scored(run, "openvino", precision="bf16").score(images)
+    assert (bf16_maps - maps).abs().max() < BF16 * (maps.max() - maps.min())
+
+
+def test_int8_openvino_export_round_trips_and_predicts(run, reference, tmp_path):
+    pytest.importorskip("nncf")
+    out = tmp_path / "model-int8.xml"
+    args = ["export", "--run", str(run), "--format", "openvino", "--precision", "int8", "--data", str(DEMO)]
+    assert main([*args, "--out", str(out), "--category", "bottle"]) == 0
+    assert out.with_suffix(".bin").is_file()
+    metadata = read_openvino_metadata(out)
+    calibration = load_run(run)["bottle"].calibration["bottle"]
+    assert metadata["precision"] == "int8" and metadata["image_size"] == SIZE and metadata["category"] == "bottle"
+    assert metadata["threshold"] == calibration["threshold"]
+    assert metadata["pixel_threshold"] == calibration["pixel_threshold"]
+    images, maps, _ = reference
+    with torch.inference_mode():
+        int8_maps, _ = _scored(run, "openvino", exported=out).score(images)
+    assert np.corrcoef(int8_maps.flatten(), maps.flatten())[0, 1] > INT8_CORRELATION
+
+
+def test_openvino_fp32_export_metadata_round_trip(run, tmp_path):
+    pytest.importorskip("openvino")
+    out = api.export(run, "openvino", tmp_path / "model.xml")
+    metadata = read_openvino_metadata(out)
+    assert metadata["precision"] == "fp32" and metadata["model"] == "snl-fd" and metadata["category"] is None
+    assert metadata["cpu_images_per_run"] == round(4 * 256**2 / SIZE**2)
+
+
+def test_predict_with_a_runtime_writes_what_torch_writes(run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    inputs = [str(DEMO / "bottle" / "test" / defect) for defect in ("good", "broken_large")]
+    common = ["predict", *inputs, "--run", str(run), "--category", "bottle", "--quiet"]
+    assert main([*common, "--out", str(tmp_path / "torch")]) == 0
+    assert main([*common, "--out", str(tmp_path / "ort"), "--runtime", "onnxruntime"]) == 0
+    written = {p.relative_to(tmp_path / "torch") for p in (tmp_path / "torch").rglob("*") if p.is_file()}
+    assert written == {p.relative_to(tmp_path / "ort") for p in (tmp_path / "ort").rglob("*") if p.is_file()}
+    assert any(p.parts[0] == "masks" for p in written) and any(p.parts[0] == "overlays" for p in written)
+    for npy in (p for p in written if p.suffix == ".npy"):
+        assert np.abs(np.load(tmp_path / "torch" / npy) - np.load(tmp_path / "ort" / npy)).max() < FP32
+
+
+def test_a_missing_runtime_is_one_line_naming_pip(run, tmp_path, capsys, monkeypatch):
+    real_import = builtins.__import__
+
+    def no_openvino(name, *args, **kwargs):
+        if name == "openvino" or name.startswith("openvino."):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.delitem(sys.modules, "openvino", raising=False)
+    monkeypatch.setattr(builtins, "__import__", no_openvino)
+    image = str(DEMO / "bottle" / "test" / "good")
+    assert main(["predict", image, "--run", str(run), "--out", str(tmp_path / "p"), "--runtime", "openvino"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("snlad: error:") and "pip install openvino" in err[0]
+
+
+def test_exported_file_of_another_model_is_refused(run, tmp_path, capsys):
+    onnx = pytest.importorskip("onnx")
+    exported = api.export(run, "onnx", tmp_path / "model.onnx", category="bottle")
+    proto = onnx.load(str(exported))
+    next(p for p in proto.metadata_props if p.key == "snlad.image_size").value = "128"
+    onnx.save(proto, str(exported))
+    args = ["predict", str(DEMO / "bottle" / "test" / "good"), "--run", str(run), "--out", str(tmp_path / "p")]
+    assert main([*args, "--runtime", "onnxruntime", "--exported", str(exported)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "exported from another model" in err[0]
