@@ -63,6 +63,9 @@ def onnxruntime_session(graph: bytes | Path, threads: int, precision: str = "fp3
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1  # one graph, one request at a time: a second pool only competes for the cores
+    # Idle threads busy-wait after each run by default; predict decodes and writes images between runs, and
+    # the spinning took 12-20 % off the work beside it (docs/scaling.md, results/bench-cpu-options.md).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     source = graph if isinstance(graph, bytes) else str(graph)
     session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     return lambda images: tuple(session.run(["maps", "scores"], {"images": images}))
