@@ -36,12 +36,8 @@ INT8_CORRELATION = 0.95
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runtime") / "run"
     overrides = [f"data.image_size={SIZE}", "train.batch_size=4", "data.num_workers=0", "loss.affinity_size=8"]
-    api.train(
-        api.resolve_config("snl-fd", None, [*overrides, "train.epochs=1"], categories=CATEGORIES),
-        DEMO,
-        out,
-        progress=False,
-    )
+    config = api.resolve_config(model="snl-fd", overrides=[*overrides, "train.epochs=1"], categories=CATEGORIES)
+    api.train(config=config, data=DEMO, out=out)
     return out
 
 
@@ -99,7 +95,7 @@ def test_int8_openvino_export_round_trips_and_predicts(run, reference, tmp_path)
 
 def test_openvino_fp32_export_metadata_round_trip(run, tmp_path):
     pytest.importorskip("openvino")
-    out = api.export(run, "openvino", tmp_path / "model.xml")
+    out = api.export(run=run, fmt="openvino", out=tmp_path / "model.xml")
     metadata = read_openvino_metadata(out)
     assert metadata["precision"] == "fp32" and metadata["model"] == "snl-fd" and metadata["category"] is None
     assert metadata["cpu_images_per_run"] == round(4 * 256**2 / SIZE**2)
@@ -136,7 +132,7 @@ def test_a_missing_runtime_is_one_line_naming_pip(run, tmp_path, capsys, monkeyp
 
 def test_exported_file_of_another_model_is_refused(run, tmp_path, capsys):
     onnx = pytest.importorskip("onnx")
-    exported = api.export(run, "onnx", tmp_path / "model.onnx", category="bottle")
+    exported = api.export(run=run, fmt="onnx", out=tmp_path / "model.onnx", category="bottle")
     proto = onnx.load(str(exported))
     next(p for p in proto.metadata_props if p.key == "snlad.image_size").value = "128"
     onnx.save(proto, str(exported))

@@ -160,10 +160,10 @@ def _traced_onnx_bytes(graph: AnomalyGraph, example: torch.Tensor, metadata: dic
 
 
 def _torchscript_bytes(graph: AnomalyGraph, example: torch.Tensor, metadata: dict[str, Any]) -> bytes:
-    with torch.no_grad(), _quiet_tracing():
-        traced = torch.jit.trace(graph, example, check_trace=False)
     buffer = io.BytesIO()
-    torch.jit.save(traced, buffer, _extra_files={"snlad.json": json.dumps(metadata)})
+    with torch.no_grad(), _quiet_tracing():  # also torch.jit.save's deprecation warning, as before
+        traced = torch.jit.trace(graph, example, check_trace=False)
+        torch.jit.save(traced, buffer, _extra_files={"snlad.json": json.dumps(metadata)})
     return buffer.getvalue()
 
 
