@@ -140,3 +140,11 @@ def test_exported_file_of_another_model_is_refused(run, tmp_path, capsys):
     assert main([*args, "--runtime", "onnxruntime", "--exported", str(exported)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "exported from another model" in err[0]
+
+
+def test_test_with_a_runtime_reports_torch_metrics(run):
+    pytest.importorskip("openvino")
+    torch_metrics = api.test(run=run, data=DEMO)
+    openvino_metrics = api.test(run=run, data=DEMO, scoring=api.ScoringOptions(runtime="openvino"))
+    for key in ("image_auroc", "pixel_auroc", "aupro"):
+        assert abs(openvino_metrics["mean"][key] - torch_metrics["mean"][key]) < 1e-6
