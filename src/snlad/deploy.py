@@ -18,7 +18,7 @@ import torch
 from snlad.data import AnomalyDataset, holdout_split, index_dataset
 from snlad.engine.optimise import optimise_for_inference
 from snlad.engine.runtime import RUNTIMES, runtime_model, runtime_session
-from snlad.engine.trained import TrainedModel
+from snlad.engine.trained import TrainedModel, per_model
 from snlad.errors import SnladError
 from snlad.export import export_metadata, onnx_bytes, read_onnx_metadata
 from snlad.export_openvino import read_openvino_metadata
@@ -67,16 +67,11 @@ def deployed_run(
     torch_compile: bool = False,
 ) -> dict[str, TrainedModel]:
     """:func:`deployed` for every distinct model of a run (a multi-class model once)."""
-    distinct = {id(trained): trained for trained in models.values()}
-    if exported is not None and len(distinct) > 1:
-        raise SnladError(
-            f"{exported} is one model's graph and this run has {len(distinct)} (one-class): score one category (--category)"
-        )
-    done = {
-        key: deployed(trained, runtime, exported, precision, micro_batch, torch_compile)
-        for key, trained in distinct.items()
-    }
-    return {category: done[id(trained)] for category, trained in models.items()}
+    if exported is not None and len({id(trained) for trained in models.values()}) > 1:
+        raise SnladError(f"{exported} is one model's graph and this run has one per category: score one (--category)")
+    return per_model(
+        models, lambda trained: deployed(trained, runtime, exported, precision, micro_batch, torch_compile)
+    )
 
 
 def _checked(trained: TrainedModel, exported: Path, runtime: str) -> Path:
