@@ -36,7 +36,7 @@ busy=$!
 start=$SECONDS  # the suite's outcome is a result too: a failure is recorded, not a reason to write nothing
 .venv/bin/python -m pytest -q -p no:cacheprovider >"$work/log.txt" 2>&1 || true
 tests=$((SECONDS - start))
-summary="$(tail -1 "$work/log.txt" | tr -d '=' | xargs)"
+summary="$(grep -E '[0-9]+ (passed|failed|errors?)' "$work/log.txt" | tail -1 | tr -d '=' | xargs)"  # not the last line: warnings end with a docs link
 failed="$(grep '^FAILED' "$work/log.txt" | cut -c1-160 | sed 's/^/    /' || true)"
 load_tests="$(cut -d' ' -f1-3 /proc/loadavg)"
 kill "$busy"
