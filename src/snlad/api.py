@@ -337,7 +337,7 @@ def test(
     if scoring.map_settings:  # the thresholds belong to the trained map: their decisions on another say nothing
         models = {category: dataclasses.replace(trained, calibration={}) for category, trained in models.items()}
     wanted = list(categories) if categories is not None else list(models)
-    known_categories(source, models, wanted)
+    known_categories(source.path, models, wanted)
     samples = index_dataset(data if data is not None else source.trained_root(), "test", wanted)
     target = Run(Path(out or run))
     if out is not None and target.path.resolve() != source.path.resolve():

@@ -29,7 +29,7 @@ class LabelledRun:
 
     def model_for(self, category: str) -> TrainedModel:
         """The model that serves ``category``; a clear error when the run never saw it."""
-        known_categories(Run(self.path), self.models, [category])
+        known_categories(self.path, self.models, [category])
         return self.models[category]
 
 

@@ -153,7 +153,7 @@ def recalibrate_run(
     files = run.model_files()
     models = optimise_run(run.load_models(device))
     wanted = list(categories) if categories else list(models)
-    known_categories(run, models, wanted)
+    known_categories(run.path, models, wanted)
     previous = {c: models[c].calibration[c] for c in wanted if c in models[c].calibration}
     if previous and not overwrite:
         stored = ", ".join(

@@ -267,7 +267,7 @@ class Run:
         """The model that serves ``category`` (required for a one-class run), on ``device``."""
         models = self.load_models(device)
         if category is not None:
-            known_categories(self, models, [category])
+            known_categories(self.path, models, [category])
             return models[category]
         if len({id(model) for model in models.values()}) > 1:
             raise SnladError(
@@ -297,11 +297,11 @@ class Run:
         return models
 
 
-def known_categories(run: Run, models: dict[str, TrainedModel], wanted: list[str]) -> None:
-    """Refuse, naming them, the categories of ``wanted`` that the run was not trained on."""
+def known_categories(run_dir: Path, models: dict[str, TrainedModel], wanted: list[str]) -> None:
+    """Refuse, naming them, the categories of ``wanted`` that the run in ``run_dir`` was not trained on."""
     unknown = [category for category in wanted if category not in models]
     if unknown:
-        raise SnladError(f"the run {run.path} was not trained on {', '.join(unknown)} (it knows {', '.join(models)})")
+        raise SnladError(f"the run {run_dir} was not trained on {', '.join(unknown)} (it knows {', '.join(models)})")
 
 
 def load_run(run_dir: str | Path) -> dict[str, TrainedModel]:
