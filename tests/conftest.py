@@ -16,9 +16,10 @@ import pytest
 import torch
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
+SHARED_SIZE = 64
 SHARED_CATEGORIES = ["bottle", "casting", "kolektor_sdd", "metal_nut"]  # casting: image-level labels only
 SHARED_SETTINGS = [
-    "data.image_size=64",
+    f"data.image_size={SHARED_SIZE}",
     "train.batch_size=4",
     "data.num_workers=0",
     "loss.affinity_size=8",
@@ -26,20 +27,7 @@ SHARED_SETTINGS = [
     "data.holdout_fraction=0.25",  # 2 held-out normals per 8-image category, 1 for metal_nut
     "map.image_score=max",  # image score = map max: image and pixel thresholds can be compared
 ]
-
-
-# Slow tests (see pyproject.toml's markers) in modules another change owns at the moment: marked here
-# rather than in the files; each may move to an @pytest.mark.slow in its module. Every test of
-# test_interrupt.py works on runs the module trains itself (five of them 4-62 s, measured with --durations).
-SLOW_MODULES = {"test_interrupt.py"}
-SLOW_TESTS = {("test_optimise.py", "test_compiled_model_gives_the_same_maps")}  # 43 s: torch.compile
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        name = getattr(item, "originalname", item.name)
-        if item.path.name in SLOW_MODULES or (item.path.name, name) in SLOW_TESTS:
-            item.add_marker(pytest.mark.slow)
+REFERENCE_CATEGORIES = ["bottle", "metal_nut"]  # the images exported graphs are checked on
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +66,21 @@ def shared_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     before = _files(out)
     yield out
     assert _files(out) == before, "a test changed the shared run: use the run_copy fixture to write into a run"
+
+
+@pytest.fixture(scope="session")
+def shared_reference(shared_run: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Real demo test images (``REFERENCE_CATEGORIES``) and the shared run's bottle model's unoptimised
+    PyTorch maps and scores for them: what every exported or deployed graph is held against."""
+    from snlad.data import AnomalyDataset, index_dataset
+    from snlad.engine.run import load_run
+
+    dataset = AnomalyDataset(index_dataset(DEMO, "test", REFERENCE_CATEGORIES), SHARED_SIZE)
+    images = torch.stack([dataset[i]["image"] for i in range(len(dataset))])
+    trained = load_run(shared_run)["bottle"]
+    with torch.inference_mode():
+        maps, scores = trained.scorer(*trained.model(images))
+    return images, maps, scores
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import torch
 
 from snlad import api
 from snlad.cli import main
-from snlad.data import AnomalyDataset, index_dataset
 from snlad.engine.run import load_run
 from snlad.export import read_onnx_metadata
 
@@ -24,13 +23,9 @@ def run(shared_run):
 
 
 @pytest.fixture(scope="module")
-def reference(run):
-    """Real demo test images and the unoptimised PyTorch model's maps and scores for them."""
-    dataset = AnomalyDataset(index_dataset(DEMO, "test", ["bottle", "metal_nut"]), SIZE)
-    images = torch.stack([dataset[i]["image"] for i in range(len(dataset))])
-    trained = load_run(run)["bottle"]
-    with torch.inference_mode():
-        maps, scores = trained.scorer(*trained.model(images))
+def reference(shared_reference):
+    """The suite's demo images with the shared run's PyTorch maps and scores (tests/conftest.py), as numpy."""
+    images, maps, scores = shared_reference
     return images, maps.numpy(), scores.numpy()
 
 

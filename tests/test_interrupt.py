@@ -90,7 +90,8 @@ def leftovers(folder: Path) -> list[str]:
     return sorted(path.name for path in folder.glob(".*.tmp"))
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+# Every test here works on runs the module trains itself (4-62 s each, measured with --durations): slow.
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

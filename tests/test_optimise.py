@@ -126,6 +126,7 @@ def test_cpu_micro_batch_keeps_pixels_per_pass_constant():
     assert optimise_for_inference(trained, micro_batch=3).micro_batch == 3
 
 
+@pytest.mark.slow  # 43 s: torch.compile
 @pytest.mark.skipif(
     not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile on a CPU needs a C++ compiler"
 )

@@ -19,14 +19,12 @@ import torch
 
 from snlad import api
 from snlad.cli import main
-from snlad.data import AnomalyDataset, index_dataset
 from snlad.deploy import deployed
 from snlad.engine.run import load_run
 from snlad.export_openvino import read_openvino_metadata
 
 DEMO = Path(__file__).parents[1] / "data" / "demo"
 SIZE = 64
-CATEGORIES = ["bottle", "metal_nut"]
 FP32 = 1e-4
 BF16 = 0.05  # of the fp32 map's range (max - min over the images)
 INT8_CORRELATION = 0.95
@@ -38,26 +36,15 @@ def run(shared_run):
     return shared_run
 
 
-@pytest.fixture(scope="module")
-def reference(run):
-    """Real demo test images and the unoptimised PyTorch model's maps and scores for them."""
-    dataset = AnomalyDataset(index_dataset(DEMO, "test", CATEGORIES), SIZE)
-    images = torch.stack([dataset[i]["image"] for i in range(len(dataset))])
-    trained = load_run(run)["bottle"]
-    with torch.inference_mode():
-        maps, scores = trained.scorer(*trained.model(images))
-    return images, maps, scores
-
-
 def _scored(run, runtime, exported=None, precision="fp32"):
     """The run's bottle model in ``runtime``, 3 images per call: the demo's batch splits unevenly."""
     return deployed(load_run(run)["bottle"], runtime, exported, precision, micro_batch=3)
 
 
 @pytest.mark.parametrize("runtime", ["torch", "onnxruntime", "openvino"])
-def test_every_runtime_maps_like_pytorch_at_fp32(run, reference, runtime):
+def test_every_runtime_maps_like_pytorch_at_fp32(run, shared_reference, runtime):
     pytest.importorskip(runtime)
-    images, maps, scores = reference
+    images, maps, scores = shared_reference
     with torch.inference_mode():
         runtime_maps, runtime_scores = _scored(run, runtime).score(images)
     assert runtime_maps.shape == maps.shape and runtime_scores.shape == scores.shape
@@ -65,15 +52,15 @@ def test_every_runtime_maps_like_pytorch_at_fp32(run, reference, runtime):
     assert (runtime_scores - scores).abs().max() < FP32
 
 
-def test_openvino_bf16_stays_near_fp32(run, reference):
+def test_openvino_bf16_stays_near_fp32(run, shared_reference):
     pytest.importorskip("openvino")
-    images, maps, _ = reference
+    images, maps, _ = shared_reference
     with torch.inference_mode():
         bf16_maps, _ = _scored(run, "openvino", precision="bf16").score(images)
     assert (bf16_maps - maps).abs().max() < BF16 * (maps.max() - maps.min())
 
 
-def test_int8_openvino_export_round_trips_and_predicts(run, reference, tmp_path):
+def test_int8_openvino_export_round_trips_and_predicts(run, shared_reference, tmp_path):
     pytest.importorskip("nncf")
     out = tmp_path / "model-int8.xml"
     args = ["export", "--run", str(run), "--format", "openvino", "--precision", "int8", "--data", str(DEMO)]
@@ -84,7 +71,7 @@ def test_int8_openvino_export_round_trips_and_predicts(run, reference, tmp_path)
     assert metadata["precision"] == "int8" and metadata["image_size"] == SIZE and metadata["category"] == "bottle"
     assert metadata["threshold"] == calibration["threshold"]
     assert metadata["pixel_threshold"] == calibration["pixel_threshold"]
-    images, maps, _ = reference
+    images, maps, _ = shared_reference
     with torch.inference_mode():
         int8_maps, _ = _scored(run, "openvino", exported=out).score(images)
     assert np.corrcoef(int8_maps.flatten(), maps.flatten())[0, 1] > INT8_CORRELATION
