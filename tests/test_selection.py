@@ -1,16 +1,14 @@
 """Model selection reads training images only and marks exactly the pasted pixels."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
+from conftest import DEMO, SHARED_CATEGORIES, SHARED_SIZE
 from snlad import api
 from snlad.data import AnomalyDataset, holdout_split, index_dataset
-from snlad.selection import synthetic_validation
-
-DEMO = Path(__file__).parents[1] / "data" / "demo"
+from snlad.engine.run import load_run
+from snlad.selection import map_grid, real_validation, synthetic_validation
 
 
 def test_validation_set_is_held_out_normals_plus_pasted_copies():
@@ -48,3 +46,21 @@ def test_validate_writes_the_validation_metrics_of_a_run(run_copy):
     assert all(0.0 <= results[c][k] <= 1.0 for c in results for k in ("image_auroc", "pixel_auroc", "aupro"))
     assert results["mean"]["image_auroc"] == pytest.approx(np.mean([results[c]["image_auroc"] for c in categories]))
     assert (run_copy / "validation.json").is_file() and "| mean |" in (run_copy / "validation.md").read_text()
+
+
+def test_map_grid_on_real_defects_matches_validate_real_and_its_variants_differ(run_copy):
+    """The grid's default variant is what ``snlad validate --real-defects`` measures by its own path (loader, accumulator).
+
+    Casting has image-level labels only: its pixel metrics are NaN and left out of the mean.
+    """
+    trained = next(iter(load_run(run_copy).values()))
+    batches = real_validation(DEMO, SHARED_CATEGORIES, SHARED_SIZE)
+    assert [b["category"] for b in batches] == sorted(SHARED_CATEGORIES)
+    casting = next(b for b in batches if b["category"] == "casting")
+    assert casting["label"].any() and not casting["known"][casting["label"] == 1].any()
+    default, sharper = map_grid(trained, batches, [{}, {"sigma": 1.0, "image_score": "topk"}], chunk=3)
+    reference = api.validate_real(run=run_copy, data=DEMO)["mean"]
+    assert default["image_auroc"] == pytest.approx(reference["image_auroc"], abs=1e-9)
+    for key in ("pixel_auroc", "aupro"):  # validate_real's accumulator bins the pixel scores; map_grid's are exact
+        assert default[key] == pytest.approx(reference[key], abs=1e-3)
+    assert sharper["sigma"] == 1.0 and sharper["pixel_auroc"] != pytest.approx(default["pixel_auroc"], abs=1e-9)

@@ -1,18 +1,21 @@
-"""Model selection without test images: held-out normals + synthetic cross-class anomalies.
+"""Model selection without test images: real defects disjoint from the test split, or held-out normals + synthetic ones.
 
-The validation set of a run is built from TRAINING images only: the normal
-images its training held back (``holdout_split`` with the run's own fraction
-and seed) and, for each of them, copies with a square patch cut from another
-category's training image pasted in (the cross-class interference case the
-SNL paper targets; ground truth = the pasted square). Hyper-parameters of the
-anomaly map (``map.beta``, the image score) can be compared on it without
-retraining; loss weights by training runs and validating each.
+Two validation sets. ``real_validation``: the good and defective images of a
+root of real defects disjoint from the test split (``../shared/data/realad-val``;
+settings are chosen on it since synthetic anomalies did not predict real defects,
+issue 19). ``synthetic_validation``: built from TRAINING images only, the normal
+images a run held back (``holdout_split`` with the run's own fraction and seed)
+and, for each of them, copies with a square patch cut from another category's
+training image pasted in (the cross-class case the SNL paper targets; ground
+truth = the pasted square). The anomaly map's settings (``map.*``) are compared
+on either without retraining (``map_grid``); loss weights by training runs and
+validating each.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,7 +23,7 @@ import numpy as np
 import torch
 
 from snlad.config import Config
-from snlad.data import AnomalyDataset, holdout_split, index_dataset, load_tensors
+from snlad.data import AnomalyDataset, holdout_split, index_dataset, list_categories, load_tensors
 from snlad.engine.inference import infer
 from snlad.engine.optimise import optimise_for_inference, optimise_run
 from snlad.engine.trained import TrainedModel, build_scorer
@@ -62,9 +65,40 @@ def synthetic_validation(
     return batches
 
 
+def real_validation(data_root: str | Path, categories: Sequence[str], image_size: int) -> list[dict]:
+    """Batches (one per category ``data_root`` shares with ``categories``) of its real good and defective test images.
+
+    For a root of real defects disjoint from the test split (``../shared/data/realad-val``): the
+    settings of the anomaly map are chosen on it like ``snlad validate --real-defects``, without
+    retraining and without test images. Each batch: "image", "mask" N x S x S bool, "label" N,
+    "known" N (good images and defective ones with a mask: the images pixel metrics count), "category".
+    """
+    shared = [category for category in list_categories(data_root) if category in categories]
+    if not shared:
+        raise SnladError(f"{data_root} holds none of the run's categories ({', '.join(categories)})")
+    batches = []
+    for category in shared:
+        items = [*AnomalyDataset(index_dataset(data_root, "test", [category]), image_size)]
+        batches.append(
+            {
+                "image": torch.stack([item["image"] for item in items]),
+                "mask": torch.stack([item["mask"][0] > 0.5 for item in items]),
+                "label": torch.tensor([item["label"] for item in items]),
+                "known": torch.tensor([item["label"] == 0 or item["has_mask"] for item in items]),
+                "category": category,
+            }
+        )
+    return batches
+
+
 def _metrics(batch: dict, maps: torch.Tensor, scores: torch.Tensor) -> dict[str, float]:
+    """Image AUROC, and pixel AUROC and AUPRO over the images with known pixels (NaN where no defect has a mask)."""
     image = image_metrics(scores.numpy(), batch["label"].numpy())
-    pixel = pixel_metrics(maps.numpy(), batch["mask"].numpy())
+    known = batch.get("known", torch.ones(len(maps), dtype=torch.bool))
+    masks = batch["mask"][known]
+    if not masks.any():
+        return {"image_auroc": image["image_auroc"], "pixel_auroc": math.nan, "aupro": math.nan}
+    pixel = pixel_metrics(maps[known].numpy(), masks.numpy())
     return {"image_auroc": image["image_auroc"], "pixel_auroc": pixel["pixel_auroc"], "aupro": pixel["aupro"]}
 
 
@@ -83,32 +117,28 @@ def validation_metrics(models: dict[str, TrainedModel], batches: Sequence[dict])
 
 
 def map_grid(
-    trained: TrainedModel, batches: Sequence[dict], betas: Sequence[float], image_scores: Sequence[str]
+    trained: TrainedModel, batches: Sequence[dict], variants: Sequence[dict[str, object]], chunk: int = 16
 ) -> list[dict]:
-    """Validation means for every (beta, image score) of the anomaly map: one model, no retraining.
+    """Validation means for every variant of the anomaly map (``map.*`` fields to change): one model, no retraining.
 
-    The networks run once per batch (``TrainedModel.score_with``); only the scorer changes between
-    variants, and it is the scorer ``snlad test`` builds for those settings.
+    The networks run once per ``chunk`` images (``TrainedModel.score_with``); only the scorer changes
+    between variants, and it is the scorer ``snlad test`` builds for those settings.
     """
     fast = optimise_for_inference(trained)
-    variants = list(itertools.product(betas, image_scores))
     scorers = [
         build_scorer(
-            dataclasses.replace(
-                trained.config, map=dataclasses.replace(trained.config.map, beta=beta, image_score=image_score)
-            ),
-            fast.model,
+            dataclasses.replace(trained.config, map=dataclasses.replace(trained.config.map, **variant)), fast.model
         )
-        for beta, image_score in variants
+        for variant in variants
     ]
     per_variant: list[dict[str, dict[str, float]]] = [{} for _ in variants]
     with torch.inference_mode():
         for batch in batches:
-            for results, (maps, scores) in zip(
-                per_variant, fast.score_with(batch["image"].to(fast.device), scorers), strict=True
-            ):
-                results[batch["category"]] = _metrics(batch, maps.cpu(), scores.cpu())
+            parts = [fast.score_with(images.to(fast.device), scorers) for images in batch["image"].split(chunk)]
+            for index, results in enumerate(per_variant):
+                maps = torch.cat([part[index][0].cpu() for part in parts])
+                scores = torch.cat([part[index][1].cpu() for part in parts])
+                results[batch["category"]] = _metrics(batch, maps, scores)
     return [
-        {"beta": beta, "image_score": image_score, **mean_over_categories(results)}
-        for (beta, image_score), results in zip(variants, per_variant, strict=True)
+        {**variant, **mean_over_categories(results)} for variant, results in zip(variants, per_variant, strict=True)
     ]
