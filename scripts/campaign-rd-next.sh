@@ -5,7 +5,9 @@
 #   2. stage 2 early for the two leaders by val score (rd-perpos, snl-rd-aff10), seed by seed, so the 3-seed
 #      comparison exists as soon as possible (the 2-core machine trains one SNL-RD run in 20-60 min);
 #   3. the weight sweep's snl-rd-aff30, then seeds 1 and 2 of the RD preset rd (inside the tie band with
-#      rd-perpos: the baseline's other reading gets its seeds too), then the rest of the screen in the file's order.
+#      rd-perpos: the baseline's other reading gets its seeds too);
+#   4. bottleneck noise (both models, and on the leader snl-rd-aff10), the weight sweep's aff3 and the KL spatial
+#      term at weight 0.1 with affinity weights 10; then the rest of the screen in the file's order.
 # Stage 2's final three SNL-RD settings are chosen on the screen's val score once it is complete (README).
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -15,4 +17,5 @@ run --seeds 1 --only rd-perpos,snl-rd-aff10
 run --seeds 2 --only rd-perpos,snl-rd-aff10
 run --seeds 0 --only snl-rd-aff30
 run --seeds 1,2 --only rd
+run --seeds 0 --only rd-noise,snl-rd-noise,snl-rd-aff10-noise,snl-rd-aff3,snl-rd-aff10-kl01
 run --seeds 0
