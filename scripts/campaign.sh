@@ -36,10 +36,13 @@ for pair in $pairs; do
   $snlad --quiet --threads "${THREADS:-1}" experiment --experiment "$experiment" --data "$data" --real-defects "$real" \
     --out "$out" --only "$name" --seeds "$seed" ${rest[@]+"${rest[@]}"} || { echo "campaign: $name seed $seed failed (exit $?)" >&2; continue; }
   if [ "${COMMIT:-1}" = 1 ] && [ -n "$repo" ]; then
+    # Only what the runner wrote: this run's folder (in every mode) and the tables; a hand-edited file in $out
+    # (the campaign's README) is not swept into a results commit.
+    written=("$out/*/$name/seed$seed/*" "$out/results-*" "$out/summary-*")
     for try in 1 2 3 4 5; do  # another git command may hold the index for a moment
-      git -C "$repo" add -- "$out" || { sleep 5; continue; }
-      git -C "$repo" diff --cached --quiet -- "$out" && break  # nothing new: every run was already there
-      if git -C "$repo" commit -q -m "campaign $(basename "$out"): $name seed $seed results ($code code)" -- "$out"; then
+      git -C "$repo" add -- "${written[@]}" || { sleep 5; continue; }
+      git -C "$repo" diff --cached --quiet -- "${written[@]}" && break  # nothing new: every run was already there
+      if git -C "$repo" commit -q -m "campaign $(basename "$out"): $name seed $seed results ($code code)" -- "${written[@]}"; then
         break
       fi
       sleep 5
