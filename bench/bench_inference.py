@@ -3,8 +3,9 @@
 Per model (EfficientNet-Lite0 teacher unless named; trained weights where
 ``--run NAME=DIR`` gives a run, random otherwise) the runtimes and precisions
 snlad offers: torch fp32 (``optimise_for_inference``, what ``snlad test`` and
-``predict`` run by default), onnxruntime fp32, openvino fp32, openvino bf16 and
-openvino int8 (NNCF, calibrated on the run's held-out normal training images
+``predict`` run by default), onnxruntime fp32, openvino fp32, openvino bf16,
+openvino mixed (bf16 but the teacher's first stage and the scoring in fp32:
+``snlad.engine.runtime``) and openvino int8 (NNCF, calibrated on the run's held-out normal training images
 under ``--data``). Each (model, runtime, precision) runs in its own process,
 ``--rounds`` times round-robin with the others and with RD4AD, and the medians
 are reported: images/s at batch 16 and at batch 1, and the peak resident
@@ -13,9 +14,14 @@ The exported graphs are written once per model beforehand; the timed
 processes only load them.
 
 RD4AD: with ``--rd4ad PATH`` (a checkout of github.com/hq-deng/RD4AD, imported
-from there, never copied) its ResNet18 encoder, bn and de_resnet18 decoder,
-then per image its ``cal_anomaly_map`` (from its test.py) and
-``gaussian_filter(sigma=4)``, as its test loop does. Without a checkout, a
+from there, never copied) its ResNet18 encoder, bn and de_resnet18 decoder
+(``resnet.py``, ``de_resnet.py``: they import only torch, so no stand-in module
+is needed; random weights, ``pretrained=False``, eager, NCHW), then per image
+its ``cal_anomaly_map`` (the function's own source, taken from its test.py,
+whose other imports, torchvision datasets, cv2, sklearn and matplotlib for its
+training and plots, are not loaded) and ``gaussian_filter(sigma=4)``, as its
+test loop does; it runs the networks at the bench's batch, where its
+test loop feeds one image at a time. Without a checkout, a
 clearly labelled stand-in: the same architecture built from snlad's parts
 (ResNet18 teacher, OCBE, decoder with RD4AD's 2, 2, 2 blocks; eager PyTorch,
 no BatchNorm folding, NCHW) followed by the same per-image post-processing,
@@ -57,6 +63,7 @@ VARIANTS = [  # (runtime, precision)
     ("onnxruntime", "fp32"),
     ("openvino", "fp32"),
     ("openvino", "bf16"),
+    ("openvino", "mixed"),
     ("openvino", "int8"),
 ]
 METRICS = ("image_auroc", "pixel_auroc", "aupro")
@@ -64,6 +71,7 @@ KEEP_POINTS = 0.5  # issue 24: metrics within 0.5 points of fp32 torch
 KEEP_MAP = 0.05  # max |map - fp32 map| / fp32 map range (tests/test_runtime.py uses the same for bf16)
 MAP_IMAGES = 48  # test images whose maps are compared
 STAND_IN = "RD4AD stand-in"
+RD4AD_FILES = ("resnet.py", "de_resnet.py", "test.py")  # what the bench reads from a checkout
 
 
 # ----------------------------------------------------------------------------- child processes
@@ -321,6 +329,9 @@ def main() -> None:
         return
     if args.data is None:
         parser.error("--data is required (int8 calibration images; test metrics for --run models)")
+    missing = [name for name in RD4AD_FILES if args.rd4ad and not (args.rd4ad / name).is_file()]
+    if missing:
+        parser.error(f"--rd4ad {args.rd4ad} has no {', '.join(missing)}: not a checkout of github.com/hq-deng/RD4AD")
     runs = dict(item.split("=", 1) for item in args.run)
     models = [name for name in args.models.split(",") if name]
     workspace = Path(tempfile.mkdtemp(prefix="snlad-bench-"))
@@ -359,7 +370,8 @@ def main() -> None:
     flags = Path("/proc/cpuinfo").read_text()
     isa = ", ".join(f for f in ("avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8") if f in flags)
     described = (
-        "the official code"
+        "the official code of github.com/hq-deng/RD4AD: its resnet18, BN_layer and de_resnet18, random weights, eager; "
+        "per image its test.py cal_anomaly_map (numpy map) and scipy's Gaussian blur"
         if args.rd4ad
         else "no RD4AD checkout: its architecture from snlad's parts (ResNet18, OCBE, decoder 2-2-2 blocks, eager, "
         "random weights) plus its per-image test.py post-processing (numpy map, scipy blur)"

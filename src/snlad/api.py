@@ -126,8 +126,8 @@ class ScoringOptions:
     another anomaly map; the thresholds were calibrated for the trained one.
     ``runtime`` "onnxruntime" or "openvino" scores the run's graph there instead
     of PyTorch: the ``exported`` file (``snlad export``, e.g. an int8 IR) or,
-    without one, the graph exported in memory; ``precision`` "bf16" is
-    OpenVINO's (:mod:`snlad.deploy`, docs/scaling.md).
+    without one, the graph exported in memory; ``precision`` "bf16" or "mixed"
+    is OpenVINO's (:mod:`snlad.engine.runtime`, docs/scaling.md).
     """
 
     device: str = "auto"

@@ -218,7 +218,11 @@ def _add_speed_options(parser: argparse.ArgumentParser) -> None:
         help="a graph of this run written by `snlad export` (.onnx, or OpenVINO .xml, e.g. int8)",
     )
     parser.add_argument(
-        "--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: openvino only (moves the maps slightly)"
+        "--precision",
+        choices=("fp32", "bf16", "mixed"),
+        default="fp32",
+        help="openvino only: bf16 (moves the maps slightly), or mixed (bf16 but the teacher's first stage and "
+        "the scoring in fp32: maps within 1 %% of fp32's range on realad)",
     )
 
 

@@ -13,6 +13,19 @@ them, emulated otherwise). OpenVINO *defaults* to bf16 on such CPUs, so fp32
 is asked for explicitly here: an unasked change of the maps is worse than a
 slower default. ``int8`` is a property of the exported file (quantised at
 export, :func:`snlad.export_openvino.quantise_int8`), not of the session.
+
+``mixed`` (OpenVINO only): bf16 except the teacher's first stage and the
+scoring, which stay fp32. Measured on realad (docs/results/bench-inference.md):
+plain bf16 moves the maps by about 7 % of their range and nearly all of it
+enters in the teacher's first, highest-resolution stage (pretrained weights
+with BatchNorm folded in, large pre-activations), whose rounding the later
+stages carry on; the student rounds harmlessly (under 1 %), and keeping only
+the scoring (distances, upsampling, blur) in fp32 changes nothing. OpenVINO's
+CPU plugin ignores per-node precision marks (rt_info ``precise_0`` /
+``disable_fp16_compression_0``) under bf16, so the graph is cut instead:
+:func:`split_graph` makes three models, run one after the other, each
+compiled at its own precision; intermediate features pass between them as
+arrays (no copy on input).
 """
 
 from __future__ import annotations
@@ -30,12 +43,16 @@ from snlad.errors import SnladError
 from snlad.scoring import AnomalyScorer
 
 RUNTIMES = ("torch", "onnxruntime", "openvino")
-PRECISIONS = ("fp32", "bf16")  # what a session computes in; int8 comes with the file
+PRECISIONS = ("fp32", "bf16", "mixed")  # what a session computes in; int8 comes with the file
 INSTALL = {
     "onnxruntime": "pip install 'snlad[export]' (or pip install onnxruntime)",
     "openvino": "pip install 'snlad[openvino]' (or pip install openvino nncf)",
 }
 OPENVINO_PRECISION = {"fp32": "f32", "bf16": "bf16"}
+FP32_HEAD = ("/model/teacher/stages.0/",)
+"""``mixed``: ONNX scopes (module paths) that run in fp32 before the bf16 part, with everything they read."""
+SCORER_SCOPE = "/scorer/"  # AnomalyGraph.scorer: fp32 in ``mixed``, with everything computed from it
+MIXED = ("f32", "bf16", "f32")  # the head, the rest of the networks, the scorer
 Session = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # images B x 3 x S x S -> (maps, scores)
 
 
@@ -73,7 +90,7 @@ def onnxruntime_session(graph: bytes | Path, threads: int, precision: str = "fp3
 
 def openvino_session(graph: bytes | Path | Any, threads: int, precision: str = "fp32") -> Session:
     """An OpenVINO CPU session of ``graph`` (ONNX bytes, an IR or ONNX file, or an ``openvino.Model``)."""
-    if precision not in OPENVINO_PRECISION:
+    if precision not in PRECISIONS:
         raise SnladError(f"unknown precision '{precision}': choose one of {', '.join(PRECISIONS)}")
     ov = import_runtime("openvino")
     core = ov.Core()
@@ -83,20 +100,122 @@ def openvino_session(graph: bytes | Path | Any, threads: int, precision: str = "
         model = core.read_model(str(graph))
     else:
         model = graph
-    compiled = core.compile_model(
-        model,
-        "CPU",
-        {
-            "INFERENCE_PRECISION_HINT": OPENVINO_PRECISION[precision],
-            "INFERENCE_NUM_THREADS": threads,
-            "PERFORMANCE_HINT": "LATENCY",  # one request uses every thread; our batches bring the parallelism
-        },
-    )
-    request = compiled.create_infer_request()
+    if precision == "mixed":
+        return split_session(core, model, threads, MIXED)
+    request = _compiled(core, model, threads, OPENVINO_PRECISION[precision]).create_infer_request()
 
     def run(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         outputs = request.infer({"images": images})
         return outputs["maps"].copy(), outputs["scores"].copy()  # the request reuses its output buffers
+
+    return run
+
+
+def _compiled(core: Any, model: Any, threads: int, precision: str) -> Any:
+    """``model`` compiled for this CPU at OpenVINO ``precision`` ("f32", "bf16")."""
+    return core.compile_model(
+        model,
+        "CPU",
+        {
+            "INFERENCE_PRECISION_HINT": precision,
+            "INFERENCE_NUM_THREADS": threads,
+            "PERFORMANCE_HINT": "LATENCY",  # one request uses every thread; our batches bring the parallelism
+        },
+    )
+
+
+Key = tuple[str, int]  # (a node's unique name, its output index): one tensor of the graph
+
+
+@dataclass
+class Part:
+    """One piece of a cut graph: its model, the tensors its parameters take, the tensors its results give."""
+
+    index: int  # 0 head, 1 body, 2 tail
+    model: Any
+    inputs: list[Key]
+    outputs: list[Key]
+
+
+def split_graph(model: Any, head: Sequence[str] = FP32_HEAD, tail: str = SCORER_SCOPE) -> list[Part]:
+    """``model`` (images -> maps, scores) cut in three parts, run in order: head, body, tail.
+
+    The tail: the nodes in scope ``tail`` and every node computed from one
+    (the outputs with them). The head: the nodes in a ``head`` scope and every
+    node they read. The body: the rest. Constants and what is computed from
+    constants only are shared, not cut. Each tensor a part reads from an
+    earlier one (the images included) becomes a parameter of it; a part
+    without nodes is dropped. Changes ``model`` (read a fresh one for this).
+    """
+    ov = import_runtime("openvino")
+    ops = model.get_ordered_ops()  # topological: every node after the nodes it reads
+    by_name = {op.get_name(): op for op in ops}
+    static: set[str] = set()
+    part: dict[str, int] = {}
+
+    def source(port: Any) -> tuple[str, Any]:
+        output = port.get_source_output()
+        return output.get_node().get_name(), output
+
+    for op in ops:
+        name, kind = op.get_name(), op.get_type_name()
+        parents = [source(port)[0] for port in op.inputs()]
+        if kind == "Constant" or (kind not in ("Parameter", "Result") and all(p in static for p in parents)):
+            static.add(name)
+        elif kind == "Result" or op.get_friendly_name().startswith(tail) or any(part.get(p) == 2 for p in parents):
+            part[name] = 2
+        elif kind != "Parameter":
+            part[name] = 0 if op.get_friendly_name().startswith(tuple(head)) else 1
+    for op in reversed(ops):  # what the head reads is the head's
+        if part.get(op.get_name()) == 0:
+            for parent, _ in map(source, op.inputs()):
+                if part.get(parent) == 1:
+                    part[parent] = 0
+    reads: list[dict[Key, tuple[Any, list[Any]]]] = [{}, {}, {}]  # part -> tensor it reads -> (output, ports)
+    for op in ops:
+        index = part.get(op.get_name())
+        if index is None:
+            continue
+        for port in op.inputs():
+            parent, output = source(port)
+            if parent in static or part.get(parent) == index:
+                continue
+            if part.get(parent, -1) > index:
+                raise SnladError(f"cannot split the graph for mixed precision: {op.get_friendly_name()} reads a later part")
+            reads[index].setdefault((parent, output.get_index()), (output, []))[1].append(port)
+    later_reads = [{key for key in {**reads[1], **reads[2]} if part.get(key[0]) == index} for index in range(2)]
+    parts = []
+    for index in range(3):
+        if not any(value == index for value in part.values()):
+            continue
+        results = (
+            model.get_results()
+            if index == 2
+            else [ov.opset13.result(by_name[key[0]].output(key[1])) for key in sorted(later_reads[index])]
+        )
+        parameters = []
+        for output, ports in reads[index].values():
+            parameter = ov.opset13.parameter(output.get_partial_shape(), output.get_element_type())
+            for port in ports:
+                port.replace_source_output(parameter.output(0))
+            parameters.append(parameter)
+        outputs = [] if index == 2 else sorted(later_reads[index])
+        parts.append(Part(index, ov.Model(results, parameters, f"part{index}"), list(reads[index]), outputs))
+    return parts
+
+
+def split_session(core: Any, model: Any, threads: int, precisions: Sequence[str]) -> Session:
+    """``model`` cut by :func:`split_graph`, each part compiled at its precision (``precisions``: head, body, tail)."""
+    images = (model.get_parameters()[0].get_name(), 0)
+    parts = split_graph(model)
+    requests = [_compiled(core, part.model, threads, precisions[part.index]).create_infer_request() for part in parts]
+
+    def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        values = {images: batch}
+        for part, request in zip(parts, requests, strict=True):
+            outputs = request.infer([values[key] for key in part.inputs], share_inputs=True)
+            values.update(zip(part.outputs, outputs.values(), strict=False))  # the tail's: maps and scores
+        return outputs["maps"].copy(), outputs["scores"].copy()  # the requests reuse their output buffers
 
     return run
 
