@@ -181,7 +181,9 @@ def split_graph(model: Any, head: Sequence[str] = FP32_HEAD, tail: str = SCORER_
             if parent in static or part.get(parent) == index:
                 continue
             if part.get(parent, -1) > index:
-                raise SnladError(f"cannot split the graph for mixed precision: {op.get_friendly_name()} reads a later part")
+                raise SnladError(
+                    f"cannot split the graph for mixed precision: {op.get_friendly_name()} reads a later part"
+                )
             reads[index].setdefault((parent, output.get_index()), (output, []))[1].append(port)
     later_reads = [{key for key in {**reads[1], **reads[2]} if part.get(key[0]) == index} for index in range(2)]
     parts = []
@@ -208,6 +210,8 @@ def split_session(core: Any, model: Any, threads: int, precisions: Sequence[str]
     """``model`` cut by :func:`split_graph`, each part compiled at its precision (``precisions``: head, body, tail)."""
     images = (model.get_parameters()[0].get_name(), 0)
     parts = split_graph(model)
+    if parts[0].index != 0:
+        raise SnladError(f"mixed precision finds no {' or '.join(FP32_HEAD)} in this graph: use fp32 or bf16")
     requests = [_compiled(core, part.model, threads, precisions[part.index]).create_infer_request() for part in parts]
 
     def run(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
