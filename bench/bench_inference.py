@@ -382,6 +382,7 @@ def main() -> None:
         f"Machine: {cpu}, {os.cpu_count()} cores ({isa}), {args.threads} thread(s); 256 px; measured "
         f"{time.strftime('%Y-%m-%d %H:%M')} with `python bench/bench_inference.py --data DATA "
         + " ".join(f"--run {k}=RUN" for k in runs)
+        + (f" --models {','.join(models)}" if models != list(MODELS) else "")
         + f" --threads {args.threads} --rounds {args.rounds}{' --rd4ad RD4AD' if args.rd4ad else ''}`. "
         f"Each process ran {args.rounds} times, round-robin with the others and with {reference_name} ({described}); "
         "medians, and the range of batch-16 speeds over the rounds. Memory: the peak resident memory the model adds "
