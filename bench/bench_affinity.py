@@ -49,9 +49,9 @@ def settings_of(variant: str):
 
 def child(kind: str, variant: str, batch: int, runs: int, threads: int) -> dict:
     from snlad.config import MapConfig
-    from snlad.engine.device import use_all_cores
+    from snlad.device import use_all_cores
     from snlad.losses.distillation import inter_affinity_loss, intra_affinity_loss
-    from snlad.scoring import structural_distance
+    from snlad.scoring.maps import structural_distance
 
     use_all_cores() if threads == 0 else torch.set_num_threads(threads)
     settings = settings_of(variant)

@@ -58,7 +58,7 @@ def bf16_autocast(model_name: str, runs: int) -> dict:
 
 def ort_spinning(runs: int) -> dict:
     """PyTorch FD throughput right after an ORT run (spinning on / off) and after a 1 s pause."""
-    from snlad.export import export
+    from snlad.deploy.export import export
 
     _, trained, optimised = build("fd", "efficientnet_lite0", 256)
     fast, images = optimised(), demo_batch(256, 16)
@@ -121,7 +121,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT.parent / "docs" / "results"))
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    from snlad.engine.device import use_all_cores
+    from snlad.device import use_all_cores
 
     use_all_cores()
     info = machine()

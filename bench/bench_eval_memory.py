@@ -50,9 +50,9 @@ def make_root(out: Path, copies: int) -> int:
 def make_run(out: Path, size: int) -> None:
     from snlad.config import preset
     from snlad.data import list_categories
-    from snlad.engine.run import Run
-    from snlad.engine.trained import TrainedModel, build_scorer
     from snlad.models import build_model
+    from snlad.runs.run import Run
+    from snlad.runs.trained import TrainedModel, build_scorer
 
     config = preset("snl-fd")
     config.data.image_size = size
@@ -77,7 +77,7 @@ print(json.dumps({"seconds": time.perf_counter() - started, "peak_rss_mb": resou
 BASELINE = """
 import json, resource, sys
 from snlad.engine.optimise import optimise_run
-from snlad.engine.run import load_run
+from snlad.runs.run import load_run
 models = optimise_run(load_run(sys.argv[1]))
 print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """

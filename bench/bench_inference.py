@@ -106,9 +106,9 @@ def _trained(args: dict):
     import torch
 
     from snlad import api
-    from snlad.engine.run import load_run
-    from snlad.engine.trained import TrainedModel, build_scorer
     from snlad.models import build_model
+    from snlad.runs.run import load_run
+    from snlad.runs.trained import TrainedModel, build_scorer
 
     if args.get("run"):
         return next(iter(load_run(args["run"]).values()))
@@ -123,9 +123,9 @@ def child_prepare(args: dict) -> dict:
     import torch
 
     from snlad.data import AnomalyDataset, index_dataset, list_categories
-    from snlad.deploy import calibration_images, deployed
+    from snlad.deploy.deployed import calibration_images, deployed
+    from snlad.deploy.export import export
     from snlad.engine.evaluate import evaluate
-    from snlad.export import export
     from snlad.progress import show_progress
 
     torch.set_num_threads(args["threads"])
@@ -179,8 +179,8 @@ def child_speed(args: dict) -> dict:
     import numpy as np
     import torch
 
-    from snlad.deploy import deployed
-    from snlad.engine.runtime import runtime_session
+    from snlad.deploy.deployed import deployed
+    from snlad.deploy.runtime import runtime_session
 
     torch.set_num_threads(args["threads"])
     size = 256

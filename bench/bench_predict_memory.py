@@ -95,9 +95,9 @@ def make_images(folder: Path, count: int, side: int, corrupt: int) -> list[str]:
 
 def make_run(out: Path, size: int) -> None:
     from snlad.config import preset
-    from snlad.engine.run import Run
-    from snlad.engine.trained import TrainedModel, build_scorer
     from snlad.models import build_model
+    from snlad.runs.run import Run
+    from snlad.runs.trained import TrainedModel, build_scorer
 
     config = preset("snl-fd")
     config.data.image_size = size

@@ -114,8 +114,8 @@ def build(model_name: str, teacher: str, size: int):
     """(config, plain TrainedModel, a function micro_batch -> its inference-optimised copy)."""
     from snlad.config import preset
     from snlad.engine.optimise import optimise_for_inference
-    from snlad.engine.trained import TrainedModel, build_scorer
     from snlad.models import build_model
+    from snlad.runs.trained import TrainedModel, build_scorer
 
     config = preset(model_name)
     config.model.teacher, config.data.image_size = teacher, size
@@ -137,7 +137,7 @@ def measure(
     *after* is what ``snlad test``/``predict`` run by default (micro-batched on a CPU); ``micro<k>``
     the same model with k images per forward pass (16 = the whole batch at once).
     """
-    from snlad.engine.device import use_all_cores
+    from snlad.device import use_all_cores
     from snlad.engine.optimise import cpu_micro_batch
 
     use_all_cores() if threads == 0 else torch.set_num_threads(threads)
@@ -309,7 +309,7 @@ def onnxruntime_session(path: Path, spinning: bool = False):
 
 def onnxruntime_runner(trained, batch16: torch.Tensor, plain):
     """A callable running the exported ONNX graph in onnxruntime, and its map difference to PyTorch."""
-    from snlad.export import export
+    from snlad.deploy.export import export
 
     with tempfile.TemporaryDirectory() as folder:
         session = onnxruntime_session(export(trained, "onnx", Path(folder) / "model.onnx"))
@@ -535,7 +535,7 @@ def main() -> None:
     if args.quick:
         args.size, args.runs, args.models, args.teachers = 64, 2, "fd,snl-fd", "efficientnet_lite0"
     out = Path(args.out or (tempfile.mkdtemp(prefix="bench-speed-") if args.quick else ROOT / "docs" / "results"))
-    from snlad.engine.device import use_all_cores
+    from snlad.device import use_all_cores
 
     use_all_cores() if args.threads == 0 else torch.set_num_threads(args.threads)
     info = machine()

@@ -50,7 +50,7 @@ def main() -> None:
     from snlad.data import index_dataset
     from snlad.engine.calibration import score_samples
     from snlad.engine.optimise import optimise_run
-    from snlad.engine.run import load_run
+    from snlad.runs.run import load_run
 
     lines = []
     with tempfile.TemporaryDirectory() as folder:

@@ -48,7 +48,7 @@ from pathlib import Path
 from snlad import api
 from snlad.data import index_dataset
 from snlad.engine.distributed import DistContext
-from snlad.engine.run import ModelDir
+from snlad.runs.run import ModelDir
 from snlad.engine.train import fit
 from snlad.models import build_model
 args = json.loads(sys.argv[1])

@@ -33,11 +33,11 @@ from snlad.config import preset
 from snlad.models import build_model
 try:  # this tree's module names
     from snlad.engine.optimise import optimise_for_inference
-    from snlad.engine.trained import TrainedModel, build_scorer
+    from snlad.runs.trained import TrainedModel, build_scorer
     make_scorer = lambda config, model: build_scorer(config, model)
 except ImportError:  # trees before the structural clean-up
     from snlad.engine.fast import optimise_for_inference
-    from snlad.engine.trained import TrainedModel, build_scorer
+    from snlad.runs.trained import TrainedModel, build_scorer
     make_scorer = lambda config, model: build_scorer(config)
 config = preset(sys.argv[1])
 torch.manual_seed(0)

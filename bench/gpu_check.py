@@ -62,9 +62,9 @@ def check_distributed_path(out: Path) -> None:
     from snlad import api
     from snlad.data import index_dataset
     from snlad.engine.distributed import DistContext, unwrap
-    from snlad.engine.run import ModelDir
     from snlad.engine.train import fit
     from snlad.models import build_model
+    from snlad.runs.run import ModelDir
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="29555", RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
     dist.init_process_group("nccl")
@@ -100,8 +100,8 @@ def check_distributed_path(out: Path) -> None:
 def check_inference() -> None:
     from snlad.config import preset
     from snlad.engine.optimise import optimise_for_inference
-    from snlad.engine.trained import TrainedModel, build_scorer
     from snlad.models import build_model
+    from snlad.runs.trained import TrainedModel, build_scorer
 
     for name in ("fd", "snl-fd", "rd", "snl-rd"):
         config = preset(name)

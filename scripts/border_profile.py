@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 
 from snlad.data import AnomalyDataset, holdout_split, index_dataset
-from snlad.engine.run import Run
-from snlad.engine.trained import TrainedModel
 from snlad.files import atomic_write_text
-from snlad.scoring import local_distance
+from snlad.runs.run import Run
+from snlad.runs.trained import TrainedModel
+from snlad.scoring.maps import local_distance
 
 
 def side_ratios(maps: torch.Tensor, band: int) -> dict[str, float]:

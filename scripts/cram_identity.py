@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 
 from snlad.data import AnomalyDataset, holdout_split, index_dataset
-from snlad.engine.run import load_run
-from snlad.engine.trained import TrainedModel
 from snlad.files import atomic_write_text
 from snlad.models.cram import CRAM
+from snlad.runs.run import load_run
+from snlad.runs.trained import TrainedModel
 
 
 def cram_statistics(cram: CRAM, inputs: list[torch.Tensor]) -> dict[str, float]:

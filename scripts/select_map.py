@@ -1,7 +1,7 @@
 """Choose the anomaly map's settings (map.*) on validation images, without retraining and without test images.
 
 For each run, every combination of the ``--grid`` values is scored with one pass of the networks
-(`snlad.selection.map_grid`) on either the real defects of ``--real-defects ROOT`` (e.g.
+(`snlad.engine.selection.map_grid`) on either the real defects of ``--real-defects ROOT`` (e.g.
 ../shared/data/realad-val, disjoint from the test split) or held-out normals + cut-paste anomalies
 (``--data ROOT``, the run's training root). Writes a Markdown table and a CSV beside it; the val
 score is the mean of I- and P-AUROC, as in the campaign's tables.
@@ -20,9 +20,9 @@ import math
 from pathlib import Path
 
 from snlad.config import MapConfig
-from snlad.engine.run import load_run
+from snlad.engine.selection import map_grid, real_validation, synthetic_validation
 from snlad.files import atomic_write_text
-from snlad.selection import map_grid, real_validation, synthetic_validation
+from snlad.runs.run import load_run
 
 METRICS = ("image_auroc", "pixel_auroc", "aupro")
 

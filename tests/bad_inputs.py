@@ -1591,7 +1591,7 @@ def full_tmpdir() -> Iterator[None]:
     def mkdtemp(*args: object, **kwargs: object) -> str:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    with mock.patch("snlad.metrics.tempfile.mkdtemp", mkdtemp):
+    with mock.patch("snlad.scoring.metrics.tempfile.mkdtemp", mkdtemp):
         yield
 
 

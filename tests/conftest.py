@@ -73,7 +73,7 @@ def shared_reference(shared_run: Path) -> tuple[torch.Tensor, torch.Tensor, torc
     """Real demo test images (``REFERENCE_CATEGORIES``) and the shared run's bottle model's unoptimised
     PyTorch maps and scores for them: what every exported or deployed graph is held against."""
     from snlad.data import AnomalyDataset, index_dataset
-    from snlad.engine.run import load_run
+    from snlad.runs.run import load_run
 
     dataset = AnomalyDataset(index_dataset(DEMO, "test", REFERENCE_CATEGORIES), SHARED_SIZE)
     images = torch.stack([dataset[i]["image"] for i in range(len(dataset))])

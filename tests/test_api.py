@@ -7,11 +7,11 @@ import pytest
 
 from snlad import api, cli
 from snlad.config import load_config
-from snlad.engine import run as run_module
-from snlad.engine.trained import TrainedModel, build_scorer
 from snlad.errors import SnladError
 from snlad.models import build_model
 from snlad.progress import bar, progress_shown
+from snlad.runs import run as run_module
+from snlad.runs.trained import TrainedModel, build_scorer
 
 
 def public_functions() -> dict[str, object]:

@@ -23,7 +23,7 @@ from PIL import Image
 from bad_inputs import CASES, FAST_ARGS, Case, prepare, render, run_case
 from snlad.cli import main
 from snlad.data import load_mask
-from snlad.engine.device import busy_threads_elsewhere, usable_cores
+from snlad.device import busy_threads_elsewhere, usable_cores
 from snlad.errors import SnladError
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "bad-input.md"

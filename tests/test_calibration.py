@@ -12,10 +12,10 @@ from PIL import Image
 from snlad import api
 from snlad.cli import main
 from snlad.data import holdout_split, index_dataset
-from snlad.engine.run import load_run
 from snlad.errors import SnladError
-from snlad.metrics import decision_metrics
-from snlad.thresholds import Rule, Scored, f1_threshold, thresholds
+from snlad.runs.run import load_run
+from snlad.scoring.metrics import decision_metrics
+from snlad.scoring.thresholds import Rule, Scored, f1_threshold, thresholds
 
 DEMO = Path(__file__).parents[1] / "data" / "demo"
 
@@ -124,7 +124,7 @@ def test_cli_recalibrates_with_synthetic_and_labelled_anomalies(run_copy, capsys
 
 
 def test_binned_f1_search_on_many_pixels_agrees_with_the_exact_one(monkeypatch):
-    from snlad import thresholds as calibration
+    from snlad.scoring import thresholds as calibration
 
     rng = np.random.default_rng(0)
     positives = rng.random(200_000) < 0.05

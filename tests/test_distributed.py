@@ -21,8 +21,8 @@ from torch import nn
 
 from snlad import api
 from snlad.engine import train as train_module
-from snlad.engine.checkpoint import read_checkpoint
 from snlad.engine.sampler import ResumableSampler
+from snlad.runs.checkpoint import read_checkpoint
 
 DEMO = Path(__file__).parents[1] / "data" / "demo"
 CATEGORIES = ["bottle", "kolektor_sdd"]  # 16 training images: 4 global batches of 4 per epoch

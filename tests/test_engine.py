@@ -12,8 +12,8 @@ import torch
 from snlad import api
 from snlad import config as config_module
 from snlad.cli import main
-from snlad.engine.run import load_run
 from snlad.errors import SnladError
+from snlad.runs.run import load_run
 
 DEMO = Path(__file__).parents[1] / "data" / "demo"
 FAST = ["data.image_size=64", "train.batch_size=4", "data.num_workers=0", "loss.affinity_size=8"]
@@ -181,7 +181,7 @@ def test_rescoring_with_other_map_settings_keeps_the_run_files(shared_run, tmp_p
 @pytest.mark.slow
 def test_micro_batch_option_changes_speed_not_results(shared_run, tmp_path, capsys, monkeypatch):
     """--micro-batch 1 sends the networks one image at a time (recorded) and gives the whole-batch metrics."""
-    from snlad.engine.trained import TrainedModel
+    from snlad.runs.trained import TrainedModel
 
     passes: list[int] = []
     score_with = TrainedModel.score_with

@@ -17,9 +17,9 @@ from snlad import api
 from snlad.data import AnomalyDataset, index_dataset
 from snlad.engine.evaluate import evaluate_category
 from snlad.engine.inference import infer
-from snlad.engine.trained import TrainedModel, build_scorer
-from snlad.metrics import pixel_metrics
 from snlad.models import build_model
+from snlad.runs.trained import TrainedModel, build_scorer
+from snlad.scoring.metrics import pixel_metrics
 
 DEMO = Path(__file__).parents[1] / "data" / "demo"
 PIXEL = ("pixel_auroc", "pixel_ap", "pixel_f1max", "aupro")

@@ -11,9 +11,9 @@ import yaml
 
 from snlad import api
 from snlad.cli import main
-from snlad.engine.run import Run
 from snlad.errors import SnladError
-from snlad.experiments import load_experiment
+from snlad.runs.experiments import load_experiment
+from snlad.runs.run import Run
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
 CATEGORIES = ["bottle", "kolektor_sdd"]

@@ -9,8 +9,8 @@ import torch
 
 from snlad import api
 from snlad.cli import main
-from snlad.engine.run import load_run
-from snlad.export import read_onnx_metadata
+from snlad.deploy.export import read_onnx_metadata
+from snlad.runs.run import load_run
 
 DEMO = Path(__file__).parents[1] / "data" / "demo"
 SIZE = 64

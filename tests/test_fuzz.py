@@ -35,8 +35,8 @@ from snlad.backbones import read_state_dict
 from snlad.cli import main
 from snlad.config import Config, from_dict, load_config, merge, parse_override
 from snlad.data import load_image, load_mask
-from snlad.engine.checkpoint import read_checkpoint
 from snlad.errors import SnladError
+from snlad.runs.checkpoint import read_checkpoint
 
 EXAMPLES = int(os.environ.get("SNLAD_FUZZ_EXAMPLES", "80"))
 FUZZ = settings(

@@ -26,7 +26,7 @@ import torch
 
 from bad_inputs import make_dataset, save, texture
 from snlad.cli import main
-from snlad.engine.checkpoint import read_checkpoint
+from snlad.runs.checkpoint import read_checkpoint
 
 EPOCHS = 4
 LONG_EPOCHS = (

@@ -18,7 +18,7 @@ from snlad.losses.distillation import (
     spatial_loss,
 )
 from snlad.models.cram import CRAM
-from snlad.scoring import structural_distance
+from snlad.scoring.maps import structural_distance
 
 L1 = LossConfig(affinity_size=8, affinity_distance="l1")
 VARIANTS = {

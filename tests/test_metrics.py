@@ -1,4 +1,4 @@
-"""Tests for snlad.metrics.
+"""Tests for snlad.scoring.metrics.
 
 AUPRO is checked against a deliberately naive re-implementation written here
 (own flood fill, a Python loop over every distinct threshold, explicit
@@ -20,7 +20,7 @@ import pytest
 from scipy import ndimage
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from snlad.metrics import (
+from snlad.scoring.metrics import (
     METRIC_NAMES,
     PixelMetricAccumulator,
     aupro,

@@ -62,7 +62,7 @@ def test_a_default_rd_keeps_the_state_dict_layout_of_earlier_model_files():
 
 def test_a_model_trained_on_a_gpu_loads_on_this_machines_device(tmp_path):
     """load_trained ignores train.device: a run trained with train.device=cuda is used on CPU-only machines."""
-    from snlad.engine.trained import TrainedModel, build_scorer, load_trained
+    from snlad.runs.trained import TrainedModel, build_scorer, load_trained
 
     config = load_config("rd", None, ["train.device=cuda", "data.image_size=64"])
     model = build_model(config.model, pretrained_teacher=False)

@@ -12,8 +12,8 @@ from snlad.backbones.efficientnet_lite import SameConv2d
 from snlad.config import preset
 from snlad.data import AnomalyDataset, index_dataset
 from snlad.engine.optimise import cpu_micro_batch, optimise_for_inference
-from snlad.engine.trained import TrainedModel, build_scorer
 from snlad.models import build_model
+from snlad.runs.trained import TrainedModel, build_scorer
 
 DEMO = Path(__file__).parents[1] / "data" / "demo"
 

@@ -12,15 +12,15 @@ from snlad import api
 from snlad.backbones import build_backbone
 from snlad.config import load_config
 from snlad.data import AnomalyDataset, index_dataset
+from snlad.deploy.export import export
 from snlad.engine import train as training
-from snlad.engine.run import load_run
-from snlad.engine.trained import build_scorer, load_trained
 from snlad.errors import SnladError
-from snlad.export import export
 from snlad.models import patchcore
 from snlad.models.coreset import coreset_size, greedy_coreset, k_centre_greedy
 from snlad.models.patchcore import PatchCore, nearest_indices
-from snlad.scoring import euclidean_distance
+from snlad.runs.run import load_run
+from snlad.runs.trained import build_scorer, load_trained
+from snlad.scoring.maps import euclidean_distance
 
 DEMO = Path(__file__).parents[1] / "data" / "demo"
 CATEGORIES = ["bottle", "metal_nut"]

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from snlad.cli import main
+from snlad.data.synthesis import cut_paste, mix, pair_plan, paste_plan, patch_side
 from snlad.errors import SnladError
 from snlad.probes import MixupSettings, run_mixup
-from snlad.synthesis import cut_paste, mix, pair_plan, paste_plan, patch_side
 
 DEMO = Path(__file__).parents[1] / "data" / "demo"
 

@@ -160,7 +160,7 @@ def test_screenshot_script_renders_the_page(tmp_path):
 @pytest.mark.slow
 def test_report_names_both_thresholds_and_each_runs_rule_and_plots_show_auc_and_threshold(runs, tmp_path, monkeypatch):
     """One meaning of 'threshold': the grid names image and pixel thresholds, the decision under each map and the rule."""
-    from snlad import plots
+    from snlad.visualisation import plots
 
     figures = {}
     save = plots.save
@@ -187,7 +187,7 @@ def test_report_names_both_thresholds_and_each_runs_rule_and_plots_show_auc_and_
 
 @pytest.mark.slow
 def test_overlays_keep_the_part_visible_and_carry_score_decision_and_colour_bar(runs, tmp_path):
-    from snlad import render
+    from snlad.visualisation import render
 
     grey = np.full((4, 4, 3), 200, np.uint8)
     normal = render.overlay(grey, np.zeros((4, 4)), render.ColourScale(0.0, 1.0))

@@ -22,9 +22,9 @@ import torch
 
 from snlad import api
 from snlad.cli import main
-from snlad.deploy import deployed
-from snlad.engine.run import load_run
-from snlad.export_openvino import read_openvino_metadata
+from snlad.deploy.deployed import deployed
+from snlad.deploy.export_openvino import read_openvino_metadata
+from snlad.runs.run import load_run
 
 DEMO = Path(__file__).parents[1] / "data" / "demo"
 SIZE = 64
@@ -67,8 +67,8 @@ def test_openvino_bf16_stays_near_fp32(run, shared_reference, precision):
 
 def test_mixed_precision_cut_computes_the_uncut_graph(run, shared_reference):
     ov = pytest.importorskip("openvino")
-    from snlad.engine.runtime import split_graph, split_session
-    from snlad.export import export_metadata, onnx_bytes
+    from snlad.deploy.export import export_metadata, onnx_bytes
+    from snlad.deploy.runtime import split_graph, split_session
 
     trained = load_run(run)["bottle"]
     graph = onnx_bytes(trained, export_metadata(trained, None))

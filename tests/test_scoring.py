@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
 from snlad.config import Config, LossConfig, MapConfig, effective_map, map_weight
-from snlad.scoring import MAP_TERMS, AnomalyScorer, MapTerm, bilinear_matrix, blur_matrix, structural_distance
+from snlad.scoring.maps import MAP_TERMS, AnomalyScorer, MapTerm, bilinear_matrix, blur_matrix, structural_distance
 
 
 def pooled(**values: object) -> MapConfig:

@@ -7,8 +7,8 @@ import torch
 from conftest import DEMO, SHARED_CATEGORIES, SHARED_SIZE
 from snlad import api
 from snlad.data import AnomalyDataset, holdout_split, index_dataset
-from snlad.engine.run import load_run
-from snlad.selection import map_grid, real_validation, synthetic_validation
+from snlad.engine.selection import map_grid, real_validation, synthetic_validation
+from snlad.runs.run import load_run
 
 
 def test_validation_set_is_held_out_normals_plus_pasted_copies():

@@ -11,9 +11,9 @@ import torch
 from snlad import api
 from snlad.data import AnomalyDataset, index_dataset
 from snlad.data.cache import TrainingImages
-from snlad.engine.checkpoint import read_checkpoint
 from snlad.engine.feature_cache import TeacherFeatureCache
 from snlad.engine.train import learning_rate
+from snlad.runs.checkpoint import read_checkpoint
 
 DEMO = Path(__file__).parents[1] / "data" / "demo"
 FAST = ["data.image_size=64", "train.batch_size=4", "data.num_workers=0", "loss.affinity_size=8", "train.epochs=3"]

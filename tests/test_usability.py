@@ -13,13 +13,14 @@ import pytest
 import torch
 from PIL import Image
 
-from snlad import api, render
+from snlad import api, device
 from snlad.cli import main
 from snlad.config import RESUMABLE_SETTINGS
-from snlad.engine import device, evaluate
-from snlad.engine.checkpoint import read_checkpoint
-from snlad.engine.run import Run
+from snlad.engine import evaluate
 from snlad.errors import SnladError
+from snlad.runs.checkpoint import read_checkpoint
+from snlad.runs.run import Run
+from snlad.visualisation import render
 
 DEMO = Path(__file__).parents[1] / "data" / "demo"
 FAST = ["data.image_size=64", "train.batch_size=4", "data.num_workers=0", "loss.affinity_size=8", "train.epochs=1"]

@@ -39,23 +39,26 @@ from snlad.config import (
     parse_override,
 )
 from snlad.data import Sample, holdout_split, index_dataset, list_categories
-from snlad.deploy import calibration_images, deployed_run
+from snlad.deploy.deployed import calibration_images, deployed_run
+from snlad.deploy.export import export as export_graph
+from snlad.deploy.runtime import RUNTIMES
+from snlad.device import resolve_device, warn_if_oversubscribed
 from snlad.engine.calibration import calibrate as calibrate_held_out
 from snlad.engine.calibration import recalibrate_run
 from snlad.engine.detector import Detection, Detector, ImageLike
-from snlad.engine.device import resolve_device, warn_if_oversubscribed
 from snlad.engine.distributed import DistContext, init_distributed
 from snlad.engine.evaluate import evaluate, metrics_markdown, write_metrics, write_metrics_json
 from snlad.engine.optimise import optimise_run
 from snlad.engine.predict import MAP_DTYPES, MAP_RESOLUTIONS
 from snlad.engine.predict import predict as predict_images
-from snlad.engine.run import MULTI_CLASS, ONE_CLASS, ModelDir, Run, known_categories, start_training
-from snlad.engine.run import resume_config as stored_resume_config
-from snlad.engine.runtime import RUNTIMES
+from snlad.engine.selection import synthetic_validation, validation_metrics
 from snlad.engine.train import TrainingInterrupted, train_model
-from snlad.engine.trained import TrainedModel, build_scorer, per_model
 from snlad.errors import SnladError, notice
-from snlad.experiments import (
+from snlad.files import atomic_write_text, ensure_writable, write_json
+from snlad.probes import CutPasteSettings, MixupSettings, run_cutpaste, run_mixup
+from snlad.progress import show_progress
+from snlad.report import build_report, onevsmulti_figure
+from snlad.runs.experiments import (
     Experiment,
     check_selection,
     load_experiment,
@@ -63,14 +66,11 @@ from snlad.experiments import (
     run_overrides,
     write_mode_tables,
 )
-from snlad.export import export as export_graph
-from snlad.files import atomic_write_text, ensure_writable, write_json
-from snlad.metrics import percent
-from snlad.probes import CutPasteSettings, MixupSettings, run_cutpaste, run_mixup
-from snlad.progress import show_progress
-from snlad.report import build_report, onevsmulti_figure
-from snlad.selection import synthetic_validation, validation_metrics
-from snlad.thresholds import RULES, Rule
+from snlad.runs.run import MULTI_CLASS, ONE_CLASS, ModelDir, Run, known_categories, start_training
+from snlad.runs.run import resume_config as stored_resume_config
+from snlad.runs.trained import TrainedModel, build_scorer, per_model
+from snlad.scoring.metrics import percent
+from snlad.scoring.thresholds import RULES, Rule
 
 __all__ = [
     "BACKBONE_NAMES",

@@ -18,15 +18,15 @@ from torch.utils.data import DataLoader
 
 from snlad.config import Config
 from snlad.data import AnomalyDataset, Sample, holdout_split, index_dataset, load_tensors
-from snlad.engine.checkpoint import read_checkpoint, write_checkpoint
+from snlad.data.synthesis import PATCH_FRACTION, paste_all, paste_plan
 from snlad.engine.inference import infer
 from snlad.engine.optimise import optimise_for_inference, optimise_run
-from snlad.engine.run import Run, known_categories
-from snlad.engine.trained import TrainedModel
 from snlad.errors import SnladError, notice
 from snlad.progress import bar
-from snlad.synthesis import PATCH_FRACTION, paste_all, paste_plan
-from snlad.thresholds import RULES, Rule, Scored, thresholds
+from snlad.runs.checkpoint import read_checkpoint, write_checkpoint
+from snlad.runs.run import Run, known_categories
+from snlad.runs.trained import TrainedModel
+from snlad.scoring.thresholds import RULES, Rule, Scored, thresholds
 
 SYNTHETIC_PER_NORMAL = 2  # cut-paste anomalies per held-out normal image
 FEW_NORMALS = 10  # fewer held-out normals than this: the largest of them is a noisy threshold (said, not refused)

@@ -23,8 +23,8 @@ from PIL import Image
 from snlad.data import as_rgb, model_input, read_rgb
 from snlad.engine.inference import score_tensors
 from snlad.engine.optimise import optimise_for_inference
-from snlad.engine.trained import TrainedModel
 from snlad.errors import SnladError
+from snlad.runs.trained import TrainedModel
 
 ImageLike = Image.Image | np.ndarray | torch.Tensor | str | Path
 """A PIL image; an H x W or H x W x 3/4 array (uint8, or float in [0, 1]); a 3 x H x W or H x W tensor in [0, 1]; a file."""

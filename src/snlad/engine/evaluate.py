@@ -34,11 +34,11 @@ from torch.utils.data import DataLoader
 
 from snlad.data import AnomalyDataset, Sample
 from snlad.engine.inference import infer
-from snlad.engine.run import Run
-from snlad.engine.trained import TrainedModel
 from snlad.errors import SnladError
 from snlad.files import atomic_write_text, write_csv, write_json
-from snlad.metrics import (
+from snlad.runs.run import Run
+from snlad.runs.trained import TrainedModel
+from snlad.scoring.metrics import (
     DECISION_NAMES,
     METRIC_NAMES,
     PixelMetricAccumulator,

@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
-from snlad.engine.trained import TrainedModel
 from snlad.errors import SnladError
 from snlad.progress import bar
+from snlad.runs.trained import TrainedModel
 
 
 def infer(

@@ -30,8 +30,8 @@ import dataclasses
 import torch
 
 from snlad.backbones import fold_batchnorm
-from snlad.engine.trained import TrainedModel, per_model
 from snlad.errors import SnladError, brief
+from snlad.runs.trained import TrainedModel, per_model
 
 CPU_MICRO_BATCH_PIXELS = 4 * 256 * 256
 """Pixels per forward pass on a CPU: 4 images at 256 px. bench/bench_speed.py sweeps the micro-batch

@@ -19,7 +19,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from snlad.data import IMAGE_EXTENSIONS, AnomalyDataset, Sample, load_image
 from snlad.engine.inference import infer
-from snlad.engine.trained import TrainedModel
 from snlad.errors import SnladError, notice
 from snlad.files import (
     atomic_write_bytes,
@@ -30,7 +29,8 @@ from snlad.files import (
     write_json,
     write_npy,
 )
-from snlad.render import (
+from snlad.runs.trained import TrainedModel
+from snlad.visualisation.render import (
     THRESHOLD_AT,
     calibrated_scale,
     caption,

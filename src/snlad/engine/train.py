@@ -33,13 +33,11 @@ from torch.utils.data import DataLoader, Sampler, SequentialSampler
 from snlad.config import Config, check_registry, from_dict, write_yaml
 from snlad.data import Sample, load_tensors
 from snlad.data.cache import TrainingImages
-from snlad.engine.checkpoint import ALTERED, entry, read_checkpoint, state_dict, write_checkpoint
-from snlad.engine.device import resolve_device
+from snlad.device import resolve_device
 from snlad.engine.distributed import DistContext, per_rank_batch, unwrap, wrap_student
 from snlad.engine.feature_cache import TeacherFeatureCache
 from snlad.engine.memory_bank import build_memory_bank
 from snlad.engine.precision import autocast
-from snlad.engine.run import ModelDir, changed_settings
 from snlad.engine.sampler import ResumableSampler
 from snlad.errors import SnladError, brief
 from snlad.files import atomic_write_text
@@ -48,6 +46,8 @@ from snlad.models import PatchCore, TeacherStudent, build_model
 from snlad.models.cram import CRAM_INITS
 from snlad.models.teacher_student import Features
 from snlad.progress import bar, progress_shown
+from snlad.runs.checkpoint import ALTERED, entry, read_checkpoint, state_dict, write_checkpoint
+from snlad.runs.run import ModelDir, changed_settings
 
 
 class TrainingInterrupted(SnladError):

@@ -10,7 +10,7 @@ import torch
 from snlad.data import Sample, index_dataset, load_tensors
 from snlad.errors import SnladError
 from snlad.files import write_csv
-from snlad.runset import LabelledRun
+from snlad.runs.runset import LabelledRun
 
 
 def good_test_samples(data_root: str | Path, category: str) -> list[Sample]:

@@ -19,14 +19,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from snlad import plots, render
+from snlad.data.synthesis import PATCH_FRACTION, Paste, check_patch_fraction, paste_all, paste_plan
 from snlad.engine.inference import score_tensors
 from snlad.errors import SnladError
 from snlad.files import write_json
-from snlad.metrics import image_metrics, pixel_metrics
 from snlad.probes.common import ImageCache, good_test_samples, run_columns, write_rows
-from snlad.runset import LabelledRun, load_runs
-from snlad.synthesis import PATCH_FRACTION, Paste, check_patch_fraction, paste_all, paste_plan
+from snlad.runs.runset import LabelledRun, load_runs
+from snlad.scoring.metrics import image_metrics, pixel_metrics
+from snlad.visualisation import plots, render
 
 METRICS = ("image_auroc", "pixel_auroc", "aupro")
 

@@ -19,14 +19,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from snlad import plots, render
+from snlad.data.synthesis import DEFAULT_LAMBDAS, mix, pair_plan
 from snlad.engine.inference import score_tensors
 from snlad.errors import SnladError
 from snlad.files import write_json
-from snlad.metrics import image_metrics
 from snlad.probes.common import ImageCache, good_test_samples, run_columns, write_rows
-from snlad.runset import LabelledRun, load_runs
-from snlad.synthesis import DEFAULT_LAMBDAS, mix, pair_plan
+from snlad.runs.runset import LabelledRun, load_runs
+from snlad.scoring.metrics import image_metrics
+from snlad.visualisation import plots, render
 
 EXAMPLE_LAMBDAS = 5  # columns of the example figure, spread over the sweep
 

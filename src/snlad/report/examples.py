@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch.nn.functional as F
 
-from snlad import render
 from snlad.data import Sample, load_tensors
 from snlad.engine.inference import score_tensors
 from snlad.files import atomic_write_bytes
 from snlad.report.html import esc, image
-from snlad.report.runs import ReportRun
+from snlad.runs.results import ReportRun
+from snlad.visualisation import render
 
 DISPLAY = 176  # px per grid cell, as in the page's stylesheet
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from snlad import plots
 from snlad.errors import SnladError
+from snlad.visualisation import plots
 
 MODES = ("one-class", "multi-class")
 METRICS = (("image_auroc", "I-AUROC"), ("pixel_auroc", "P-AUROC"))

@@ -15,17 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
-from snlad import plots, render
 from snlad.data import index_dataset, list_categories
 from snlad.engine.evaluate import FEW_TEST_IMAGES, TABLE_COLUMNS
 from snlad.errors import SnladError
 from snlad.files import atomic_write_text, make_folder
-from snlad.metrics import percent
 from snlad.progress import bar
 from snlad.report.examples import category_grid
 from snlad.report.html import esc, image, page, table
 from snlad.report.onevsmulti import METRICS, onevsmulti_figure, summarise
-from snlad.report.runs import ReportRun, load_report_runs
+from snlad.runs.results import ReportRun, load_report_runs
+from snlad.scoring.metrics import percent
+from snlad.visualisation import plots, render
 
 IMAGES = "images"
 

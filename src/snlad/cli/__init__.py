@@ -21,7 +21,7 @@ from typing import NoReturn
 
 import torch
 
-from snlad import IGNORED_OMP_NUM_THREADS, __version__, api, cli_report, end_start_up
+from snlad import IGNORED_OMP_NUM_THREADS, __version__, api, end_start_up
 from snlad.api import (
     BACKBONE_NAMES,
     MAP_DTYPES,
@@ -33,9 +33,10 @@ from snlad.api import (
     Run,
     TrainingInterrupted,
 )
-from snlad.engine.device import usable_cores
+from snlad.cli import report as cli_report
+from snlad.device import usable_cores
 from snlad.errors import SnladError, notice, one_line
-from snlad.metrics import percent
+from snlad.scoring.metrics import percent
 
 PARTIAL_FAILURE = 3  # predict skipped unreadable files and scored the rest
 BATCH_HELP = "images per batch (default 8); speed and memory only, the results do not change"
@@ -624,7 +625,3 @@ def _kept(args: argparse.Namespace) -> str:
     if args.command == "train" and any(folder.checkpoint.exists() for folder in Run(Path(args.out)).model_dirs()):
         return f"; the last saved state in {args.out} is kept: continue with `snlad train --data {args.data} --out {args.out} --resume`"
     return ""
-
-
-if __name__ == "__main__":
-    sys.exit(main())

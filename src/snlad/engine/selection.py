@@ -24,12 +24,12 @@ import torch
 
 from snlad.config import Config
 from snlad.data import AnomalyDataset, holdout_split, index_dataset, list_categories, load_tensors
+from snlad.data.synthesis import PATCH_FRACTION, paste_all, paste_plan
 from snlad.engine.inference import infer
 from snlad.engine.optimise import optimise_for_inference, optimise_run
-from snlad.engine.trained import TrainedModel, build_scorer
 from snlad.errors import SnladError
-from snlad.metrics import image_metrics, mean_over_categories, pixel_metrics
-from snlad.synthesis import PATCH_FRACTION, paste_all, paste_plan
+from snlad.runs.trained import TrainedModel, build_scorer
+from snlad.scoring.metrics import image_metrics, mean_over_categories, pixel_metrics
 
 
 def synthetic_validation(

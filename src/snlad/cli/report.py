@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 
 from snlad import api
+from snlad.data.synthesis import DEFAULT_LAMBDAS
 from snlad.errors import SnladError
-from snlad.metrics import percent
-from snlad.synthesis import DEFAULT_LAMBDAS
+from snlad.scoring.metrics import percent
 
 
 def _floats(text: str) -> tuple[float, ...]:

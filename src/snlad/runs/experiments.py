@@ -35,9 +35,9 @@ from typing import Any
 import numpy as np
 
 from snlad.config import MAX_SEED, is_seed, read_yaml
-from snlad.engine.run import MODES, Run
 from snlad.errors import SnladError
 from snlad.files import atomic_write_text, confined, write_csv
+from snlad.runs.run import MODES, Run
 
 TABLE_METRICS = (("image_auroc", "I-AUROC"), ("pixel_auroc", "P-AUROC"), ("aupro", "AUPRO"))
 # What a table reports: the test sets, the synthetic validation sets, or the real-defect validation root.

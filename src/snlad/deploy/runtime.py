@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from snlad.engine.trained import Scored, TrainedModel
 from snlad.errors import SnladError
-from snlad.scoring import AnomalyScorer
+from snlad.runs.trained import Scored, TrainedModel
+from snlad.scoring.maps import AnomalyScorer
 
 RUNTIMES = ("torch", "onnxruntime", "openvino")
 PRECISIONS = ("fp32", "bf16", "mixed")  # what a session computes in; int8 comes with the file

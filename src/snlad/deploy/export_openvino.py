@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from snlad.engine.runtime import INSTALL, import_runtime
+from snlad.deploy.runtime import INSTALL, import_runtime
 from snlad.errors import SnladError
 from snlad.files import atomic_write_bytes
 

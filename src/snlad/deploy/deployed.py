@@ -16,12 +16,12 @@ from typing import Any
 import torch
 
 from snlad.data import AnomalyDataset, holdout_split, index_dataset
+from snlad.deploy.export import export_metadata, onnx_bytes, read_onnx_metadata
+from snlad.deploy.export_openvino import read_openvino_metadata
+from snlad.deploy.runtime import RUNTIMES, runtime_model, runtime_session
 from snlad.engine.optimise import optimise_for_inference
-from snlad.engine.runtime import RUNTIMES, runtime_model, runtime_session
-from snlad.engine.trained import TrainedModel, per_model
 from snlad.errors import SnladError
-from snlad.export import export_metadata, onnx_bytes, read_onnx_metadata
-from snlad.export_openvino import read_openvino_metadata
+from snlad.runs.trained import TrainedModel, per_model
 
 CALIBRATION_IMAGES = 64
 """Held-out normal images int8 calibration reads at most: NNCF's min-max statistics settle within a few

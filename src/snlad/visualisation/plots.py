@@ -17,7 +17,7 @@ from PIL import Image
 from sklearn.metrics import roc_curve
 
 from snlad.files import atomic_write_bytes
-from snlad.metrics import image_metrics
+from snlad.scoring.metrics import image_metrics
 
 _PANEL = (4.2, 3.2)  # inches per subplot: readable at 90 dpi in a 1400 px page
 

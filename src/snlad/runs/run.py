@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from snlad.config import RESUMABLE_SETTINGS, Config, from_dict, merge, parse_override, read_yaml, write_yaml
-from snlad.engine.trained import TrainedModel, load_trained
 from snlad.errors import SnladError
 from snlad.files import atomic_write_text, confined, exclusive_lock, lock_holder, make_folder, remove_stale_temporaries
+from snlad.runs.trained import TrainedModel, load_trained
 
 MULTI_CLASS, ONE_CLASS = "multi-class", "one-class"
 REPLACED = ".replaced"  # hidden: never a category name (categories are data folders, listed without dot-names)

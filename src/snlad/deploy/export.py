@@ -33,12 +33,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from snlad.deploy.export_openvino import PRECISIONS as EXPORT_PRECISIONS
+from snlad.deploy.export_openvino import openvino_model, quantise_int8, save_openvino
 from snlad.engine.optimise import cpu_micro_batch, optimise_for_inference
-from snlad.engine.trained import TrainedModel
 from snlad.errors import SnladError
-from snlad.export_openvino import PRECISIONS as EXPORT_PRECISIONS
-from snlad.export_openvino import openvino_model, quantise_int8, save_openvino
 from snlad.files import atomic_write_bytes
+from snlad.runs.trained import TrainedModel
 
 FORMATS = ("onnx", "torchscript", "openvino")
 ONNX_OPSET = 17  # Gather/Pad/ReduceMax forms that onnxruntime >= 1.13 runs; nothing newer is needed

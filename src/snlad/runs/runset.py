@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from snlad.engine.run import Run, known_categories
-from snlad.engine.trained import TrainedModel
 from snlad.errors import SnladError
+from snlad.runs.run import Run, known_categories
+from snlad.runs.trained import TrainedModel
 
 
 @dataclass

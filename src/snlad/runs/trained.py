@@ -14,11 +14,11 @@ from typing import Any, TypeVar
 import torch
 
 from snlad.config import Config, effective_map, from_dict
-from snlad.engine.checkpoint import ALTERED, entry, read_checkpoint, real, state_dict, write_checkpoint
-from snlad.engine.device import resolve_device
+from snlad.device import resolve_device
 from snlad.errors import SnladError, brief
 from snlad.models import TeacherStudent, build_model
-from snlad.scoring import AnomalyScorer
+from snlad.runs.checkpoint import ALTERED, entry, read_checkpoint, real, state_dict, write_checkpoint
+from snlad.scoring.maps import AnomalyScorer
 
 T = TypeVar("T")
 Scored = tuple[torch.Tensor, torch.Tensor]  # anomaly maps B x S x S, image scores B

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from snlad.engine.run import Run
 from snlad.errors import SnladError
-from snlad.runset import LabelledRun, load_runs
+from snlad.runs.run import Run
+from snlad.runs.runset import LabelledRun, load_runs
 
 
 @dataclass
