@@ -5,7 +5,7 @@ Per model (EfficientNet-Lite0 teacher unless named; trained weights where
 snlad offers: torch fp32 (``optimise_for_inference``, what ``snlad test`` and
 ``predict`` run by default), onnxruntime fp32, openvino fp32, openvino bf16,
 openvino mixed (bf16 but the teacher's first stage and the scoring in fp32:
-``snlad.engine.runtime``) and openvino int8 (NNCF, calibrated on the run's held-out normal training images
+``snlad.deploy.runtime``) and openvino int8 (NNCF, calibrated on the run's held-out normal training images
 under ``--data``). Each (model, runtime, precision) runs in its own process,
 ``--rounds`` times round-robin with the others and with RD4AD, and the medians
 are reported: images/s at batch 16 and at batch 1, and the peak resident

@@ -31,13 +31,15 @@ import numpy as np, torch
 torch.set_num_threads(int(sys.argv[3]))
 from snlad.config import preset
 from snlad.models import build_model
-try:  # this tree's module names
+try:  # trees with the folders of issue 20
+    from snlad.runs.trained import TrainedModel, build_scorer
+except ImportError:  # trees before them
+    from snlad.engine.trained import TrainedModel, build_scorer
+try:
     from snlad.engine.optimise import optimise_for_inference
-    from snlad.runs.trained import TrainedModel, build_scorer
     make_scorer = lambda config, model: build_scorer(config, model)
-except ImportError:  # trees before the structural clean-up
+except ImportError:  # trees before the structural clean-up of issue 14
     from snlad.engine.fast import optimise_for_inference
-    from snlad.runs.trained import TrainedModel, build_scorer
     make_scorer = lambda config, model: build_scorer(config)
 config = preset(sys.argv[1])
 torch.manual_seed(0)

@@ -127,7 +127,7 @@ class ScoringOptions:
     ``runtime`` "onnxruntime" or "openvino" scores the run's graph there instead
     of PyTorch: the ``exported`` file (``snlad export``, e.g. an int8 IR) or,
     without one, the graph exported in memory; ``precision`` "bf16" or "mixed"
-    is OpenVINO's (:mod:`snlad.engine.runtime`, docs/scaling.md).
+    is OpenVINO's (:mod:`snlad.deploy.runtime`, docs/scaling.md).
     """
 
     device: str = "auto"
@@ -175,7 +175,7 @@ def resolve_config(
 def resume_config(
     *, run: str | Path, overrides: Sequence[str] = (), requested: Config | None = None
 ) -> tuple[Config, bool]:
-    """The stored config of an interrupted (or finished) run, and whether it is one-class; see :func:`snlad.engine.run.resume_config`.
+    """The stored config of an interrupted (or finished) run, and whether it is one-class; see :func:`snlad.runs.run.resume_config`.
 
     Only :data:`RESUMABLE_SETTINGS` may change through ``overrides``; a
     ``requested`` config (the original command's --model/--config/...) must agree with the stored one.
@@ -422,7 +422,7 @@ def export(
     precision: str = "fp32",
     data: str | Path | None = None,
 ) -> Path:
-    """Write the run's model as one ONNX ("onnx"), TorchScript ("torchscript") or OpenVINO ("openvino") graph; see :mod:`snlad.export`.
+    """Write the run's model as one ONNX ("onnx"), TorchScript ("torchscript") or OpenVINO ("openvino") graph; see :mod:`snlad.deploy.export`.
 
     An existing ``out`` is replaced only with ``overwrite``. Without ``category`` a
     multi-class model's file carries no thresholds (one per category exists).

@@ -37,9 +37,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "loss.affinity_mode": ("pooled", "local"),  # snlad.losses.distillation.AFFINITY_MODES
     "loss.spatial_kind": ("cos", "kl"),  # snlad.losses.distillation.SPATIAL_KINDS
     "loss.inter_kind": ("cross", "batch"),  # snlad.losses.distillation.INTER_KINDS
-    "map.distance": ("cosine", "euclidean"),  # snlad.scoring.DISTANCES
-    "map.affinity_mode": ("pooled", "local"),  # snlad.scoring.STRUCTURAL_MODES
-    "map.image_score": ("max", "topk"),  # snlad.scoring.IMAGE_SCORES
+    "map.distance": ("cosine", "euclidean"),  # snlad.scoring.maps.DISTANCES
+    "map.affinity_mode": ("pooled", "local"),  # snlad.scoring.maps.STRUCTURAL_MODES
+    "map.image_score": ("max", "topk"),  # snlad.scoring.maps.IMAGE_SCORES
     "train.amp": ("none", "bf16"),  # snlad.engine.precision.PRECISIONS
     "train.schedule": ("constant", "cosine"),  # snlad.engine.train.SCHEDULES
 }
@@ -145,13 +145,13 @@ def term_weights(loss: LossConfig) -> dict[str, float]:
 
 
 def map_weight(term: str, weight: float) -> float:
-    """An anomaly-map term's weight (0 switches it off): a MapConfig field that ``snlad.scoring.MAP_TERMS[term]`` implements."""
+    """An anomaly-map term's weight (0 switches it off): a MapConfig field that ``snlad.scoring.maps.MAP_TERMS[term]`` implements."""
     return field(default=weight, metadata={"map_term": term})
 
 
 @dataclass
 class MapConfig:
-    """The anomaly map: a weighted sum of map terms per level (``snlad.scoring.MAP_TERMS``), their settings, the image score.
+    """The anomaly map: a weighted sum of map terms per level (``snlad.scoring.maps.MAP_TERMS``), their settings, the image score.
 
     The fields made with :func:`map_weight` are the list of terms; each term's
     settings are plain fields beside its weight.

@@ -11,7 +11,7 @@ test checks both files against it on real images.
 
 Formats: OpenVINO IR (``X.xml`` + ``X.bin``, read from the ONNX graph by
 OpenVINO; fp32, or int8 quantised by NNCF on held-out normal training
-images: :mod:`snlad.export_openvino`), ONNX (opset 17, dynamic batch axis, via torch's TorchScript-based
+images: :mod:`snlad.deploy.export_openvino`), ONNX (opset 17, dynamic batch axis, via torch's TorchScript-based
 exporter because the dynamo exporter needs the optional ``onnxscript``
 package) and TorchScript (``torch.jit.trace``; load with ``torch.jit.load``).
 Image size is fixed in both: TensorFlow "same" padding and the scorer's

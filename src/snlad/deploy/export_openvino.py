@@ -1,4 +1,4 @@
-"""OpenVINO IR export: the ONNX graph of :mod:`snlad.export` read by OpenVINO, optionally int8-quantised.
+"""OpenVINO IR export: the ONNX graph of :mod:`snlad.deploy.export` read by OpenVINO, optionally int8-quantised.
 
 OpenVINO reads the ONNX graph itself (no second tracing of the model), so the
 IR computes exactly what the ONNX file does; the model's metadata goes into

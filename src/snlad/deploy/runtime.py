@@ -1,7 +1,7 @@
 """Scoring with an exported graph in a graph runtime (ONNX Runtime, OpenVINO) instead of eager PyTorch.
 
 A :class:`RuntimeModel` is a :class:`TrainedModel` whose ``score`` runs the
-exported graph (images -> maps, scores; :mod:`snlad.export`), so prediction,
+exported graph (images -> maps, scores; :mod:`snlad.deploy.export`), so prediction,
 testing and the bench use it unchanged: everything else (config, categories,
 thresholds) is the run's. Graph runtimes fuse each conv with its activation
 and pick kernels for this CPU once, where eager PyTorch dispatches op by op;
@@ -12,7 +12,7 @@ the networks in bfloat16 (AMX or AVX512-BF16 instructions where the CPU has
 them, emulated otherwise). OpenVINO *defaults* to bf16 on such CPUs, so fp32
 is asked for explicitly here: an unasked change of the maps is worse than a
 slower default. ``int8`` is a property of the exported file (quantised at
-export, :func:`snlad.export_openvino.quantise_int8`), not of the session.
+export, :func:`snlad.deploy.export_openvino.quantise_int8`), not of the session.
 
 ``mixed`` (OpenVINO only): bf16 except the teacher's first stage and the
 scoring, which stay fp32. Measured on realad (docs/results/bench-inference.md):

@@ -1,1 +1,2 @@
-"""Loops and their state: training, the trained model and its run directory, inference, evaluation, prediction, calibration."""
+"""The loops: training, inference, evaluation, prediction, calibration, model selection; the state they read and
+write (checkpoints, model.pt, the run directory) is :mod:`snlad.runs`."""

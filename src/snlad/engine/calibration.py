@@ -1,6 +1,6 @@
 """Calibration: score held-back normals (or a labelled split) and set each category's decision thresholds.
 
-The rules themselves are in :mod:`snlad.thresholds` (docs/thresholds.md).
+The rules themselves are in :mod:`snlad.scoring.thresholds` (docs/thresholds.md).
 Thresholds never come from the test images a run is reported on. Maps and
 scores come from the inference-optimised model, the one that ``snlad
 predict`` uses.
@@ -70,7 +70,7 @@ ANOMALIES: dict[str, Callable[[TrainedModel, Sequence[Sample], Scored, int], Sco
         trained, [sample for sample, label in zip(samples, scored.labels) if label == 0], seed
     ),
 }
-"""What each threshold rule (:data:`snlad.thresholds.RULES`) separates the normals from: nothing, or anomalous images."""
+"""What each threshold rule (:data:`snlad.scoring.thresholds.RULES`) separates the normals from: nothing, or anomalous images."""
 if set(ANOMALIES) != set(RULES):
     raise ImportError(f"ANOMALIES {sorted(ANOMALIES)} must serve the threshold rules {sorted(RULES)}")
 
@@ -90,7 +90,7 @@ def calibrate_category(trained: TrainedModel, samples: Sequence[Sample], rule: R
         "source": source,
         "normal_scores": normals.scores.tolist(),
         "anomalous_images": int(len(anomalies.scores)) if anomalies is not None else 0,
-        # The typical normal pixel: the bottom of the overlays' colour scale (snlad.render.calibrated_scale).
+        # The typical normal pixel: the bottom of the overlays' colour scale (snlad.visualisation.render.calibrated_scale).
         "pixel_floor": float(np.median(normals.maps)),
         **thresholds(rule, normals, anomalies),
     }
@@ -147,7 +147,7 @@ def recalibrate_run(
     Stored thresholds decide every later prediction and report, so they are
     replaced only with ``overwrite`` (refused before any image is scored).
     Each returned entry also names the ``file`` it was stored in and the
-    ``previous`` entry it replaced (None where there was none). The models run on ``device`` (:func:`snlad.engine.device.resolve_device`).
+    ``previous`` entry it replaced (None where there was none). The models run on ``device`` (:func:`snlad.device.resolve_device`).
     """
     run = Run(Path(run_dir))
     files = run.model_files()

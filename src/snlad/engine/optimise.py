@@ -17,7 +17,7 @@ left untouched. What it changes, each measured in bench/bench_speed.py:
   each conv with its ReLU6 and residual add (fewer passes over memory).
 - Gradients are off for every parameter; ``infer`` runs under inference mode.
 
-The scorer is the same :class:`~snlad.scoring.AnomalyScorer` in both (matmul
+The scorer is the same :class:`~snlad.scoring.maps.AnomalyScorer` in both (matmul
 upsampling and blur by construction). Parity with the unoptimised model is
 tested (tests/test_optimise.py: max abs map difference < 1e-4).
 """

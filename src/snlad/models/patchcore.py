@@ -7,7 +7,7 @@ bank holds a greedy k-centre coreset of every training patch
 (:mod:`snlad.models.coreset`); a test patch scores its distance to the nearest
 bank patch. ``forward`` returns the patch features as the "teacher" level and
 each position's nearest bank patch as the "student" level, so the one
-:class:`~snlad.scoring.AnomalyScorer` (``map.distance=euclidean``) makes the
+:class:`~snlad.scoring.maps.AnomalyScorer` (``map.distance=euclidean``) makes the
 map, and test, predict, calibration, probes and export need nothing of their own.
 
 The bank is a buffer: it travels in ``model.pt`` (read with ``weights_only=True``)

@@ -5,7 +5,7 @@ a random place onto a defect-free test image of the target category; its
 ground truth is exactly the pasted square. Each run scores these synthetic
 anomalies and the unmodified target normals with the model serving the target
 category, and is measured by image AUROC, pixel AUROC and AUPRO
-(:mod:`snlad.metrics`). Cross-class interference shows as a pasted region the
+(:mod:`snlad.scoring.metrics`). Cross-class interference shows as a pasted region the
 student reproduces well, i.e. low scores inside the square.
 """
 

@@ -1,7 +1,7 @@
 """Paper Fig. 5 for every category: test images, ground truth and each run's anomaly map side by side.
 
 Only the shown images are scored. Each run's maps use the colour scale that
-``snlad predict`` uses (:func:`snlad.render.colour_scale`): from the run's
+``snlad predict`` uses (:func:`snlad.visualisation.render.colour_scale`): from the run's
 calibration for the category, blue = its typical normal pixel, yellow-orange
 = its decision threshold; so a good image that stays blue next to a red
 defect means the run separates them, whatever range its maps live in.

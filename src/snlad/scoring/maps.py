@@ -170,7 +170,7 @@ def structural_distance(teacher: torch.Tensor, student: torch.Tensor, config: Ma
 
 if set(MAP_TERMS) != set(map_term_weights(MapConfig())):
     raise ImportError(
-        f"snlad.scoring.MAP_TERMS {sorted(MAP_TERMS)} must implement exactly the MapConfig terms "
+        f"snlad.scoring.maps.MAP_TERMS {sorted(MAP_TERMS)} must implement exactly the MapConfig terms "
         f"{sorted(map_term_weights(MapConfig()))}"
     )
 
