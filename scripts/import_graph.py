@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -38,7 +39,11 @@ def measure(tree: Path) -> dict:
     layers, sublayers = stated_layers(tree)
     names = [".".join(parts) for _, parts in modules(package)]
     folders = {(a.split(".")[0], b.split(".")[0]) for a, b in arrows if a and a.split(".")[0] != b.split(".")[0]}
+    git = ["git", "-C", str(tree)]
+    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    changed = subprocess.run([*git, "status", "--porcelain", "src"], capture_output=True, text=True).stdout.strip()
     return {
+        "commit": commit + (" with uncommitted changes in src" if changed else ""),
         "modules": len([name for name in names if not name.endswith("__init__")]),
         "root_modules": sorted(name for name in names if "." not in name and name != "__init__"),
         "folders": sorted({name.split(".")[0] for name in names if "." in name}),
@@ -56,7 +61,7 @@ def main() -> None:
     args = parser.parse_args()
     result = measure(args.tree.resolve())
     print(
-        f"{result['modules']} modules ({len(result['root_modules'])} in the package root, "
+        f"{result['commit']}: {result['modules']} modules ({len(result['root_modules'])} in the package root, "
         f"{len(result['folders'])} folders), {result['arrows']} import arrows between modules "
         f"({result['arrows_between_top_level_units']} between root modules and folders), "
         f"{len(result['back_arrows'])} back up a layer, {len(result['cycles'])} cycles"
