@@ -114,7 +114,8 @@ def main() -> None:
         "",
         f"Machine: {cpu}, {os.cpu_count()} cores. Trees: {', '.join(f'`{n}` = {trees[n]}' for n in names)}. {args.threads} threads, 256 px, EfficientNet-Lite0 teacher, "
         f"medians of {args.rounds} round-robin rounds (5 timed batches of 16 / 20 of 1 each). Command: "
-        f"`python bench/bench_trees.py {' '.join(f'--tree {n}={trees[n]}' for n in names)} --out {args.out}`.",
+        f"`python bench/bench_trees.py {' '.join(f'--tree {n}={trees[n]}' for n in names)} --threads {args.threads} "
+        f"--rounds {args.rounds} --out {args.out}`.",
         "",
         "| model | "
         + " | ".join(f"{n} batch 16 | {n} batch 1" for n in names)
