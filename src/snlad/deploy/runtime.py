@@ -137,6 +137,33 @@ class Part:
     outputs: list[Key]
 
 
+def _source(port: Any) -> tuple[str, Any]:
+    """The name of the node an input ``port`` reads, and the output it reads."""
+    output = port.get_source_output()
+    return output.get_node().get_name(), output
+
+
+def _assign_parts(ops: Sequence[Any], head: Sequence[str], tail: str) -> tuple[dict[str, int], set[str]]:
+    """:func:`split_graph`'s cut: each node's part (0 head, 1 body, 2 tail) and the constant-only nodes (shared)."""
+    static: set[str] = set()
+    part: dict[str, int] = {}
+    for op in ops:
+        name, kind = op.get_name(), op.get_type_name()
+        parents = [_source(port)[0] for port in op.inputs()]
+        if kind == "Constant" or (kind not in ("Parameter", "Result") and all(p in static for p in parents)):
+            static.add(name)
+        elif kind == "Result" or op.get_friendly_name().startswith(tail) or any(part.get(p) == 2 for p in parents):
+            part[name] = 2
+        elif kind != "Parameter":
+            part[name] = 0 if op.get_friendly_name().startswith(tuple(head)) else 1
+    for op in reversed(ops):  # what the head reads is the head's
+        if part.get(op.get_name()) == 0:
+            for parent, _ in map(_source, op.inputs()):
+                if part.get(parent) == 1:
+                    part[parent] = 0
+    return part, static
+
+
 def split_graph(model: Any, head: Sequence[str] = FP32_HEAD, tail: str = SCORER_SCOPE) -> list[Part]:
     """``model`` (images -> maps, scores) cut in three parts, run in order: head, body, tail.
 
@@ -150,34 +177,14 @@ def split_graph(model: Any, head: Sequence[str] = FP32_HEAD, tail: str = SCORER_
     ov = import_runtime("openvino")
     ops = model.get_ordered_ops()  # topological: every node after the nodes it reads
     by_name = {op.get_name(): op for op in ops}
-    static: set[str] = set()
-    part: dict[str, int] = {}
-
-    def source(port: Any) -> tuple[str, Any]:
-        output = port.get_source_output()
-        return output.get_node().get_name(), output
-
-    for op in ops:
-        name, kind = op.get_name(), op.get_type_name()
-        parents = [source(port)[0] for port in op.inputs()]
-        if kind == "Constant" or (kind not in ("Parameter", "Result") and all(p in static for p in parents)):
-            static.add(name)
-        elif kind == "Result" or op.get_friendly_name().startswith(tail) or any(part.get(p) == 2 for p in parents):
-            part[name] = 2
-        elif kind != "Parameter":
-            part[name] = 0 if op.get_friendly_name().startswith(tuple(head)) else 1
-    for op in reversed(ops):  # what the head reads is the head's
-        if part.get(op.get_name()) == 0:
-            for parent, _ in map(source, op.inputs()):
-                if part.get(parent) == 1:
-                    part[parent] = 0
+    part, static = _assign_parts(ops, head, tail)
     reads: list[dict[Key, tuple[Any, list[Any]]]] = [{}, {}, {}]  # part -> tensor it reads -> (output, ports)
     for op in ops:
         index = part.get(op.get_name())
         if index is None:
             continue
         for port in op.inputs():
-            parent, output = source(port)
+            parent, output = _source(port)
             if parent in static or part.get(parent) == index:
                 continue
             if part.get(parent, -1) > index:
