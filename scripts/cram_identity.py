@@ -26,7 +26,7 @@ from snlad.data import AnomalyDataset, holdout_split, index_dataset
 from snlad.files import atomic_write_text
 from snlad.models.cram import CRAM
 from snlad.runs.run import load_run
-from snlad.runs.trained import TrainedModel
+from snlad.runs.trained import distinct_models
 
 
 def cram_statistics(cram: CRAM, inputs: list[torch.Tensor]) -> dict[str, float]:
@@ -59,10 +59,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args()
     lines = [f"CRAMs of `{args.run}` on its held-out normal training images", ""]
-    models: dict[int, tuple[list[str], TrainedModel]] = {}
-    for category, trained in load_run(args.run).items():  # a multi-class run serves every category with one model
-        models.setdefault(id(trained), ([], trained))[0].append(category)
-    for served, trained in models.values():
+    for trained, served in distinct_models(load_run(args.run)):  # a multi-class model serves every category
         name = ", ".join(served) if len(served) < 3 else f"one model for {len(served)} categories"
         config, model = trained.config, trained.eval().model
         crams = [module for module in model.modules() if isinstance(module, CRAM)]

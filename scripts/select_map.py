@@ -23,6 +23,7 @@ from snlad.config import MapConfig
 from snlad.engine.selection import map_grid, real_validation, synthetic_validation
 from snlad.files import atomic_write_text
 from snlad.runs.run import load_run
+from snlad.runs.trained import distinct_models
 
 METRICS = ("image_auroc", "pixel_auroc", "aupro")
 
@@ -63,7 +64,7 @@ def main() -> None:
     rows = []
     for run in args.runs:
         models = load_run(Path(run))
-        if len({id(trained) for trained in models.values()}) > 1:
+        if len(distinct_models(models)) > 1:
             raise SystemExit(f"{run}: one model per category; select_map scores one model (a multi-class run)")
         trained = next(iter(models.values()))
         if args.real_defects:

@@ -21,7 +21,7 @@ from snlad.deploy.export_openvino import read_openvino_metadata
 from snlad.deploy.runtime import RUNTIMES, runtime_model, runtime_session
 from snlad.engine.optimise import optimise_for_inference
 from snlad.errors import SnladError
-from snlad.runs.trained import TrainedModel, per_model
+from snlad.runs.trained import TrainedModel, distinct_models, per_model
 
 CALIBRATION_IMAGES = 64
 """Held-out normal images int8 calibration reads at most: NNCF's min-max statistics settle within a few
@@ -67,7 +67,7 @@ def deployed_run(
     torch_compile: bool = False,
 ) -> dict[str, TrainedModel]:
     """:func:`deployed` for every distinct model of a run (a multi-class model once)."""
-    if exported is not None and len({id(trained) for trained in models.values()}) > 1:
+    if exported is not None and len(distinct_models(models)) > 1:
         raise SnladError(f"{exported} is one model's graph and this run has one per category: score one (--category)")
     return per_model(
         models, lambda trained: deployed(trained, runtime, exported, precision, micro_batch, torch_compile)

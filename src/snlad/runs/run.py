@@ -25,7 +25,7 @@ from pathlib import Path
 from snlad.config import RESUMABLE_SETTINGS, Config, from_dict, merge, parse_override, read_yaml, write_yaml
 from snlad.errors import SnladError
 from snlad.files import atomic_write_text, confined, exclusive_lock, lock_holder, make_folder, remove_stale_temporaries
-from snlad.runs.trained import TrainedModel, load_trained
+from snlad.runs.trained import TrainedModel, distinct_models, load_trained
 
 MULTI_CLASS, ONE_CLASS = "multi-class", "one-class"
 REPLACED = ".replaced"  # hidden: never a category name (categories are data folders, listed without dot-names)
@@ -269,7 +269,7 @@ class Run:
         if category is not None:
             known_categories(self.path, models, [category])
             return models[category]
-        if len({id(model) for model in models.values()}) > 1:
+        if len(distinct_models(models)) > 1:
             raise SnladError(
                 f"{self.path} is a one-class run: say which model to use with --category ({', '.join(models)})"
             )

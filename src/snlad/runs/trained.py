@@ -79,13 +79,20 @@ class TrainedModel:
         )
 
 
+def distinct_models(models: dict[str, TrainedModel]) -> list[tuple[TrainedModel, list[str]]]:
+    """Each distinct model of a run (a multi-class model serves every category, by identity) with the categories it serves, in order."""
+    served: dict[int, tuple[TrainedModel, list[str]]] = {}
+    for category, trained in models.items():
+        served.setdefault(id(trained), (trained, []))[1].append(category)
+    return list(served.values())
+
+
 def per_model(models: dict[str, TrainedModel], make: Callable[[TrainedModel], T]) -> dict[str, T]:
     """``make`` applied once to each distinct model of a run (a multi-class model serves every category), by category."""
-    made: dict[int, T] = {}
-    for trained in models.values():
-        if id(trained) not in made:
-            made[id(trained)] = make(trained)
-    return {category: made[id(trained)] for category, trained in models.items()}
+    made: dict[str, T] = {}
+    for trained, served in distinct_models(models):
+        made |= dict.fromkeys(served, make(trained))
+    return {category: made[category] for category in models}
 
 
 def build_scorer(config: Config, model: TeacherStudent) -> AnomalyScorer:
