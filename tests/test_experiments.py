@@ -144,7 +144,13 @@ def test_runs_kept_without_their_model_files_count_as_done(experiment, tmp_path,
     spec = yaml.safe_load((experiment / "tiny.yaml").read_text())
     spec["validate"] = False
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(spec))
-    api.experiment(file=tmp_path / "tiny.yaml", data=DEMO, out=out, only=["fd"], real_defects=DEMO)
+    api.experiment(
+        file=tmp_path / "tiny.yaml",
+        data=DEMO,
+        out=out,
+        selection=api.ExperimentSelection(only=["fd"]),
+        real_defects=DEMO,
+    )
     assert not list(out.rglob("*.pt"))  # nothing trained
     assert not kept_validation.exists()  # no model to validate with: said, not faked
     assert "results kept without the model, not validated again" in capsys.readouterr().out

@@ -85,6 +85,7 @@ __all__ = [
     "CutPasteSettings",
     "Detection",
     "Detector",
+    "ExperimentSelection",
     "ImageLike",
     "MixupSettings",
     "Rule",
@@ -491,33 +492,46 @@ def validate_real(
     return per_category
 
 
+@dataclasses.dataclass(frozen=True)
+class ExperimentSelection:
+    """Which part of an experiment file to run (``snlad experiment --only/--seeds/--modes/--category``); None: the file's.
+
+    ``only`` (configuration names), ``seeds`` and ``modes`` restrict what is
+    trained, so several processes can share one experiment; ``categories``
+    replaces the file's ``categories`` (or its settings' ``data.categories``;
+    default all under the data root).
+    """
+
+    only: Sequence[str] | None = None
+    seeds: Sequence[int] | None = None
+    modes: Sequence[str] | None = None
+    categories: Sequence[str] | None = None
+
+
 def experiment(
     *,
     file: str | Path,
     data: str | Path,
     out: str | Path,
-    only: Sequence[str] | None = None,
-    seeds: Sequence[int] | None = None,
-    modes: Sequence[str] | None = None,
-    categories: Sequence[str] | None = None,
+    selection: ExperimentSelection = ExperimentSelection(),
     real_defects: str | Path | None = None,
     tables_only: bool = False,
 ) -> dict[str, Path]:
     """Train, test and validate every configuration x seed x mode of an experiment ``file`` not yet done; returns the tables written.
 
-    ``only``/``seeds``/``modes`` restrict what is trained (several processes can
-    share one experiment that way); ``tables_only`` trains nothing.
-    ``categories``: instead of the file's ``categories`` (or its settings' ``data.categories``; default all).
+    ``selection``: the configurations, seeds, modes and categories to run
+    (default: the file's); ``tables_only`` trains nothing.
     ``real_defects``: a root of real defects disjoint from the test split (e.g. realad-val) every run is also validated on.
     """
     spec, out = load_experiment(file), Path(out)
-    only = list(only) if only else None
+    only = list(selection.only) if selection.only else None
     check_selection(spec, out, only)
-    chosen = list(categories or spec.categories or list_categories(data))
+    chosen = list(selection.categories or spec.categories or list_categories(data))
+    seeds, modes = (list(selection.seeds) if selection.seeds else None), selection.modes
     tables: dict[str, Path] = {}
     for mode in spec.modes:
         if not tables_only and (not modes or mode in modes):
-            for name, seed, folder in planned_runs(spec, out, mode, only, list(seeds) if seeds else None):
+            for name, seed, folder in planned_runs(spec, out, mode, only, seeds):
                 _experiment_run(spec, mode, name, seed, folder, data, chosen, real_defects)
         tables |= write_mode_tables(spec, out, mode, chosen, real_defects)
     return tables

@@ -540,10 +540,9 @@ def _experiment(args: argparse.Namespace) -> None:
         file=args.experiment,
         data=args.data,
         out=args.out,
-        only=_names(args.only),
-        seeds=seeds,
-        modes=_names(args.modes),
-        categories=_names(args.category),
+        selection=api.ExperimentSelection(
+            only=_names(args.only), seeds=seeds, modes=_names(args.modes), categories=_names(args.category)
+        ),
         real_defects=args.real_defects,
         tables_only=args.tables_only,
     )
