@@ -13,7 +13,6 @@ import signal
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -161,21 +160,51 @@ def test_garbage_omp_num_threads_is_one_note_not_libgomp_noise(tmp_path: Path) -
     ], result.stderr
 
 
+# A sitecustomize that holds the snlad command at its first import of torch (after ``import snlad`` has set up
+# its start-up Ctrl-C, before snlad.cli.main runs), says so on stdout, and waits there for the signal.
+AT_TORCH_IMPORT = """
+import importlib.abc, signal, sys
+
+
+class AtTorchImport(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            sys.meta_path.remove(self)
+            print("importing torch", flush=True)
+            signal.pause()  # Ctrl-C ends the process here, or raises out of the import
+        return None
+
+
+sys.meta_path.insert(0, AtTorchImport())
+"""
+
+
 @pytest.mark.slow
 def test_ctrl_c_while_starting_is_one_line_not_an_import_traceback(tmp_path: Path) -> None:
-    """Importing torch and scipy takes seconds on a busy machine; Ctrl-C then printed a traceback (issue 21 item 13)."""
+    """Importing torch and scipy takes seconds on a busy machine; Ctrl-C then printed a traceback (issue 21 item 13).
+
+    The Ctrl-C is sent when the command says (through a start-up hook) that it is importing torch, not after a delay.
+    """
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(AT_TORCH_IMPORT)
+    python_path = os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")]))
     process = subprocess.Popen(
         [sys.executable, "-m", "snlad.cli", "train", "--data", "nope", "--out", "out"],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": python_path},
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background job would ignore Ctrl-C
     )
-    time.sleep(0.3)  # well inside the imports
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
+    try:
+        assert process.stdout is not None and process.stdout.readline() == "importing torch\n"
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+        process.wait()
     assert process.returncode == 130 and stderr == "snlad: interrupted while starting; nothing was done\n", stderr
 
 
