@@ -34,6 +34,7 @@ from snlad.api import (
     TrainingInterrupted,
 )
 from snlad.cli import report as cli_report
+from snlad.cli.options import Commands, run_option
 from snlad.device import usable_cores
 from snlad.errors import SnladError, notice, one_line
 from snlad.scoring.metrics import percent
@@ -91,13 +92,13 @@ def _category_options(parser: argparse.ArgumentParser, help_text: str) -> None:
     parser.add_argument("--categories", dest="category", help=argparse.SUPPRESS)
 
 
-def _add_train(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    parser = commands.add_parser(
+def _add_train(commands: Commands) -> None:
+    parser = commands.add(
         "train",
-        parents=[common],
-        help="train a model (multi-class by default)",
+        summary="train a model (multi-class by default)",
         description="Train one multi-class model on the union of the categories' normal training images (or one model per category with --one-class). "
         "Prints one line per epoch; writes RUN/model.pt, config.yaml, train_log.csv (loss and each term per epoch) and keeps checkpoint.pt for --resume.",
+        handler=_train,
     )
     parser.add_argument("--data", required=True, help="data root (MVTec AD, VisA or plain-folder layout)")
     parser.add_argument("--out", required=True, help="run directory to write (model.pt, config.yaml, train_log.csv)")
@@ -130,7 +131,6 @@ def _add_train(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
         action="store_true",
         help="delete the training state (checkpoint.pt, about 3x the model) once model.pt is written; the run can then not be resumed with more epochs",
     )
-    parser.set_defaults(handler=_train)
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -227,17 +227,17 @@ def _add_speed_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_test(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    parser = commands.add_parser(
+def _add_test(commands: Commands) -> None:
+    parser = commands.add(
         "test",
-        parents=[common],
-        help="evaluate a run on test images",
+        summary="evaluate a run on test images",
         description="Evaluate a run on the test split; writes metrics.csv, metrics.json, metrics.md and test_scores.csv into the run "
         "(interrupted: the scores so far in test_scores.partial.csv). Besides AUROC, AP, F1-max and AUPRO (threshold-free), "
         "each calibrated category gets the accuracy, precision, recall and F1 of its stored image threshold. "
         "The files hold fractions, the printed table percentages.",
+        handler=_test,
     )
-    parser.add_argument("--run", required=True, help="run directory written by `snlad train`")
+    run_option(parser)
     parser.add_argument(
         "--data",
         help="data root with test images (and masks, where there are); default: the root the run was trained on",
@@ -247,7 +247,6 @@ def _add_test(commands: argparse._SubParsersAction, common: argparse.ArgumentPar
     parser.add_argument("--out", help="write the metrics files here instead of into the run (never into another run)")
     parser.add_argument("--overwrite", action="store_true", help="replace metrics files written earlier in --out")
     _add_speed_options(parser)
-    parser.set_defaults(handler=_test)
 
 
 def _scoring(args: argparse.Namespace) -> api.ScoringOptions:
@@ -276,25 +275,24 @@ def _test(args: argparse.Namespace) -> None:
     print(api.metrics_table(per_category=per_category), end="")
 
 
-def _add_validate(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    parser = commands.add_parser(
+def _add_validate(commands: Commands) -> None:
+    parser = commands.add(
         "validate",
-        parents=[common],
-        help="score a run on validation data: real defects (--real-defects) and/or held-out normals + synthetic anomalies",
+        summary="score a run on validation data: real defects (--real-defects) and/or held-out normals + synthetic anomalies",
         description="Score a run where settings are chosen, never on the test split. --real-defects ROOT: the real good and "
         "defective images of ROOT's test split (e.g. ../shared/data/realad-val, disjoint from realad's test split), for the "
         "categories ROOT shares with the run; ROOT's train/ is not read; writes RUN/validation-real.json and .md. --data ROOT: "
         "the normal training images the run held back, and copies of them with a square pasted from another category's "
         "training image (cross-class cut-paste); writes RUN/validation.json and .md. Give either or both.",
+        handler=_validate,
     )
-    parser.add_argument("--run", required=True, help="run directory written by `snlad train`")
+    run_option(parser)
     parser.add_argument("--data", help="the data root the run was trained on (synthetic validation)")
     parser.add_argument(
         "--real-defects", metavar="ROOT", help="a root of real defects disjoint from the test split (real validation)"
     )
     parser.add_argument("--batch-size", type=_positive_int, default=8, help="images per forward pass (default 8)")
     _device_option(parser)
-    parser.set_defaults(handler=_validate)
 
 
 def _validate(args: argparse.Namespace) -> None:
@@ -322,18 +320,18 @@ def _summary(mean: dict[str, float]) -> str:
     )
 
 
-def _add_predict(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    parser = commands.add_parser(
+def _add_predict(commands: Commands) -> None:
+    parser = commands.add(
         "predict",
-        parents=[common],
-        help="score new images",
+        summary="score new images",
         description="Score images: writes OUT/scores.csv (image, output, score[, is_anomalous]), OUT/maps/<output>.npy (the anomaly map), "
         "OUT/overlays/<output>.png (the map over the image; blue = typical normal, yellow-orange = the decision threshold) and, "
         "for a calibrated --category, OUT/masks/<output>.png (255 = defect). <output> is the image's path below the folder all "
         "inputs share, without its suffix: the input's sub-folders are mirrored (crack/000, good/000; scores.csv says which).",
+        handler=_predict,
     )
     parser.add_argument("inputs", nargs="+", help="image files or folders of images")
-    parser.add_argument("--run", required=True, help="run directory written by `snlad train`")
+    run_option(parser)
     parser.add_argument(
         "--out", required=True, help="output directory (refused if it holds an earlier prediction, unless --overwrite)"
     )
@@ -353,7 +351,6 @@ def _add_predict(commands: argparse._SubParsersAction, common: argparse.Argument
     )
     _map_settings(parser)
     _add_speed_options(parser)
-    parser.set_defaults(handler=_predict)
 
 
 def _predict(args: argparse.Namespace) -> int | None:
@@ -381,15 +378,15 @@ def _predict(args: argparse.Namespace) -> int | None:
     return None
 
 
-def _add_export(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    parser = commands.add_parser(
+def _add_export(commands: Commands) -> None:
+    parser = commands.add(
         "export",
-        parents=[common],
-        help="export a run's model as one ONNX, TorchScript or OpenVINO graph",
+        summary="export a run's model as one ONNX, TorchScript or OpenVINO graph",
         description="Write one graph from images (float32 B x 3 x S x S, RGB in [0, 1]) to anomaly maps (B x S x S) and scores (B): "
         "teacher, student, map and smoothing included; the category's thresholds travel as metadata.",
+        handler=_export,
     )
-    parser.add_argument("--run", required=True, help="run directory written by `snlad train`")
+    run_option(parser)
     parser.add_argument("--format", required=True, choices=("onnx", "torchscript", "openvino"))
     parser.add_argument(
         "--precision",
@@ -408,7 +405,6 @@ def _add_export(commands: argparse._SubParsersAction, common: argparse.ArgumentP
         "category whose model (one-class run) and thresholds to embed; without it a multi-class file has no thresholds",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    parser.set_defaults(handler=_export)
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -424,17 +420,17 @@ def _export(args: argparse.Namespace) -> None:
     print(f"exported -> {path}")
 
 
-def _add_calibrate(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    parser = commands.add_parser(
+def _add_calibrate(commands: Commands) -> None:
+    parser = commands.add(
         "calibrate",
-        parents=[common],
-        help="recompute a run's decision thresholds",
+        summary="recompute a run's decision thresholds",
         description="Recompute the image and pixel thresholds of a run (stored in its model.pt) from held-out normals (--split train), "
         "synthetic cut-paste anomalies, or a labelled split. Rules in docs/thresholds.md; never calibrate on the split you report results on. "
         "Training already stored thresholds: replacing them needs --overwrite, and each category's old -> new values and the file "
         "changed are printed. A category calibrated on fewer than 10 normal images gets a note: its thresholds are noisy.",
+        handler=_calibrate,
     )
-    parser.add_argument("--run", required=True, help="run directory written by `snlad train`")
+    run_option(parser)
     parser.add_argument(
         "--data", required=True, help="data root the run was trained on (or a labelled validation root)"
     )
@@ -465,7 +461,6 @@ def _add_calibrate(commands: argparse._SubParsersAction, common: argparse.Argume
         help="replace the thresholds the run already holds (training stores some); later predictions and reports use the new ones",
     )
     _device_option(parser)
-    parser.set_defaults(handler=_calibrate)
 
 
 def _calibrate(args: argparse.Namespace) -> None:
@@ -491,15 +486,15 @@ def _calibrate(args: argparse.Namespace) -> None:
         )
 
 
-def _add_experiment(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    parser = commands.add_parser(
+def _add_experiment(commands: Commands) -> None:
+    parser = commands.add(
         "experiment",
-        parents=[common],
-        help="train and test a list of configurations; write comparison tables",
+        summary="train and test a list of configurations; write comparison tables",
         description="Run an experiment file (configs/experiments/*.yaml): every configuration x seed x mode is trained and tested into "
         "OUT/<mode>/<name>/seed<k>, then validated on held-out normals + cross-class cut-paste (unless the file says validate: "
         "false); finished runs are skipped, interrupted ones resumed. Writes OUT/results-<mode>.md and .csv (test sets) and "
         "OUT/results-<mode>-validation.md and .csv (validation sets: choose settings on these).",
+        handler=_experiment,
     )
     parser.add_argument("--experiment", required=True, help="experiment YAML, e.g. configs/experiments/cpu.yaml")
     parser.add_argument("--data", required=True, help="data root")
@@ -520,7 +515,6 @@ def _add_experiment(commands: argparse._SubParsersAction, common: argparse.Argum
     parser.add_argument(
         "--tables-only", action="store_true", help="train nothing; rewrite the tables from finished runs"
     )
-    parser.set_defaults(handler=_experiment)
 
 
 def _seeds(text: str) -> list[int]:
@@ -558,7 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     global_options(parser, suppress=False)
     common = argparse.ArgumentParser(add_help=False)
     global_options(common, suppress=True)
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = Commands(parser.add_subparsers(dest="command", required=True), common)
     for add in (
         _add_train,
         _add_test,
@@ -569,7 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_calibrate,
         cli_report.add_commands,
     ):
-        add(commands, common)
+        add(commands)
     return parser
 
 

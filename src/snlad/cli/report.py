@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from snlad import api
+from snlad.cli.options import Commands
 from snlad.data.synthesis import DEFAULT_LAMBDAS
 from snlad.errors import SnladError
 from snlad.scoring.metrics import percent
@@ -44,19 +45,17 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output directory for the CSV, JSON and PNG files")
 
 
-def _add_probe(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    parser = commands.add_parser(
+def _add_probe(commands: Commands) -> None:
+    probes = commands.group(
         "probe",
-        parents=[common],
-        help="cross-class interference probes (mixup, cut-paste)",
+        summary="cross-class interference probes (mixup, cut-paste)",
         description="Synthetic anomalies made of another class's normal content (paper Fig. 2).",
     )
-    probes = parser.add_subparsers(dest="probe", required=True)
-    mixup = probes.add_parser(
+    mixup = probes.add(
         "mixup",
-        parents=[common],
-        help="blend two categories' normal images",
+        summary="blend two categories' normal images",
         description="Anomalies (1 - lambda) * base + lambda * other from both categories' good test images; writes mixup.csv/json (AUROC normal vs mixture per lambda), mixup_auroc.png, mixup_scores.png, mixup_examples.png.",
+        handler=_mixup,
     )
     _add_common(mixup)
     mixup.add_argument("--base", required=True, help="category whose normals are the negatives and whose model scores")
@@ -73,12 +72,11 @@ def _add_probe(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
         default=40,
         help="(base, other) image pairs, drawn without replacement (default 40; all when fewer)",
     )
-    mixup.set_defaults(handler=_mixup)
-    cutpaste = probes.add_parser(
+    cutpaste = probes.add(
         "cutpaste",
-        parents=[common],
-        help="paste one category's patches onto another",
+        summary="paste one category's patches onto another",
         description="A square cut from a good test image of --source pasted at a random place onto good test images of each --target; writes cutpaste.csv/json (image AUROC, pixel AUROC, AUPRO), cutpaste_metrics.png and cutpaste_examples_<target>.png.",
+        handler=_cutpaste,
     )
     _add_common(cutpaste)
     cutpaste.add_argument("--source", required=True, help="category the patches are cut from")
@@ -88,15 +86,14 @@ def _add_probe(commands: argparse._SubParsersAction, common: argparse.ArgumentPa
     )
     cutpaste.add_argument("--count", type=int, default=40, help="synthetic anomalies per target (default 40)")
     cutpaste.add_argument("--examples", type=int, default=4, help="rows of the example figure (default 4)")
-    cutpaste.set_defaults(handler=_cutpaste)
 
 
-def _add_report(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    parser = commands.add_parser(
+def _add_report(commands: Commands) -> None:
+    parser = commands.add(
         "report",
-        parents=[common],
-        help="HTML report comparing runs",
+        summary="HTML report comparing runs",
         description="Write OUT/index.html (images in OUT/images): metrics, per-category test images with each run's anomaly map, score histograms, ROC curves, and optionally probe results and the one-class vs multi-class figure. Runs must have been tested (`snlad test`).",
+        handler=_report,
     )
     parser.add_argument("--run", action="append", required=True, help="run directory (repeatable)")
     parser.add_argument("--data", required=True, help="data root the runs were tested on")
@@ -109,32 +106,28 @@ def _add_report(commands: argparse._SubParsersAction, common: argparse.ArgumentP
     parser.add_argument(
         "--examples", type=int, default=3, help="defective test images shown per category, plus one good (default 3)"
     )
-    parser.set_defaults(handler=_report)
 
 
-def _add_figure(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    parser = commands.add_parser(
+def _add_figure(commands: Commands) -> None:
+    figures = commands.group(
         "figure",
-        parents=[common],
-        help="paper figures from experiment results",
+        summary="paper figures from experiment results",
         description="Figures drawn from finished experiments.",
     )
-    figures = parser.add_subparsers(dest="figure", required=True)
-    onevsmulti = figures.add_parser(
+    onevsmulti = figures.add(
         "onevsmulti",
-        parents=[common],
-        help="I-AUROC and P-AUROC bars, one-class vs multi-class (paper Fig. 1)",
+        summary="I-AUROC and P-AUROC bars, one-class vs multi-class (paper Fig. 1)",
         description="Bars per configuration from OUT/results-one-class.csv and OUT/results-multi-class.csv: mean over categories and seeds, error bars = std over seeds.",
+        handler=_onevsmulti,
     )
     onevsmulti.add_argument("--experiment-dir", required=True, help="output directory of `snlad experiment`")
     onevsmulti.add_argument("--out", required=True, help="PNG file to write")
-    onevsmulti.set_defaults(handler=_onevsmulti)
 
 
-def add_commands(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    _add_probe(commands, common)
-    _add_report(commands, common)
-    _add_figure(commands, common)
+def add_commands(commands: Commands) -> None:
+    _add_probe(commands)
+    _add_report(commands)
+    _add_figure(commands)
 
 
 def _positive(name: str, value: int) -> None:
@@ -163,33 +156,33 @@ def _shown(key: str, value: object) -> str:
     return f"{key}={value:.3f}" if isinstance(value, float) else f"{key}={value}"
 
 
-def _mixup(args: argparse.Namespace) -> None:
+def _common_settings(args: argparse.Namespace, count_option: str, count: int) -> dict[str, int]:
+    """The settings every probe takes from :func:`_add_common` (``--seed``, ``--batch-size``), checked with its ``count``."""
     _positive("--batch-size", args.batch_size)
-    _positive("--pairs", args.pairs)
+    _positive(count_option, count)
     _seed(args.seed)
+    return {"seed": args.seed, "batch_size": args.batch_size}
+
+
+def _mixup(args: argparse.Namespace) -> None:
     settings = api.MixupSettings(
+        **_common_settings(args, "--pairs", args.pairs),
         base=args.base,
         other=args.other,
         lambdas=args.lambdas,
-        seed=args.seed,
         pairs=args.pairs,
-        batch_size=args.batch_size,
     )
     rows = api.probe_mixup(runs=args.run, data=args.data, settings=settings, out=args.out)
     _print_rows(rows, ("lambda", "image_auroc"), args.out)
 
 
 def _cutpaste(args: argparse.Namespace) -> None:
-    _positive("--batch-size", args.batch_size)
-    _positive("--count", args.count)
-    _seed(args.seed)
     settings = api.CutPasteSettings(
+        **_common_settings(args, "--count", args.count),
         source=args.source,
         targets=args.target,
         patch_size=args.patch_size,
         count=args.count,
-        seed=args.seed,
-        batch_size=args.batch_size,
         examples=args.examples,
     )
     rows = api.probe_cutpaste(runs=args.run, data=args.data, settings=settings, out=args.out)
