@@ -42,7 +42,11 @@ for pair in $pairs; do
     for try in 1 2 3 4 5; do  # another git command may hold the index for a moment
       git -C "$repo" add -- "${written[@]}" || { sleep 5; continue; }
       git -C "$repo" diff --cached --quiet -- "${written[@]}" && break  # nothing new: every run was already there
-      if git -C "$repo" commit -q -m "campaign $(basename "$out"): $name seed $seed results ($code code)" -- "${written[@]}"; then
+      message="campaign $(basename "$out"): $name seed $seed results ($code code)"
+      if git -C "$repo" diff --cached --quiet -- "${written[0]}"; then  # the run was there already: tables only
+        message="campaign $(basename "$out"): tables rewritten ($code code; $name seed $seed was already done)"
+      fi
+      if git -C "$repo" commit -q -m "$message" -- "${written[@]}"; then
         break
       fi
       sleep 5
