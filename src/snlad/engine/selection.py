@@ -21,10 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import default_collate
 
 from snlad.config import Config
 from snlad.data import AnomalyDataset, holdout_split, index_dataset, list_categories, load_tensors
 from snlad.data.synthesis import PATCH_FRACTION, paste_all, paste_plan
+from snlad.engine.evaluate import pixel_ground_truth
 from snlad.engine.inference import infer
 from snlad.engine.optimise import optimise_for_inference, optimise_run
 from snlad.errors import SnladError
@@ -78,13 +80,13 @@ def real_validation(data_root: str | Path, categories: Sequence[str], image_size
         raise SnladError(f"{data_root} holds none of the run's categories ({', '.join(categories)})")
     batches = []
     for category in shared:
-        items = [*AnomalyDataset(index_dataset(data_root, "test", [category]), image_size)]
+        batch = default_collate([*AnomalyDataset(index_dataset(data_root, "test", [category]), image_size)])
         batches.append(
             {
-                "image": torch.stack([item["image"] for item in items]),
-                "mask": torch.stack([item["mask"][0] > 0.5 for item in items]),
-                "label": torch.tensor([item["label"] for item in items]),
-                "known": torch.tensor([item["label"] == 0 or item["has_mask"] for item in items]),
+                "image": batch["image"],
+                "mask": batch["mask"][:, 0] > 0.5,
+                "label": batch["label"],
+                "known": pixel_ground_truth(batch),
                 "category": category,
             }
         )
