@@ -1,24 +1,35 @@
 #!/usr/bin/env bash
 # The RD campaign's remaining order (issue 19), one command for whichever session continues it:
 # finished runs are skipped, so rerunning this after an interruption picks up where it stopped.
-#   1. snl-rd-aff10-kl (the screen row running when this order was last changed);
-#   2. stage 2 early for the two leaders by val score (rd-perpos, snl-rd-aff10), seed by seed, so the 3-seed
-#      comparison exists as soon as possible (the 2-core machine trains one SNL-RD run in 20-60 min);
-#   3. the weight sweep's snl-rd-aff30, then seeds 1 and 2 of the RD preset rd (inside the tie band with
-#      rd-perpos: the baseline's other reading gets its seeds too);
-#   4. bottleneck noise (both models, and on the leader snl-rd-aff10), the weight sweep's aff3 and the KL spatial
-#      term at weight 0.1 with affinity weights 10;
-#   5. one-class runs (seed 0) of the stage-2 pair, rd-perpos and snl-rd-aff10 (issue 19: SNL-RD must lose less
-#      from one-class to multi-class than RD), then the rest of the screen in the file's order (multi-class only).
-# Stage 2's final three SNL-RD settings are chosen on the screen's val score once it is complete (README).
+#   scripts/campaign-rd-next.sh          # everything below, in order (one process)
+#   scripts/campaign-rd-next.sh a & scripts/campaign-rd-next.sh b &   # two lanes at once, one thread each
+# The two lanes never share a run, so on a 2-core machine both go on side by side (each run still one commit).
+# Lane a: the screen and the one-class runs.
+#   1. the screen rows around the leader (bottleneck noise, the weight sweep, the KL spatial term at weight 0.1),
+#      seed 0, after the stage-2 seeds of the two leaders by val score (rd-perpos, snl-rd-aff10) and of the RD
+#      preset (inside the tie band with rd-perpos: the baseline's other reading gets its seeds too);
+#   2. one-class runs (seed 0) of the stage-2 pair (issue 19: SNL-RD must lose less from one-class to
+#      multi-class than RD), then the rest of the screen in the file's order (multi-class only; named, so lane a
+#      never starts a lane-b run).
+# Lane b: stage 2 and 3.
+#   3. the second and third SNL-RD settings by val score get 3 seeds: snl-rd-aff30 (76.5, 2 seeds) and
+#      snl-rd-aff10-noise (77.1 at seed 0, tied with snl-rd-aff10);
+#   4. the ablation of the final SNL-RD (snl-rd-aff10), each part removed, seed 0 for all four, then seeds 1-2.
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
+lane=${1:-all}
+case $lane in a|b|all) ;; *) echo "usage: $0 [a|b|all]" >&2; exit 2 ;; esac
 run() { "$here/scripts/campaign.sh" "$here/configs/experiments/campaign-rd.yaml" "${OUT:-$here/docs/results/campaign-rd}" "$@"; }
-run --seeds 0 --only snl-rd-aff10-kl --modes multi-class
-run --seeds 1 --only rd-perpos,snl-rd-aff10 --modes multi-class
-run --seeds 2 --only rd-perpos,snl-rd-aff10 --modes multi-class
-run --seeds 0 --only snl-rd-aff30 --modes multi-class
-run --seeds 1,2 --only rd --modes multi-class
-run --seeds 0 --only rd-noise,snl-rd-noise,snl-rd-aff10-noise,snl-rd-aff3,snl-rd-aff10-kl01 --modes multi-class
-run --seeds 0 --only rd-perpos,snl-rd-aff10 --modes one-class
-run --seeds 0 --modes multi-class
+a() { [ "$lane" = b ] || run "$@"; }
+b() { [ "$lane" = a ] || run "$@"; }
+a --seeds 0 --only snl-rd-aff10-kl --modes multi-class
+a --seeds 1 --only rd-perpos,snl-rd-aff10 --modes multi-class
+a --seeds 2 --only rd-perpos,snl-rd-aff10 --modes multi-class
+a --seeds 0 --only snl-rd-aff30 --modes multi-class
+a --seeds 1,2 --only rd --modes multi-class
+a --seeds 0 --only rd-noise,snl-rd-noise,snl-rd-aff10-noise,snl-rd-aff3,snl-rd-aff10-kl01 --modes multi-class
+a --seeds 0 --only rd-perpos,snl-rd-aff10 --modes one-class
+a --seeds 0 --only snl-rd-cram-commit,rd-deep,snl-rd-deep,snl-rd-cram-bottleneck,rd-e60,snl-rd-e60,rd-e10 --modes multi-class
+b --seeds 1,2 --only snl-rd-aff30,snl-rd-aff10-noise --modes multi-class
+b --seeds 0 --only snl-rd-aff10-no-cram,snl-rd-aff10-no-intra,snl-rd-aff10-no-inter,snl-rd-aff10-no-spatial --modes multi-class
+b --seeds 1,2 --only snl-rd-aff10-no-cram,snl-rd-aff10-no-intra,snl-rd-aff10-no-inter,snl-rd-aff10-no-spatial --modes multi-class
