@@ -158,6 +158,49 @@ def test_runs_kept_without_their_model_files_count_as_done(experiment, tmp_path,
 
 
 @pytest.mark.slow
+def test_references_are_rows_read_from_their_own_folders_never_trained(experiment, tmp_path):
+    """A reference row (another study's finished runs) holds exactly what a configuration row of the same runs holds."""
+    out = tmp_path / "out"
+    shutil.copytree(experiment / "out" / "multi-class" / "fd", out / "multi-class" / "fd")
+    study = shutil.copytree(
+        experiment / "out" / "multi-class" / "fd", tmp_path / "study", ignore=shutil.ignore_patterns("*.pt")
+    )
+    spec = yaml.safe_load((experiment / "tiny.yaml").read_text())
+    spec["references"] = {"multi-class": {"other": ["study/seed1", "study/seed0"]}}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(spec))
+    api.experiment(file=tmp_path / "tiny.yaml", data=DEMO, out=out, real_defects=DEMO, tables_only=True)
+    assert not (out / "multi-class" / "other").exists() and not list(study.rglob("*.pt"))
+    summary = (out / "summary-multi-class.md").read_text().splitlines()
+    fd_row = next(line for line in summary if line.startswith("| fd |"))
+    assert "| other (reference) |" + fd_row.removeprefix("| fd |") in summary
+    rows = csv_rows(out / "results-multi-class.csv")
+    own = json.loads((study / "seed1" / "metrics.json").read_text())
+    reference = {r["category"]: r for r in rows if r["configuration"] == "other (reference)" and r["seed"] == "1"}
+    assert float(reference["mean"]["pixel_auroc"]) == pytest.approx(own["mean"]["pixel_auroc"])
+
+
+@pytest.mark.parametrize(
+    "references, message",
+    [
+        ({"multi-class": {"fd": ["study"]}}, "has a configuration's name"),
+        ({"multi-class": {"other": ["nowhere"]}}, "holds no finished run"),
+        ({"two-class": {"other": ["study"]}}, "must map a mode"),
+        ({"multi-class": {"other": []}}, "must map a mode"),
+    ],
+)
+def test_a_bad_reference_is_one_clear_error_at_load(tmp_path, references, message):
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "metrics.json").write_text("{}")
+    spec = {"configurations": {"fd": {"model": "fd"}}, "references": references}
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(SnladError, match=message):
+        load_experiment(tmp_path / "e.yaml")
+    spec["references"] = {"multi-class": {"other": "study"}}  # one folder may be given without a list
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump(spec))
+    assert load_experiment(tmp_path / "e.yaml").references == {"multi-class": {"other": [tmp_path / "study"]}}
+
+
+@pytest.mark.slow
 def test_rerun_trains_nothing_and_validates_what_is_missing(experiment):
     out = experiment / "out"
     run = Run(out / "multi-class" / "fd" / "seed1")

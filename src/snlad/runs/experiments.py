@@ -20,6 +20,11 @@ from the test split when ``real_defects`` names such a root (``snlad validate
 validation means beside the test means, one row per configuration. Settings
 are chosen on validation; the test tables only report.
 
+``references: {mode: {name: [run folder, ...]}}`` adds rows for finished runs
+made elsewhere (another model's own study, e.g. PatchCore's), folders relative
+to the experiment file: they are read, never trained, so a comparison needs
+no copy of their numbers.
+
 Only the results of a run need to be kept for it to count as done (its
 ``metrics.json``): an output folder whose results are committed without the
 model files continues on any machine with the runs that have none.
@@ -28,7 +33,7 @@ model files continues on any machine with the runs that have none.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +52,8 @@ SOURCE_TITLES = {
     VALIDATION: "validation sets (held-out normals + cross-class cut-paste)",
     REAL_VALIDATION: "real-defect validation (choose settings here)",
 }
+# The runs behind each row of a mode's tables: row name -> (seed, run folder) of each run.
+TableRows = dict[str, list[tuple[int, Path]]]
 
 
 @dataclass
@@ -58,11 +65,12 @@ class Experiment:
     configurations: dict[str, dict[str, Any]]
     categories: list[str] | None
     validate: bool = True
+    references: dict[str, dict[str, list[Path]]] = field(default_factory=dict)  # mode -> name -> run folders
 
 
 def load_experiment(path: str | Path) -> Experiment:
     values = read_yaml(path)
-    known = {"name", "settings", "seeds", "modes", "configurations", "categories", "validate"}
+    known = {"name", "settings", "seeds", "modes", "configurations", "categories", "validate", "references"}
     unknown = set(values) - known
     if unknown:
         raise SnladError(
@@ -102,7 +110,30 @@ def load_experiment(path: str | Path) -> Experiment:
         configurations,
         [categories] if isinstance(categories, str) else categories,
         bool(values.get("validate", True)),
+        _load_references(Path(path), values.get("references") or {}, configurations),
     )
+
+
+def _load_references(path: Path, values: Any, configurations: dict[str, Any]) -> dict[str, dict[str, list[Path]]]:
+    """The ``references`` key: per mode, named lists of finished run folders (relative to the experiment file)."""
+    shape = f"{path}: 'references' must map a mode ({', '.join(MODES)}) to {{name: [run folder, ...]}}"
+    if not isinstance(values, dict) or any(mode not in MODES or not isinstance(v, dict) for mode, v in values.items()):
+        raise SnladError(shape)
+    references: dict[str, dict[str, list[Path]]] = {}
+    for mode, named in values.items():
+        references[mode] = {}
+        for name, folders in named.items():
+            if name in configurations:
+                raise SnladError(f"{path}: reference '{name}' has a configuration's name; give it its own")
+            folders = [folders] if isinstance(folders, str) else folders
+            if not isinstance(folders, list) or not folders or not all(isinstance(f, str) for f in folders):
+                raise SnladError(shape)
+            runs = [path.parent / folder for folder in folders]
+            for run in runs:
+                if not Run(run).metrics_json.is_file():
+                    raise SnladError(f"{path}: reference '{name}': {run} holds no finished run (no metrics.json)")
+            references[mode][name] = runs
+    return references
 
 
 def check_selection(experiment: Experiment, out_dir: Path, only: list[str] | None) -> None:
@@ -138,23 +169,39 @@ def write_mode_tables(
     experiment: Experiment, out_dir: Path, mode: str, categories: list[str], real_defects: str | Path | None
 ) -> dict[str, Path]:
     """The tables of one mode from its finished runs: test, validation, and real-defect validation with its summary."""
-    names = list(experiment.configurations)
-    tables = {mode: write_tables(out_dir, mode, names, experiment.seeds, categories)}
+    rows = table_rows(experiment, out_dir, mode)
+    tables = {mode: write_tables(out_dir, mode, rows, categories)}
     if experiment.validate:
-        tables[f"{mode}-validation"] = write_tables(out_dir, mode, names, experiment.seeds, categories, VALIDATION)
-    if real_defects is not None or any(collect(out_dir, mode, n, experiment.seeds, REAL_VALIDATION) for n in names):
-        tables[f"{mode}-realval"] = write_tables(out_dir, mode, names, experiment.seeds, None, REAL_VALIDATION)
-        tables[f"{mode}-summary"] = write_summary(out_dir, mode, names, experiment.seeds)
+        tables[f"{mode}-validation"] = write_tables(out_dir, mode, rows, categories, VALIDATION)
+    if real_defects is not None or any(collect(runs, REAL_VALIDATION) for runs in rows.values()):
+        tables[f"{mode}-realval"] = write_tables(out_dir, mode, rows, None, REAL_VALIDATION)
+        tables[f"{mode}-summary"] = write_summary(out_dir, mode, rows)
     return tables
 
 
-def collect(
-    out_dir: Path, mode: str, name: str, seeds: list[int], source: str = TEST
-) -> dict[int, dict[str, dict[str, float]]]:
-    """Metrics (``source`` TEST: metrics.json; VALIDATION: validation.json) of each finished seed of one configuration."""
+def table_rows(experiment: Experiment, out_dir: Path, mode: str) -> TableRows:
+    """Each configuration's seeds in ``OUT/<mode>``, in the file's order, then the mode's references."""
+    rows: TableRows = {
+        name: [(seed, out_dir / mode / name / f"seed{seed}") for seed in experiment.seeds]
+        for name in experiment.configurations
+    }
+    for name, folders in experiment.references.get(mode, {}).items():
+        rows[f"{name} (reference)"] = [(_trained_seed(folder, i), folder) for i, folder in enumerate(folders)]
+    return rows
+
+
+def _trained_seed(folder: Path, position: int) -> int:
+    """The seed a reference run was trained with (its config.yaml), else its position in the list."""
+    config = Run(folder).config
+    seed = (read_yaml(config).get("train") or {}).get("seed") if config.is_file() else None
+    return seed if is_seed(seed) else position
+
+
+def collect(runs: list[tuple[int, Path]], source: str = TEST) -> dict[int, dict[str, dict[str, float]]]:
+    """Metrics (``source`` TEST: metrics.json; VALIDATION: validation.json; ...) of each finished run of one row, by seed."""
     results = {}
-    for seed in seeds:
-        run = Run(out_dir / mode / name / f"seed{seed}")
+    for seed, folder in runs:
+        run = Run(folder)
         path = {TEST: run.metrics_json, VALIDATION: run.validation_json, REAL_VALIDATION: run.real_validation_json}[
             source
         ]
@@ -171,16 +218,14 @@ def _cell(values: list[float]) -> str:
     return f"{mean:.1f}" if len(values) == 1 else f"{mean:.1f} ± {100 * float(np.std(values)):.1f}"
 
 
-def _coverage_note(
-    out_dir: Path, mode: str, names: list[str], seeds: list[int], key: str, total: int, source: str
-) -> str:
+def _coverage_note(rows: TableRows, key: str, total: int, source: str) -> str:
     """Under a pixel-metric table: over how many categories its 'mean' column is taken (categories without masks have none)."""
     if key == "image_auroc":
         return ""
     covered = {
         r["mean"].get("pixel_categories")
-        for n in names
-        for r in collect(out_dir, mode, n, seeds, source).values()
+        for runs in rows.values()
+        for r in collect(runs, source).values()
         if "mean" in r
     }
     covered.discard(None)
@@ -192,8 +237,7 @@ def _coverage_note(
 def write_tables(
     out_dir: Path,
     mode: str,
-    names: list[str],
-    seeds: list[int],
+    rows: TableRows,
     categories: list[str] | None,
     source: str = TEST,
 ) -> Path:
@@ -203,7 +247,7 @@ def write_tables(
     """
     if categories is None:
         categories = sorted(
-            {c for n in names for r in collect(out_dir, mode, n, seeds, source).values() for c in r if c != "mean"}
+            {c for runs in rows.values() for r in collect(runs, source).values() for c in r if c != "mean"}
         )
     columns = [*categories, "mean"]
     suffix = "" if source == TEST else f"-{source}"
@@ -215,17 +259,17 @@ def write_tables(
             "| configuration | seeds | " + " | ".join(columns) + " |",
             "|" + "---|" * (len(columns) + 2),
         ]
-        for name in names:
-            results = collect(out_dir, mode, name, seeds, source).values()
+        for name, runs in rows.items():
+            results = collect(runs, source).values()
             if not results:
                 continue
             cells = [_cell([r[c][key] for r in results if c in r]) for c in columns]
             lines.append(f"| {name} | {len(results)} | " + " | ".join(cells) + " |")
-        lines += [_coverage_note(out_dir, mode, names, seeds, key, len(categories), source), ""]
-    rows = [
+        lines += [_coverage_note(rows, key, len(categories), source), ""]
+    csv_rows = [
         [name, seed, category, *(result[category][key] for key, _ in TABLE_METRICS)]
-        for name in names
-        for seed, result in collect(out_dir, mode, name, seeds, source).items()
+        for name, runs in rows.items()
+        for seed, result in collect(runs, source).items()
         for category in columns
         if category in result
     ]
@@ -234,7 +278,7 @@ def write_tables(
     write_csv(
         out_dir / f"results-{mode}{suffix}.csv",
         ["configuration", "seed", "category", *(key for key, _ in TABLE_METRICS)],
-        rows,
+        csv_rows,
     )
     return path
 
@@ -248,7 +292,7 @@ def selection_score(validation_mean: dict[str, float | None]) -> float | None:
     return None if any(v is None or v != v for v in values) else sum(values) / 2
 
 
-def write_summary(out_dir: Path, mode: str, names: list[str], seeds: list[int]) -> Path:
+def write_summary(out_dir: Path, mode: str, rows: TableRows) -> Path:
     """summary-<mode>.md: per configuration, the real-validation means (chosen on) beside the test means (reported).
 
     Each cell is the mean ± std over the seeds that have it; the seed counts say how many. The first
@@ -265,14 +309,15 @@ def write_summary(out_dir: Path, mode: str, names: list[str], seeds: list[int]) 
     lines = [
         f"## {mode}: real-defect validation (choose here) beside test (report only)",
         "",
-        "val score: the mean of val I-AUROC and val P-AUROC, what settings are chosen on.",
+        "val score: the mean of val I-AUROC and val P-AUROC, what settings are chosen on;"
+        " ± the standard deviation over the seeds (population: numpy's default, ddof 0).",
         "",
         header,
         "|" + "---|" * (3 + 2 * len(labels)),
     ]
-    for name in names:
-        validation = list(collect(out_dir, mode, name, seeds, REAL_VALIDATION).values())
-        test = list(collect(out_dir, mode, name, seeds, TEST).values())
+    for name, runs in rows.items():
+        validation = list(collect(runs, REAL_VALIDATION).values())
+        test = list(collect(runs, TEST).values())
         if not validation and not test:
             continue
         score = _cell([selection_score(r["mean"]) for r in validation])
