@@ -1419,6 +1419,34 @@ def _(d: Path) -> list[str]:
 
 
 @case(
+    "validate_out_other_run",
+    "data safety",
+    "`validate --real-defects --set map.* --out` another run's folder",
+    2,
+    "other holds another run",
+    needs_run=True,
+    check=unchanged,
+)
+def _(d: Path) -> list[str]:
+    shutil.copytree(d / "run", d / "other")
+    (d / "other" / "validation-real.json").write_text("{}\n")
+    keep(d, "other")
+    return ["validate", "--run", "run", "--real-defects", "data", "--set", "map.beta=1", "--out", "other"]
+
+
+@case(
+    "validate_set_synthetic",
+    "config",
+    "`validate --data --set map.*` (a rescored map on the synthetic validation)",
+    2,
+    "--set and --out go with --real-defects only",
+    needs_run=True,
+)
+def _(d: Path) -> list[str]:
+    return ["validate", "--run", "run", "--data", "data", "--set", "map.beta=1"]
+
+
+@case(
     "test_out_existing_metrics",
     "data safety",
     "`test --out` a folder that already holds a `metrics.csv` (no `--overwrite`)",

@@ -1,5 +1,7 @@
 """Model selection reads training images only and marks exactly the pasted pixels."""
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -8,6 +10,7 @@ from conftest import DEMO, SHARED_CATEGORIES, SHARED_SIZE
 from snlad import api
 from snlad.data import AnomalyDataset, holdout_split, index_dataset
 from snlad.engine.selection import map_grid, real_validation, synthetic_validation
+from snlad.errors import SnladError
 from snlad.runs.run import load_run
 
 
@@ -64,3 +67,24 @@ def test_map_grid_on_real_defects_matches_validate_real_and_its_variants_differ(
     for key in ("pixel_auroc", "aupro"):  # validate_real's accumulator bins the pixel scores; map_grid's are exact
         assert default[key] == pytest.approx(reference[key], abs=1e-3)
     assert sharper["sigma"] == 1.0 and sharper["pixel_auroc"] != pytest.approx(default["pixel_auroc"], abs=1e-9)
+
+
+def test_validate_real_with_another_map_writes_the_rescored_numbers_beside_the_run_never_into_it(run_copy, tmp_path):
+    """``validate --real-defects --set map.* --out``: the numbers are the grid's variant; the run's own files stay as they were."""
+    trained = next(iter(load_run(run_copy).values()))
+    variant = {"sigma": 1.0, "image_score": "topk"}
+    (expected,) = map_grid(trained, real_validation(DEMO, SHARED_CATEGORIES, SHARED_SIZE), [variant], chunk=3)
+    out = tmp_path / "rescored"
+    settings = ("map.sigma=1", "map.image_score=topk")
+    results = api.validate_real(run=run_copy, data=DEMO, map_settings=settings, out=out)["mean"]
+    assert results["image_auroc"] == pytest.approx(expected["image_auroc"], abs=1e-9)
+    assert results["pixel_auroc"] == pytest.approx(expected["pixel_auroc"], abs=1e-3)
+    assert not (run_copy / "validation-real.json").exists()
+    assert "scored with map.sigma=1, map.image_score=topk" in (out / "validation-real.md").read_text()
+    with pytest.raises(SnladError, match="use --overwrite"):
+        api.validate_real(run=run_copy, data=DEMO, map_settings=settings, out=out)
+    another = shutil.copytree(run_copy, tmp_path / "another")
+    with pytest.raises(SnladError, match="holds another run"):
+        api.validate_real(run=run_copy, data=DEMO, map_settings=settings, out=another)
+    with pytest.raises(SnladError, match="only map"):
+        api.validate_real(run=run_copy, data=DEMO, map_settings=("loss.intra=2",), out=tmp_path / "other")

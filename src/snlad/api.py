@@ -342,7 +342,7 @@ def test(
     samples = index_dataset(data if data is not None else source.trained_root(), "test", wanted)
     target = Run(Path(out or run))
     if out is not None and target.path.resolve() != source.path.resolve():
-        _check_test_out(target, overwrite)
+        _check_out(target, (target.metrics_csv, target.metrics_json, target.metrics_md, target.test_scores), overwrite)
     ensure_writable(target.path, target.metrics_csv)  # now, not after the whole evaluation
     per_category, rows = evaluate(models, samples, scoring.batch_size, partial=target.partial_test_scores)
     target.partial_test_scores.unlink(missing_ok=True)
@@ -352,13 +352,13 @@ def test(
     return per_category
 
 
-def _check_test_out(out: Run, overwrite: bool) -> None:
-    """``test --out`` elsewhere than the run: never into another run, never over earlier files without ``overwrite``."""
+def _check_out(out: Run, files: Sequence[Path], overwrite: bool) -> None:
+    """``test``/``validate --out`` elsewhere than the run: never into another run, never over earlier ``files`` without ``overwrite``."""
     if out.index_file.exists() or out.model_dirs():
         raise SnladError(
             f"{out.path} holds another run: its metrics describe its own model; choose a folder outside any run for --out"
         )
-    earlier = [path for path in out.results() if path.exists()]
+    earlier = [path for path in files if path.exists()]
     if earlier and not overwrite:
         raise SnladError(
             f"{earlier[0]} already exists ({len(earlier)} metrics file(s) in {out.path}): use --overwrite to replace them, or another --out"
@@ -469,26 +469,43 @@ def validate(*, run: str | Path, data: str | Path, device: str = "auto") -> dict
 
 
 def validate_real(
-    *, run: str | Path, data: str | Path, batch_size: int = 8, device: str = "auto"
+    *,
+    run: str | Path,
+    data: str | Path,
+    batch_size: int = 8,
+    device: str = "auto",
+    map_settings: Sequence[str] = (),
+    out: str | Path | None = None,
+    overwrite: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Score a run on the real defects of ``data`` (its test split), for the categories both share.
 
     Such a root (``../shared/data/realad-val``) holds real defective and good
     images disjoint from the data's test split: settings are chosen on it, the
     test split only reports. Its ``train/`` folder is never read. Writes
-    ``RUN/validation-real.json`` (per category, ``mean`` with how many
-    categories it covers) and ``RUN/validation-real.md``.
+    ``validation-real.json`` (per category, ``mean`` with how many categories
+    it covers) and ``validation-real.md`` into ``out`` (default: the run).
+    ``map_settings`` (``map.*`` overrides) score the same networks with
+    another anomaly map, as ``test`` does: with the same ``out`` the two
+    files of a rescored variant sit together (e.g. an ablation of a map term
+    without retraining); ``out`` never holds another run, and replaces
+    earlier files only with ``overwrite``.
     """
     source = Run(Path(run))
-    models = optimise_run(source.load_models(device), None, False)
+    models = optimise_run(_with_map_settings(source.load_models(device), map_settings), None, False)
+    target = Run(Path(out or run))
+    if out is not None and target.path.resolve() != source.path.resolve():
+        _check_out(target, (target.real_validation_json, target.real_validation_md), overwrite)
     shared = [category for category in list_categories(data) if category in models]
     if not shared:
         raise SnladError(f"{data} holds none of the run's categories ({', '.join(models)}): nothing to validate on")
     per_category, _ = evaluate(models, index_dataset(data, "test", shared), batch_size)
     per_category["mean"]["run_categories"] = len(set(models))
-    write_metrics_json(source.real_validation_json, per_category)
+    write_metrics_json(target.real_validation_json, per_category)
     title = f"real-defect validation on {Path(data).name}: {len(shared)} of the run's {len(models)} categories"
-    atomic_write_text(source.real_validation_md, metrics_markdown(per_category, title))
+    if map_settings:
+        title += f", scored with {', '.join(map_settings)}"
+    atomic_write_text(target.real_validation_md, metrics_markdown(per_category, title))
     return per_category
 
 

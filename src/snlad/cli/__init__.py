@@ -293,6 +293,11 @@ def _add_validate(commands: Commands) -> None:
     )
     parser.add_argument("--batch-size", type=_positive_int, default=8, help="images per forward pass (default 8)")
     _device_option(parser)
+    _map_settings(parser)
+    parser.add_argument(
+        "--out", help="--real-defects only: write its files here instead of into the run (never into another run)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace validation files written earlier in --out")
 
 
 def _validate(args: argparse.Namespace) -> None:
@@ -300,13 +305,21 @@ def _validate(args: argparse.Namespace) -> None:
         raise SnladError(
             "say what to validate on: --real-defects ROOT (real defects), --data ROOT (synthetic), or both"
         )
+    if (args.set or args.out) and args.data is not None:
+        raise SnladError("--set and --out go with --real-defects only (synthetic validation scores the run as trained)")
     run = Run(Path(args.run))
     if args.real_defects is not None:
         results = api.validate_real(
-            run=args.run, data=args.real_defects, batch_size=args.batch_size, device=args.device
+            run=args.run,
+            data=args.real_defects,
+            batch_size=args.batch_size,
+            device=args.device,
+            map_settings=tuple(args.set),
+            out=args.out,
+            overwrite=args.overwrite,
         )
         mean = results["mean"]
-        print(f"validation (real defects, {_summary(mean)}) -> {run.real_validation_md}")
+        print(f"validation (real defects, {_summary(mean)}) -> {Run(Path(args.out or args.run)).real_validation_md}")
     if args.data is not None:
         mean = api.validate(run=args.run, data=args.data, device=args.device)["mean"]
         print(f"validation (held-out normals + cut-paste, {_summary(mean)}) -> {run.validation_md}")
