@@ -15,13 +15,19 @@
 #   3. the second and third SNL-RD settings by val score get 3 seeds: snl-rd-aff30 (76.5, 2 seeds) and
 #      snl-rd-aff10-noise (77.1 at seed 0, tied with snl-rd-aff10);
 #   4. the ablation of the final SNL-RD (snl-rd-aff10), each part removed, seed 0 for all four, then seeds 1-2.
+# Then the FD pair with the RD pair's winning change (configs/experiments/campaign-fd.yaml; issue 19 part 3),
+# 3 seeds multi-class and seed 0 one-class each: fd in lane a, snl-fd-aff10 in lane b, the SNL-FD preset last.
+# Results go to $RESULTS/campaign-rd and $RESULTS/campaign-fd (default: this checkout's docs/results).
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 lane=${1:-all}
 case $lane in a|b|all) ;; *) echo "usage: $0 [a|b|all]" >&2; exit 2 ;; esac
-run() { "$here/scripts/campaign.sh" "$here/configs/experiments/campaign-rd.yaml" "${OUT:-$here/docs/results/campaign-rd}" "$@"; }
-a() { [ "$lane" = b ] || run "$@"; }
-b() { [ "$lane" = a ] || run "$@"; }
+results=${RESULTS:-$here/docs/results}
+run() { "$here/scripts/campaign.sh" "$here/configs/experiments/$1.yaml" "$results/$1" "${@:2}"; }
+a() { [ "$lane" = b ] || run campaign-rd "$@"; }
+b() { [ "$lane" = a ] || run campaign-rd "$@"; }
+fd_a() { [ "$lane" = b ] || run campaign-fd "$@"; }
+fd_b() { [ "$lane" = a ] || run campaign-fd "$@"; }
 a --seeds 0 --only snl-rd-aff10-kl --modes multi-class
 a --seeds 1 --only rd-perpos,snl-rd-aff10 --modes multi-class
 a --seeds 2 --only rd-perpos,snl-rd-aff10 --modes multi-class
@@ -33,3 +39,8 @@ a --seeds 0 --only snl-rd-cram-commit,rd-deep,snl-rd-deep,snl-rd-cram-bottleneck
 b --seeds 1,2 --only snl-rd-aff30,snl-rd-aff10-noise --modes multi-class
 b --seeds 0 --only snl-rd-aff10-no-cram,snl-rd-aff10-no-intra,snl-rd-aff10-no-inter,snl-rd-aff10-no-spatial --modes multi-class
 b --seeds 1,2 --only snl-rd-aff10-no-cram,snl-rd-aff10-no-intra,snl-rd-aff10-no-inter,snl-rd-aff10-no-spatial --modes multi-class
+fd_a --seeds 0,1,2 --only fd --modes multi-class
+fd_b --seeds 0,1,2 --only snl-fd-aff10 --modes multi-class
+fd_a --seeds 0 --only fd --modes one-class
+fd_b --seeds 0 --only snl-fd-aff10 --modes one-class
+fd_a --seeds 0 --only snl-fd --modes multi-class
