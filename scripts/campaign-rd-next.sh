@@ -9,8 +9,8 @@
 #      seed 0, after the stage-2 seeds of the two leaders by val score (rd-perpos, snl-rd-aff10) and of the RD
 #      preset (inside the tie band with rd-perpos: the baseline's other reading gets its seeds too);
 #   2. one-class runs (seed 0) of the stage-2 pair (issue 19: SNL-RD must lose less from one-class to
-#      multi-class than RD), then the rest of the screen in the file's order (multi-class only; named, so lane a
-#      never starts a lane-b run).
+#      multi-class than RD), RD++'s projection on RD, RD per-position and the leader, then the rest of the
+#      screen in the file's order (multi-class only; named, so lane a never starts a lane-b run).
 # Lane b: stage 2 and 3.
 #   3. the second and third SNL-RD settings by val score get 3 seeds: snl-rd-aff30 (76.5, 2 seeds) and
 #      snl-rd-aff10-noise (77.1 at seed 0, tied with snl-rd-aff10);
@@ -35,6 +35,7 @@ a --seeds 0 --only snl-rd-aff30 --modes multi-class
 a --seeds 1,2 --only rd --modes multi-class
 a --seeds 0 --only rd-noise,snl-rd-noise,snl-rd-aff10-noise,snl-rd-aff3,snl-rd-aff10-kl01 --modes multi-class
 a --seeds 0 --only rd-perpos,snl-rd-aff10 --modes one-class
+a --seeds 0 --only rd-proj,rd-perpos-proj,snl-rd-aff10-proj --modes multi-class
 a --seeds 0 --only snl-rd-cram-commit,rd-deep,snl-rd-deep,snl-rd-cram-bottleneck,rd-e60,snl-rd-e60,rd-e10 --modes multi-class
 b --seeds 1,2 --only snl-rd-aff30,snl-rd-aff10-noise --modes multi-class
 b --seeds 0 --only snl-rd-aff10-no-cram,snl-rd-aff10-no-intra,snl-rd-aff10-no-inter,snl-rd-aff10-no-spatial --modes multi-class

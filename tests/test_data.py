@@ -513,3 +513,25 @@ def test_holdout_split_rejects_bad_input() -> None:
     defective = Sample(Path("/d/a/bad.png"), "a", 1, "crack", Path("/d/a/bad_mask.png"))
     with pytest.raises(SnladError, match="bad.png"):
         holdout_split([*good("a", 4), defective], 0.5, seed=0)
+
+
+def test_noise_patches_change_one_rectangle_per_image_by_smooth_noise_of_rd_plus_plus_size() -> None:
+    from snlad.data.noise import fractal_noise, noise_patches, patch_sides
+
+    assert patch_sides(256) == (10, 32)  # RD++'s sides at 256 px
+    images = torch.rand(6, 3, 64, 64)
+    noisy = noise_patches(images, generator=torch.Generator().manual_seed(0))
+    low, high = patch_sides(64)
+    for image, copy in zip(images, noisy):
+        changed = (copy != image).any(dim=0)
+        rows, columns = changed.any(dim=1).nonzero()[:, 0], changed.any(dim=0).nonzero()[:, 0]
+        height, width = int(rows[-1] - rows[0]) + 1, int(columns[-1] - columns[0]) + 1
+        assert low <= height < high and low <= width < high
+        assert int(changed.sum()) == height * width  # one filled rectangle, nothing outside it
+        assert float((copy - image).abs().max()) <= 0.2 + 1e-6
+    noise = fractal_noise((3, 40, 40), generator=torch.Generator().manual_seed(1))
+    assert float(noise.abs().max()) <= 1 and float(noise.std()) > 0.05
+    roughness = float((noise[:, 1:] - noise[:, :-1]).abs().mean())
+    assert roughness < 0.5 * float(
+        (torch.rand(3, 40, 40)[:, 1:] * 2 - 1 - (torch.rand(3, 39, 40) * 2 - 1)).abs().mean()
+    )

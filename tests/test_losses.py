@@ -15,6 +15,7 @@ from snlad.losses.distillation import (
     cross_level_affinity_loss,
     inter_affinity_loss,
     intra_affinity_loss,
+    projection_loss,
     spatial_loss,
 )
 from snlad.models.cram import CRAM
@@ -42,8 +43,12 @@ def _levels(seed: int, batch: int = 2) -> list[torch.Tensor]:
 @pytest.mark.parametrize("name", TERMS)
 def test_term_is_zero_for_identical_features_and_positive_otherwise(name):
     teacher, student = _levels(0), _levels(1)
-    same = {"cram": [(t, t.clone()) for t in teacher]}
-    apart = {"cram": [(t, s[:, :1].expand_as(t)) for t, s in zip(teacher, _levels(2))]}
+    opposite = [-t for t in teacher]  # RD++: projections that agree, far from the anomalous teacher features
+    same = {"cram": [(t, t.clone()) for t in teacher], "projection": [(teacher, opposite, opposite)]}
+    apart = {
+        "cram": [(t, s[:, :1].expand_as(t)) for t, s in zip(teacher, _levels(2))],
+        "projection": [(teacher, student, teacher)],
+    }
     assert TERMS[name](teacher, [t.clone() for t in teacher], same, L1).item() == pytest.approx(0.0, abs=1e-6)
     assert TERMS[name](teacher, student, apart, L1).item() > 1e-3
 
@@ -247,3 +252,33 @@ def test_commitment_term_reaches_the_centres_through_the_models_auxiliary_output
     loss.backward()
     assert parts["cram_commit"] > 0
     assert all(cram.centres.grad is not None and cram.centres.grad.abs().sum() > 0 for cram in model.crams)
+
+
+def test_projection_loss_matches_rd_plus_plus_written_with_torchs_own_losses():
+    """RD++'s Revisit_RDLoss without its Sinkhorn part (zero: a batch against its own shuffle), level by level."""
+    anomalous, projected_anomalous, projected = _levels(1), _levels(2), _levels(3)
+    projected[1] = anomalous[1] * 2 + 0.1 * projected[1]  # one level above the contrast margin
+    auxiliary = {"projection": [(anomalous, projected_anomalous, projected)]}
+    reconstruct = sum(torch.mean(1 - torch.nn.CosineSimilarity()(a, p)) for a, p in zip(projected_anomalous, projected))
+    contrast_fn = torch.nn.CosineEmbeddingLoss(margin=0.5)
+    contrast = sum(
+        contrast_fn(a.view(a.shape[0], -1), p.view(p.shape[0], -1), target=-torch.ones(a.shape[0]))
+        for a, p in zip(anomalous, projected)
+    )
+    assert contrast > 0
+    expected = (0.01 * reconstruct + 0.1 * contrast) / 1.11
+    value = projection_loss(_levels(0), _levels(0), auxiliary, LossConfig())
+    assert torch.allclose(value, expected, atol=1e-6)
+    assert projection_loss(_levels(0), _levels(0), {}, LossConfig()) == 0  # no projection, no term
+
+
+def test_projection_term_reaches_the_projection_through_the_models_auxiliary_outputs():
+    from snlad.config import ModelConfig
+    from snlad.models import build_model
+
+    model = build_model(ModelConfig(name="rd", architecture="rd", projection=True), pretrained_teacher=False).train()
+    teacher, student = model(torch.rand(2, 3, 64, 64))
+    loss, parts = distillation_loss(teacher, student, LossConfig(channel=0.0, projection=1.0), model.auxiliary())
+    loss.backward()
+    assert set(parts) == {"projection"} and parts["projection"] > 0
+    assert all(layer[0].weight.grad.abs().sum() > 0 for layer in model.projection.levels)

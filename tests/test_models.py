@@ -1,4 +1,4 @@
-"""RD's decoder depth and noisy bottleneck switches: what they build and when they act."""
+"""RD's decoder depth, noisy bottleneck and RD++ projection switches: what they build and when they act."""
 
 import pytest
 import torch
@@ -41,7 +41,9 @@ def test_bottleneck_dropout_acts_in_training_only():
     assert 0.35 < float((dropped[active] == 0).float().mean()) < 0.65  # about half of them dropped
 
 
-@pytest.mark.parametrize("setting", ["model.decoder_blocks=[3,4,6]", "model.bottleneck_dropout=0.2"])
+@pytest.mark.parametrize(
+    "setting", ["model.decoder_blocks=[3,4,6]", "model.bottleneck_dropout=0.2", "model.projection=true"]
+)
 def test_decoder_settings_are_refused_for_fd(setting):
     assert load_config("rd", None, [setting]) is not None
     with pytest.raises(SnladError, match="belong to the rd models"):
@@ -107,3 +109,34 @@ def test_the_architecture_is_its_own_setting_and_old_files_read_it_from_the_pres
     assert from_dict(old, source="old").model.architecture == "rd"
     with pytest.raises(SnladError, match="model.architecture must be one of"):
         load_config("rd", None, ["model.architecture=unet"])
+
+
+def test_projection_feeds_the_bottleneck_and_records_pseudo_anomalies_in_training_only():
+    """RD++: the bottleneck sees the projected teacher features; training also projects a noisy copy of the batch."""
+    model = _rd(projection=True)
+    images = torch.rand(2, 3, 64, 64)
+    model.eval()
+    teacher, student = model(images)
+    assert model.auxiliary() == {}  # inference records nothing
+    with torch.no_grad():
+        projected = model.projection(teacher)
+        expected = model.bottleneck(projected)
+        for stage in model.decoder:
+            expected = stage(expected)
+    assert torch.allclose(student[0], expected, atol=1e-5)  # the decoder's last stage is the stride-4 level
+    model.train()
+    torch.manual_seed(0)
+    teacher, student = model(images)
+    ((anomalous, projected_anomalous, projected),) = model.auxiliary()["projection"]
+    assert [a.shape for a in anomalous] == [t.shape for t in teacher]
+    assert not torch.allclose(anomalous[0], teacher[0])  # the teacher saw the noisy copy
+    for a, p, t in zip(projected_anomalous, projected, teacher):
+        assert a.shape == p.shape == t.shape
+    assert all(torch.allclose(p, q, atol=1e-5) for p, q in zip(projected, model.projection.project(teacher)))
+    assert _rd().state_dict().keys() == {k for k in model.state_dict() if not k.startswith("projection.")}
+
+
+def test_the_projection_loss_needs_the_projection():
+    assert load_config("rd", None, ["model.projection=true", "loss.projection=0.2"]).loss.projection == 0.2
+    with pytest.raises(SnladError, match="needs model.projection=true"):
+        load_config("rd", None, ["loss.projection=0.2"])

@@ -92,6 +92,9 @@ class ModelConfig:
     # RD only: dropout on the bottleneck embedding while training, so the decoder cannot copy the input through
     # (Dinomaly's noisy bottleneck: 0.2); inference never drops.
     bottleneck_dropout: float = 0.0
+    # RD only: RD++'s projection of the teacher's features before the bottleneck, trained on pseudo-anomalies
+    # with loss.projection (RD++: 0.2); snlad.models.projection.
+    projection: bool = False
     # PatchCore only: the share of all training patches kept in the memory bank by greedy k-centre selection
     # (PatchCore's 10 % setting; 1 % loses little on MVTec AD, Roth et al. 2022, Table 1), and the random
     # projection's dimension the selection measures distances in (the paper's 128).
@@ -120,6 +123,7 @@ class LossConfig:
     inter: float = term(0.0)  # |A_TS - A_T| inter-affinity (SNL, reconstruction)
     inter_levels: float = term(0.0)  # inter-affinity across adjacent levels on a common grid (issue 19's reading)
     cram_commit: float = term(0.0)  # |x - CRAM centre reconstruction|^2 / |x|^2: the centres carry the features
+    projection: float = term(0.0)  # RD++'s projection loss (needs model.projection; RD++ weighs it 0.2)
     affinity_size: int = 16  # "pooled": affinities on a grid of at most this side (cost: N^2, N = side^2)
     affinity_distance: str = "l2"  # "l1" or "l2" between affinity matrices
     affinity_mode: str = (
@@ -344,6 +348,12 @@ def _validate(config: Config, source: str) -> None:
     checks += _map_checks(config.map, config.data.image_size) + _train_checks(config.train)
     checks.append(
         (
+            config.loss.projection == 0 or config.model.projection,
+            "loss.projection trains RD++'s projection: it needs model.projection=true",
+        )
+    )
+    checks.append(
+        (
             config.data.cache_mb >= 0 and config.train.teacher_cache_mb >= 0,
             "data.cache_mb and train.teacher_cache_mb must be >= 0",
         )
@@ -384,8 +394,10 @@ def _model_checks(model: ModelConfig) -> Checks:
         ),
         (0.0 <= model.bottleneck_dropout < 1.0, "model.bottleneck_dropout must be in [0, 1)"),
         (
-            model.architecture == "rd" or (model.decoder_blocks == [1, 1, 1] and model.bottleneck_dropout == 0),
-            "model.decoder_blocks and model.bottleneck_dropout belong to the rd models (fd has no decoder)",
+            model.architecture == "rd"
+            or (model.decoder_blocks == [1, 1, 1] and model.bottleneck_dropout == 0 and not model.projection),
+            "model.decoder_blocks, model.bottleneck_dropout and model.projection belong to the rd models"
+            " (fd has no decoder)",
         ),
         (model.cram_tau > 0, "model.cram_tau must be > 0"),
         (0.0 < model.coreset_fraction <= 1.0, "model.coreset_fraction must be in (0, 1]"),

@@ -209,6 +209,39 @@ def cram_commitment_loss(
     ) / len(pairs)
 
 
+PROJECTION_MARGIN = 0.5  # RD++'s contrast term: the clean projection kept below this cosine of the anomalous features
+PROJECTION_PARTS = (0.01, 0.1)  # RD++'s weights of its reconstruction and contrast terms (its SSOT term: below)
+
+
+@model_term("projection")
+def projection_loss(teacher: Features, student: Features, auxiliary: Auxiliary, config: LossConfig) -> torch.Tensor:
+    """RD++'s projection loss: a pseudo-anomalous image's projection onto the clean image's, the clean projection away
+    from the anomalous teacher features. Zero without ``model.projection``.
+
+    Reconstruction: mean over positions of 1 - cos across channels between the
+    two projections; contrast: max(0, cos - 0.5) between the flattened anomalous
+    teacher features and the flattened clean projection (PyTorch's
+    CosineEmbeddingLoss with target -1, RD++'s code); summed over levels,
+    weighted 0.01 and 0.1 and divided by 1.11 as in RD++. RD++'s third part,
+    a debiased Sinkhorn divergence between the batch's clean projections and
+    the same projections shuffled, compares a point set with itself and is zero
+    by construction: left out.
+    """
+    recorded = auxiliary.get("projection", [])
+    if not recorded:
+        return teacher[0].new_zeros(())
+    ((anomalous, projected_anomalous, projected),) = recorded
+    reconstruction = sum(
+        (1 - F.cosine_similarity(a, p, dim=1)).mean() for a, p in zip(projected_anomalous, projected, strict=True)
+    )
+    contrast = sum(
+        (F.cosine_similarity(a.flatten(1), p.flatten(1), dim=1) - PROJECTION_MARGIN).clamp_min(0).mean()
+        for a, p in zip(anomalous, projected, strict=True)
+    )
+    weights = PROJECTION_PARTS
+    return (weights[0] * reconstruction + weights[1] * contrast) / (1 + sum(weights))
+
+
 if set(TERMS) != set(term_weights(LossConfig())):
     raise ImportError(
         f"snlad.losses.TERMS {sorted(TERMS)} must implement exactly the LossConfig terms {sorted(term_weights(LossConfig()))}"

@@ -30,7 +30,11 @@ def _feature_distillation(config: ModelConfig, teacher: Backbone) -> TeacherStud
 
 def _reverse_distillation(config: ModelConfig, teacher: Backbone) -> TeacherStudent:
     return ReverseDistillation(
-        teacher, build_crams(config, teacher.channels[::-1]), tuple(config.decoder_blocks), config.bottleneck_dropout
+        teacher,
+        build_crams(config, teacher.channels[::-1]),
+        tuple(config.decoder_blocks),
+        config.bottleneck_dropout,
+        config.projection,
     )
 
 

@@ -48,6 +48,8 @@ class CRAM(nn.Module):
     ``x - sum_k a_k c_k``; computing it that way avoids a B x K x C x H x W tensor.
     """
 
+    auxiliary_key = "cram"
+
     def __init__(self, channels: int, num_centres: int, tau: float = 1.0, output: str = "residual") -> None:
         super().__init__()
         self.assign = nn.Conv2d(channels, num_centres, kernel_size=1)

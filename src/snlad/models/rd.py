@@ -11,6 +11,8 @@ layer output after ReLU), and the bottleneck width is 2 * c3 (RD4AD: 2048 for
 c3 = 1024, the same ratio). RD4AD's decoder has 3, 4, 6 blocks per stage;
 ours one each by default (``model.decoder_blocks``). ``model.bottleneck_dropout``
 adds dropout on the embedding while training (Dinomaly's noisy bottleneck).
+``model.projection`` puts RD++'s trained projection between the teacher and
+the bottleneck (``snlad.models.projection``), trained on pseudo-anomalies.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import torch
 from torch import nn
 
 from snlad.backbones import Backbone
+from snlad.data.noise import noise_patches
+from snlad.models.projection import FeatureProjection
 from snlad.models.teacher_student import Features, TeacherStudent
 
 
@@ -107,10 +111,12 @@ class ReverseDistillation(TeacherStudent):
         crams: nn.ModuleList,
         decoder_blocks: tuple[int, int, int] = (1, 1, 1),
         bottleneck_dropout: float = 0.0,
+        projection: bool = False,
     ) -> None:
         super().__init__(teacher)
         c1, c2, c3 = teacher.channels
         bottleneck = 2 * c3
+        self.projection = FeatureProjection(teacher.channels) if projection else None
         self.bottleneck = OCBE(teacher.channels, bottleneck)
         self.noise = nn.Dropout(bottleneck_dropout)  # training only: the decoder cannot rely on every embedding value
         # Deepest first: stride 32 -> 16 -> 8 -> 4.
@@ -122,9 +128,20 @@ class ReverseDistillation(TeacherStudent):
         self.cram_levels = (2, 1, 0)
 
     def student_features(self, images: torch.Tensor, teacher_features: Features) -> Features:
-        x = self.noise(self.bottleneck(teacher_features))
+        x = self.noise(self.bottleneck(self._projected(images, teacher_features)))
         decoded = []
         for stage, cram in zip(self.decoder, self.crams):
             x = cram(stage(x))
             decoded.append(x)
         return decoded[::-1]  # strides 4, 8, 16, like the teacher
+
+    def _projected(self, images: torch.Tensor, teacher_features: Features) -> Features:
+        """What the bottleneck receives: the teacher's features, or their RD++ projection (in training also the
+        projection of a pseudo-anomalous copy of the batch, for the loss)."""
+        if self.projection is None:
+            return teacher_features
+        pseudo_anomalous = None
+        if self.training:
+            with torch.no_grad():
+                pseudo_anomalous = [f.detach() for f in self.teacher(noise_patches(images))]
+        return self.projection(teacher_features, pseudo_anomalous)

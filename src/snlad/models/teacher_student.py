@@ -13,8 +13,10 @@ from torch import nn
 from snlad.backbones import Backbone
 
 Features = list[torch.Tensor]
-Auxiliary = dict[str, list[tuple[torch.Tensor, torch.Tensor]]]
-"""What a forward pass leaves besides features, for the loss's model terms: ``"cram"``: (input, centre reconstruction) per CRAM."""
+Auxiliary = dict[str, list[tuple]]
+"""What a training forward pass leaves besides features, for the loss's model terms, by the recording module's
+``auxiliary_key``: ``"cram"``: (input, centre reconstruction) per CRAM; ``"projection"``: (pseudo-anomalous teacher
+features, their projection, the clean projection) of RD++'s projection."""
 
 
 class TeacherStudent(nn.Module):
@@ -37,8 +39,11 @@ class TeacherStudent(nn.Module):
 
     def auxiliary(self) -> Auxiliary:
         """The auxiliary outputs of the last training forward pass (``snlad.losses`` model terms read them)."""
-        recorded = [module.recorded for module in self.modules() if getattr(module, "recorded", None) is not None]
-        return {"cram": recorded} if recorded else {}
+        auxiliary: Auxiliary = {}
+        for module in self.modules():
+            if getattr(module, "recorded", None) is not None:
+                auxiliary.setdefault(module.auxiliary_key, []).append(module.recorded)
+        return auxiliary
 
     def student_parameters(self) -> list[nn.Parameter]:
         return [p for name, p in self.named_parameters() if not name.startswith("teacher.")]
