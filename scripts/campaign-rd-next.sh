@@ -26,6 +26,21 @@ results=${RESULTS:-$here/docs/results}
 run() { "$here/scripts/campaign.sh" "$here/configs/experiments/$1.yaml" "$results/$1" "${@:2}"; }
 a() { [ "$lane" = b ] || run campaign-rd "$@"; }
 b() { [ "$lane" = a ] || run campaign-rd "$@"; }
+# The ablation of a map term needs no training: the finished runs scored again with another map, test and
+# real-defect validation side by side in campaign-rd/ablation/NAME-VARIANT/seedK (reference rows of the tables).
+rescore_b() {
+  [ "$lane" = a ] && return
+  local name=$1 variant=$2 setting=$3 seed src dst
+  for seed in 0 1 2; do
+    src=$results/campaign-rd/multi-class/$name/seed$seed dst=$results/campaign-rd/ablation/$name-$variant/seed$seed
+    [ -f "$dst/validation-real.json" ] && continue
+    "$here/.venv/bin/python" -m snlad.cli --quiet --threads 1 test --run "$src" --data "$here/../shared/data/realad" \
+      --set "$setting" --out "$dst" --overwrite >/dev/null &&
+    "$here/.venv/bin/python" -m snlad.cli --quiet --threads 1 validate --run "$src" \
+      --real-defects "$here/../shared/data/realad-val" --set "$setting" --out "$dst" --overwrite &&
+    git -C "$results" add -- "$dst" && git -C "$results" commit -q -m "campaign campaign-rd: $name-$variant seed $seed (rescored: $setting)" -- "$dst"
+  done
+}
 fd_a() { [ "$lane" = b ] || run campaign-fd "$@"; }
 fd_b() { [ "$lane" = a ] || run campaign-fd "$@"; }
 a --seeds 0 --only snl-rd-aff10-kl --modes multi-class
@@ -38,6 +53,7 @@ a --seeds 0 --only rd-perpos,snl-rd-aff10 --modes one-class
 a --seeds 0 --only rd-proj,rd-perpos-proj,snl-rd-aff10-proj --modes multi-class
 a --seeds 0 --only snl-rd-cram-commit,rd-deep,snl-rd-deep,snl-rd-cram-bottleneck,rd-e60,snl-rd-e60,rd-e10 --modes multi-class
 b --seeds 1,2 --only snl-rd-aff30,snl-rd-aff10-noise --modes multi-class
+rescore_b snl-rd-aff10 no-map-term map.beta=0
 b --seeds 0 --only snl-rd-aff10-no-cram,snl-rd-aff10-no-intra,snl-rd-aff10-no-inter,snl-rd-aff10-no-spatial --modes multi-class
 b --seeds 1,2 --only snl-rd-aff10-no-cram,snl-rd-aff10-no-intra,snl-rd-aff10-no-inter,snl-rd-aff10-no-spatial --modes multi-class
 fd_a --seeds 0,1,2 --only fd --modes multi-class
