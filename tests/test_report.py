@@ -142,6 +142,20 @@ def test_onevsmulti_figure_from_small_csvs(experiment_dir, tmp_path, capsys):
         onevsmulti_figure(tmp_path / "nowhere", tmp_path / "x.png")
 
 
+def test_onevsmulti_draws_only_the_configurations_asked_for_in_their_order(experiment_dir, tmp_path, monkeypatch):
+    from snlad.visualisation import plots
+
+    drawn = {}
+    monkeypatch.setattr(plots, "bar_panels", lambda panels, out, *args, **kwargs: drawn.update(panels) or out)
+    onevsmulti_figure(experiment_dir, tmp_path / "all.png")
+    assert set(drawn["I-AUROC"][0]) == {"fd", "snl-fd"}
+    onevsmulti_figure(experiment_dir, tmp_path / "one.png", ["snl-fd"])
+    names, series = drawn["I-AUROC"]
+    assert names == ["snl-fd"] and series["multi-class"][0] == [pytest.approx(70.0)]
+    with pytest.raises(SnladError, match="no results of rd"):
+        onevsmulti_figure(experiment_dir, tmp_path / "x.png", ["rd"])
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed (apt-get install -y chromium)")
 def test_screenshot_script_renders_the_page(tmp_path):

@@ -616,6 +616,8 @@ def report(
     return build_report(runs, data, out, probe_dirs, experiment_dir, examples, overwrite)
 
 
-def figure_onevsmulti(*, experiment_dir: str | Path, out: str | Path) -> Path:
-    """Paper Fig. 1 from a finished experiment: one-class vs multi-class bars."""
-    return onevsmulti_figure(experiment_dir, out)
+def figure_onevsmulti(
+    *, experiment_dir: str | Path, out: str | Path, configurations: Sequence[str] | None = None
+) -> Path:
+    """Paper Fig. 1 from a finished experiment: one-class vs multi-class bars (``configurations``: these, in this order)."""
+    return onevsmulti_figure(experiment_dir, out, configurations)

@@ -122,6 +122,11 @@ def _add_figure(commands: Commands) -> None:
     )
     onevsmulti.add_argument("--experiment-dir", required=True, help="output directory of `snlad experiment`")
     onevsmulti.add_argument("--out", required=True, help="PNG file to write")
+    onevsmulti.add_argument(
+        "--only",
+        type=lambda text: [name for name in text.split(",") if name],
+        help="comma-separated configurations to draw, in this order (default: every one the tables hold)",
+    )
 
 
 def add_commands(commands: Commands) -> None:
@@ -205,4 +210,4 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _onevsmulti(args: argparse.Namespace) -> None:
-    print(api.figure_onevsmulti(experiment_dir=args.experiment_dir, out=args.out))
+    print(api.figure_onevsmulti(experiment_dir=args.experiment_dir, out=args.out, configurations=args.only))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -77,10 +78,21 @@ def summarise(experiment_dir: str | Path) -> Summary:
     return summary
 
 
-def onevsmulti_figure(experiment_dir: str | Path, out_png: str | Path) -> Path:
-    """Two panels (I-AUROC, P-AUROC) of grouped bars, one group per configuration, in percent."""
+def onevsmulti_figure(
+    experiment_dir: str | Path, out_png: str | Path, configurations: Sequence[str] | None = None
+) -> Path:
+    """Two panels (I-AUROC, P-AUROC) of grouped bars, one group per configuration, in percent.
+
+    ``configurations``: which to draw, in this order (a campaign's tables hold many); default every one.
+    """
     summary = summarise(experiment_dir)
-    configurations = list(dict.fromkeys(c for mode in summary.values() for c in mode))
+    known = list(dict.fromkeys(c for mode in summary.values() for c in mode))
+    unknown = [c for c in configurations or [] if c not in known]
+    if unknown:
+        raise SnladError(
+            f"{experiment_dir}'s tables hold no results of {', '.join(unknown)} (they have {', '.join(known)})"
+        )
+    configurations = list(configurations or known)
     panels = {}
     for metric, title in METRICS:
         series = {}
