@@ -15,7 +15,8 @@
 #   3. the second and third SNL-RD settings by val score get 3 seeds: snl-rd-aff30 (76.5, 2 seeds) and
 #      snl-rd-aff10-noise (77.1 at seed 0, tied with snl-rd-aff10);
 #   4. the ablation of the final SNL-RD (snl-rd-aff10), each part removed, seed 0 for all four, then seeds 1-2.
-# Then the FD pair with the RD pair's winning change (configs/experiments/campaign-fd.yaml; issue 19 part 3),
+# Then EfficientNet-Lite2 as the teacher of the stage-2 pair (rd-perpos in lane a, snl-rd-aff10 in lane b, 3 seeds),
+# then the FD pair with the RD pair's winning change (configs/experiments/campaign-fd.yaml; issue 19 part 3),
 # 3 seeds multi-class and seed 0 one-class each: fd in lane a, snl-fd-aff10 in lane b, the SNL-FD preset last.
 # Results go to $RESULTS/campaign-rd and $RESULTS/campaign-fd (default: this checkout's docs/results).
 set -uo pipefail
@@ -56,6 +57,8 @@ b --seeds 1,2 --only snl-rd-aff30,snl-rd-aff10-noise --modes multi-class
 rescore_b snl-rd-aff10 no-map-term map.beta=0
 b --seeds 0 --only snl-rd-aff10-no-cram,snl-rd-aff10-no-intra,snl-rd-aff10-no-inter,snl-rd-aff10-no-spatial --modes multi-class
 b --seeds 1,2 --only snl-rd-aff10-no-cram,snl-rd-aff10-no-intra,snl-rd-aff10-no-inter,snl-rd-aff10-no-spatial --modes multi-class
+a --seeds 0,1,2 --only rd-perpos-lite2 --modes multi-class
+b --seeds 0,1,2 --only snl-rd-aff10-lite2 --modes multi-class
 fd_a --seeds 0,1,2 --only fd --modes multi-class
 fd_b --seeds 0,1,2 --only snl-fd-aff10 --modes multi-class
 fd_a --seeds 0 --only fd --modes one-class
