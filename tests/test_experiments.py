@@ -177,6 +177,10 @@ def test_references_are_rows_read_from_their_own_folders_never_trained(experimen
     own = json.loads((study / "seed1" / "metrics.json").read_text())
     reference = {r["category"]: r for r in rows if r["configuration"] == "other (reference)" and r["seed"] == "1"}
     assert float(reference["mean"]["pixel_auroc"]) == pytest.approx(own["mean"]["pixel_auroc"])
+    spec["references"] = {"multi-class": {"twice": ["study/seed0", "study/seed0"]}}  # the same seed: both count
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(spec))
+    api.experiment(file=tmp_path / "tiny.yaml", data=DEMO, out=out, real_defects=DEMO, tables_only=True)
+    assert "| twice (reference) | 2 / 2 |" in (out / "summary-multi-class.md").read_text()
 
 
 @pytest.mark.parametrize(

@@ -197,16 +197,19 @@ def _trained_seed(folder: Path, position: int) -> int:
     return seed if is_seed(seed) else position
 
 
-def collect(runs: list[tuple[int, Path]], source: str = TEST) -> dict[int, dict[str, dict[str, float]]]:
-    """Metrics (``source`` TEST: metrics.json; VALIDATION: validation.json; ...) of each finished run of one row, by seed."""
-    results = {}
+def collect(runs: list[tuple[int, Path]], source: str = TEST) -> list[tuple[int, dict[str, dict[str, float]]]]:
+    """(seed, metrics) of each finished run of one row (``source`` TEST: metrics.json; VALIDATION: validation.json; ...).
+
+    A list, not a mapping by seed: two reference runs may share a seed, and both count.
+    """
+    results = []
     for seed, folder in runs:
         run = Run(folder)
         path = {TEST: run.metrics_json, VALIDATION: run.validation_json, REAL_VALIDATION: run.real_validation_json}[
             source
         ]
         if path.exists():
-            results[seed] = json.loads(path.read_text())
+            results.append((seed, json.loads(path.read_text())))
     return results
 
 
@@ -223,10 +226,7 @@ def _coverage_note(rows: TableRows, key: str, total: int, source: str) -> str:
     if key == "image_auroc":
         return ""
     covered = {
-        r["mean"].get("pixel_categories")
-        for runs in rows.values()
-        for r in collect(runs, source).values()
-        if "mean" in r
+        r["mean"].get("pixel_categories") for runs in rows.values() for _, r in collect(runs, source) if "mean" in r
     }
     covered.discard(None)
     if not covered or covered == {total}:
@@ -246,9 +246,7 @@ def write_tables(
     ``categories`` None: the categories the results hold (a validation root covers fewer than the data).
     """
     if categories is None:
-        categories = sorted(
-            {c for runs in rows.values() for r in collect(runs, source).values() for c in r if c != "mean"}
-        )
+        categories = sorted({c for runs in rows.values() for _, r in collect(runs, source) for c in r if c != "mean"})
     columns = [*categories, "mean"]
     suffix = "" if source == TEST else f"-{source}"
     lines = [f"## {mode}: {SOURCE_TITLES[source]}", ""]
@@ -260,7 +258,7 @@ def write_tables(
             "|" + "---|" * (len(columns) + 2),
         ]
         for name, runs in rows.items():
-            results = collect(runs, source).values()
+            results = [r for _, r in collect(runs, source)]
             if not results:
                 continue
             cells = [_cell([r[c][key] for r in results if c in r]) for c in columns]
@@ -269,7 +267,7 @@ def write_tables(
     csv_rows = [
         [name, seed, category, *(result[category][key] for key, _ in TABLE_METRICS)]
         for name, runs in rows.items()
-        for seed, result in collect(runs, source).items()
+        for seed, result in collect(runs, source)
         for category in columns
         if category in result
     ]
@@ -316,8 +314,8 @@ def write_summary(out_dir: Path, mode: str, rows: TableRows) -> Path:
         "|" + "---|" * (3 + 2 * len(labels)),
     ]
     for name, runs in rows.items():
-        validation = list(collect(runs, REAL_VALIDATION).values())
-        test = list(collect(runs, TEST).values())
+        validation = [r for _, r in collect(runs, REAL_VALIDATION)]
+        test = [r for _, r in collect(runs, TEST)]
         if not validation and not test:
             continue
         score = _cell([selection_score(r["mean"]) for r in validation])
