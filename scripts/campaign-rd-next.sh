@@ -9,12 +9,15 @@
 #      seed 0, after the stage-2 seeds of the two leaders by val score (rd-perpos, snl-rd-aff10) and of the RD
 #      preset (inside the tie band with rd-perpos: the baseline's other reading gets its seeds too);
 #   2. one-class runs (seed 0) of the stage-2 pair (issue 19: SNL-RD must lose less from one-class to
-#      multi-class than RD), RD++'s projection on RD, RD per-position and the leader, then the rest of the
-#      screen in the file's order (multi-class only; named, so lane a never starts a lane-b run).
+#      multi-class than RD), RD++'s projection on RD and on RD per-position, then seeds 1-2 of rd-proj (its
+#      seed 0 took the lead among the RD settings on validation: 76.4 against rd-perpos's 75.4), then the rest
+#      of the screen in the file's order (multi-class only; named, so lane a never starts a lane-b run).
 # Lane b: stage 2 and 3.
 #   3. the second and third SNL-RD settings by val score get 3 seeds: snl-rd-aff30 (76.5, 2 seeds) and
 #      snl-rd-aff10-noise (77.1 at seed 0, tied with snl-rd-aff10);
-#   4. the ablation of the final SNL-RD (snl-rd-aff10), each part removed, seed 0 for all four, then seeds 1-2.
+#   4. the ablation of the final SNL-RD (snl-rd-aff10), each part removed, seed 0 for all four (RD++'s projection
+#      on the leader, snl-rd-aff10-proj, between the second and third), then seeds 1-2. Whether the projection
+#      rows get seeds 1-2 on the SNL side is decided on their seed-0 val score (campaign README).
 # Then EfficientNet-Lite2 as the teacher of the stage-2 pair (rd-perpos in lane a, snl-rd-aff10 in lane b, 3 seeds),
 # then the FD pair with the RD pair's winning change (configs/experiments/campaign-fd.yaml; issue 19 part 3),
 # 3 seeds multi-class and seed 0 one-class each: fd in lane a, snl-fd-aff10 in lane b, the SNL-FD preset last.
@@ -51,11 +54,14 @@ a --seeds 0 --only snl-rd-aff30 --modes multi-class
 a --seeds 1,2 --only rd --modes multi-class
 a --seeds 0 --only rd-noise,snl-rd-noise,snl-rd-aff10-noise,snl-rd-aff3,snl-rd-aff10-kl01 --modes multi-class
 a --seeds 0 --only rd-perpos,snl-rd-aff10 --modes one-class
-a --seeds 0 --only rd-proj,rd-perpos-proj,snl-rd-aff10-proj --modes multi-class
+a --seeds 0 --only rd-proj,rd-perpos-proj --modes multi-class
+a --seeds 1,2 --only rd-proj --modes multi-class
 a --seeds 0 --only snl-rd-cram-commit,rd-deep,snl-rd-deep,snl-rd-cram-bottleneck,rd-e60,snl-rd-e60,rd-e10 --modes multi-class
 b --seeds 1,2 --only snl-rd-aff30,snl-rd-aff10-noise --modes multi-class
 rescore_b snl-rd-aff10 no-map-term map.beta=0
-b --seeds 0 --only snl-rd-aff10-no-cram,snl-rd-aff10-no-intra,snl-rd-aff10-no-inter,snl-rd-aff10-no-spatial --modes multi-class
+b --seeds 0 --only snl-rd-aff10-no-cram,snl-rd-aff10-no-intra --modes multi-class
+b --seeds 0 --only snl-rd-aff10-proj --modes multi-class
+b --seeds 0 --only snl-rd-aff10-no-inter,snl-rd-aff10-no-spatial --modes multi-class
 b --seeds 1,2 --only snl-rd-aff10-no-cram,snl-rd-aff10-no-intra,snl-rd-aff10-no-inter,snl-rd-aff10-no-spatial --modes multi-class
 a --seeds 0,1,2 --only rd-perpos-lite2 --modes multi-class
 b --seeds 0,1,2 --only snl-rd-aff10-lite2 --modes multi-class
