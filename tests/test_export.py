@@ -74,3 +74,25 @@ def test_export_errors_are_one_line(run, tmp_path, capsys):
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("snlad: error:") for line in err)
+
+
+@pytest.mark.slow
+def test_rd_with_rd_plus_plus_projection_exports_to_onnx_like_pytorch(one_thread, tmp_path):
+    """The projection (instance norm, leaky ReLU) sits between teacher and bottleneck: the graph must keep it."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+    from snlad.data import AnomalyDataset, index_dataset
+
+    overrides = ["model.projection=true", "loss.projection=0.2", f"data.image_size={SIZE}", "train.epochs=1"]
+    config = api.resolve_config(model="rd", overrides=[*overrides, "train.batch_size=4"], categories=["bottle"])
+    api.train(config=config, data=DEMO, out=tmp_path / "run")
+    out = tmp_path / "model.onnx"
+    assert main(["export", "--run", str(tmp_path / "run"), "--format", "onnx", "--out", str(out)]) == 0
+    dataset = AnomalyDataset(index_dataset(DEMO, "test", ["bottle"]), SIZE)
+    images = torch.stack([dataset[i]["image"] for i in range(len(dataset))])
+    trained = load_run(tmp_path / "run")["bottle"]
+    assert trained.model.projection is not None
+    with torch.inference_mode():
+        maps, scores = trained.scorer(*trained.model(images))
+    session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    onnx_maps, onnx_scores = session.run(["maps", "scores"], {"images": images.numpy()})
+    assert np.abs(onnx_maps - maps.numpy()).max() < 1e-4 and np.abs(onnx_scores - scores.numpy()).max() < 1e-4
