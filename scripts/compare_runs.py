@@ -14,27 +14,22 @@ and how often B is ahead, over all categories and with each category left out in
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import numpy as np
 
 from snlad.errors import SnladError
 from snlad.files import atomic_write_text
+from snlad.runs.results import read_test_rows
 from snlad.scoring.comparison import CategoryScores, paired_bootstrap
 
 
 def read_scores(run: Path) -> dict[tuple[str, str], tuple[int, float]]:
     """(category, image path below <category>/test/) -> (label, image score) of one tested run."""
-    path = run / "test_scores.csv"
-    if not path.is_file():
-        raise SnladError(f"{path} does not exist: test the run first (snlad test --run {run})")
-    scores = {}
-    with path.open(newline="") as file:
-        for row in csv.DictReader(file):
-            key = (row["category"], row["image"].split(f"/{row['category']}/test/", 1)[-1])
-            scores[key] = (int(row["label"]), float(row["score"]))
-    return scores
+    return {
+        (row.category, row.image.split(f"/{row.category}/test/", 1)[-1]): (row.label, row.score)
+        for row in read_test_rows(run)
+    }
 
 
 def gather(models: dict[str, list[Path]]) -> dict[str, CategoryScores]:

@@ -52,20 +52,38 @@ def read_metrics(run_dir: Path) -> dict[str, dict[str, float | None]]:
         raise SnladError(f"{path} is corrupt; rerun `snlad test --run {run_dir}`") from None
 
 
-def read_test_scores(run_dir: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Per category: labels (0/1) and scores of every test image, from test_scores.csv."""
+@dataclass(frozen=True)
+class TestScore:
+    """One row of ``test_scores.csv``: a test image, its category, its label (1 = defective) and its image score."""
+
+    image: str
+    category: str
+    label: int
+    score: float
+
+
+def read_test_rows(run_dir: Path) -> list[TestScore]:
+    """Every row of a tested run's test_scores.csv, in the file's order."""
     path = _test_output(run_dir, Run(run_dir).test_scores)
-    labels: dict[str, list[int]] = {}
-    scores: dict[str, list[float]] = {}
     try:
         with path.open(newline="") as file:
-            for row in csv.DictReader(file):
-                labels.setdefault(row["category"], []).append(int(row["label"]))
-                scores.setdefault(row["category"], []).append(float(row["score"]))
+            return [
+                TestScore(row["image"], row["category"], int(row["label"]), float(row["score"]))
+                for row in csv.DictReader(file)
+            ]
     except (KeyError, ValueError, TypeError):
         raise SnladError(
             f"{path} is corrupt (expected columns image,category,label,score); rerun `snlad test --run {run_dir}`"
         ) from None
+
+
+def read_test_scores(run_dir: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Per category: labels (0/1) and scores of every test image, from test_scores.csv."""
+    labels: dict[str, list[int]] = {}
+    scores: dict[str, list[float]] = {}
+    for row in read_test_rows(run_dir):
+        labels.setdefault(row.category, []).append(row.label)
+        scores.setdefault(row.category, []).append(row.score)
     return {c: np.array(v) for c, v in labels.items()}, {c: np.array(v) for c, v in scores.items()}
 
 
