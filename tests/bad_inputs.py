@@ -1303,6 +1303,13 @@ def keep(d: Path, *names: str) -> None:
     _BEFORE[d.resolve()] = {path: path.read_bytes() for path in files if path.is_file()}
 
 
+def another_run(d: Path, result: str, text: str) -> None:
+    """``d/other``: a copy of the shared run holding its own ``result`` file, remembered for :func:`unchanged`."""
+    shutil.copytree(d / "run", d / "other")
+    (d / "other" / result).write_text(text)
+    keep(d, "other")
+
+
 def unchanged(d: Path) -> None:
     """Every file :func:`keep` saw is still there with the same bytes."""
     for path, data in _BEFORE.pop(d.resolve()).items():
@@ -1412,9 +1419,7 @@ def _(d: Path) -> list[str]:
     check=unchanged,
 )
 def _(d: Path) -> list[str]:
-    shutil.copytree(d / "run", d / "other")
-    (d / "other" / "metrics.csv").write_text("the other run's metrics\n")
-    keep(d, "other")
+    another_run(d, "metrics.csv", "the other run's metrics\n")
     return [*test_cmd(), "--out", "other"]
 
 
@@ -1428,9 +1433,7 @@ def _(d: Path) -> list[str]:
     check=unchanged,
 )
 def _(d: Path) -> list[str]:
-    shutil.copytree(d / "run", d / "other")
-    (d / "other" / "validation-real.json").write_text("{}\n")
-    keep(d, "other")
+    another_run(d, "validation-real.json", "{}\n")
     return ["validate", "--run", "run", "--real-defects", "data", "--set", "map.beta=1", "--out", "other"]
 
 
