@@ -9,8 +9,9 @@
 #      seed 0, after the stage-2 seeds of the two leaders by val score (rd-perpos, snl-rd-aff10) and of the RD
 #      preset (inside the tie band with rd-perpos: the baseline's other reading gets its seeds too);
 #   2. one-class runs (seed 0) of the stage-2 pair (issue 19: SNL-RD must lose less from one-class to
-#      multi-class than RD), RD++'s projection on RD and on RD per-position, then seeds 1-2 of rd-proj (its
-#      seed 0 took the lead among the RD settings on validation: 76.4 against rd-perpos's 75.4), then the rest
+#      multi-class than RD), RD++'s projection on RD and on RD per-position, then seeds 1-2 of rd-perpos-proj
+#      (its seed 0 has the best val score of any RD setting: 77.3, against rd-proj's 76.4 and rd-perpos's 75.4),
+#      then seeds 1-2 of rd-proj (inside the tie band with it: the published RD++ form gets its seeds too), then the rest
 #      of the screen in the file's order (multi-class only; named, so lane a never starts a lane-b run).
 # Lane b: stage 2 and 3.
 #   3. the second and third SNL-RD settings by val score get 3 seeds: snl-rd-aff30 (76.5, 2 seeds) and
@@ -55,6 +56,7 @@ a --seeds 1,2 --only rd --modes multi-class
 a --seeds 0 --only rd-noise,snl-rd-noise,snl-rd-aff10-noise,snl-rd-aff3,snl-rd-aff10-kl01 --modes multi-class
 a --seeds 0 --only rd-perpos,snl-rd-aff10 --modes one-class
 a --seeds 0 --only rd-proj,rd-perpos-proj --modes multi-class
+a --seeds 1,2 --only rd-perpos-proj --modes multi-class
 a --seeds 1,2 --only rd-proj --modes multi-class
 a --seeds 0 --only snl-rd-cram-commit,rd-deep,snl-rd-deep,snl-rd-cram-bottleneck,rd-e60,snl-rd-e60,rd-e10 --modes multi-class
 b --seeds 1,2 --only snl-rd-aff30,snl-rd-aff10-noise --modes multi-class
