@@ -11,6 +11,7 @@
 #   2. one-class runs (seed 0) of the stage-2 pair (issue 19: SNL-RD must lose less from one-class to
 #      multi-class than RD), RD++'s projection on RD and on RD per-position, then seeds 1-2 of rd-perpos-proj
 #      (its seed 0 has the best val score of any RD setting: 77.3, against rd-proj's 76.4 and rd-perpos's 75.4),
+#      and its one-class run (seed 0: the final RD's one-class to multi-class drop, if it holds at 3 seeds),
 #      then seeds 1-2 of rd-proj (inside the tie band with it: the published RD++ form gets its seeds too), then the rest
 #      of the screen in the file's order (multi-class only; named, so lane a never starts a lane-b run).
 # Lane b: stage 2 and 3.
@@ -57,6 +58,7 @@ a --seeds 0 --only rd-noise,snl-rd-noise,snl-rd-aff10-noise,snl-rd-aff3,snl-rd-a
 a --seeds 0 --only rd-perpos,snl-rd-aff10 --modes one-class
 a --seeds 0 --only rd-proj,rd-perpos-proj --modes multi-class
 a --seeds 1,2 --only rd-perpos-proj --modes multi-class
+a --seeds 0 --only rd-perpos-proj --modes one-class
 a --seeds 1,2 --only rd-proj --modes multi-class
 a --seeds 0 --only snl-rd-cram-commit,rd-deep,snl-rd-deep,snl-rd-cram-bottleneck,rd-e60,snl-rd-e60,rd-e10 --modes multi-class
 b --seeds 1,2 --only snl-rd-aff30,snl-rd-aff10-noise --modes multi-class
