@@ -20,7 +20,8 @@
 #   4. the ablation of the final SNL-RD (snl-rd-aff10), each part removed, seed 0 for all four (RD++'s projection
 #      on the leader, snl-rd-aff10-proj, between the second and third), then seeds 1-2. Whether the projection
 #      rows get seeds 1-2 on the SNL side is decided on their seed-0 val score (campaign README).
-# Then EfficientNet-Lite2 as the teacher of the stage-2 pair (rd-perpos in lane a, snl-rd-aff10 in lane b, 3 seeds),
+# Then EfficientNet-Lite2 as the teacher of the final pair, seed 0 (rd-perpos-proj, the best validated RD, in lane
+# a, snl-rd-aff10 in lane b; rd-perpos too; seeds 1-2 only for a Lite2 row that leads its Lite0 row beyond the band),
 # then the FD pair with the RD pair's winning change (configs/experiments/campaign-fd.yaml; issue 19 part 3),
 # 3 seeds multi-class and seed 0 one-class each: fd in lane a, snl-fd-aff10 in lane b, the SNL-FD preset last.
 # Results go to $RESULTS/campaign-rd and $RESULTS/campaign-fd (default: this checkout's docs/results).
@@ -67,8 +68,9 @@ b --seeds 0 --only snl-rd-aff10-no-cram,snl-rd-aff10-no-intra --modes multi-clas
 b --seeds 0 --only snl-rd-aff10-proj --modes multi-class
 b --seeds 0 --only snl-rd-aff10-no-inter,snl-rd-aff10-no-spatial --modes multi-class
 b --seeds 1,2 --only snl-rd-aff10-no-cram,snl-rd-aff10-no-intra,snl-rd-aff10-no-inter,snl-rd-aff10-no-spatial --modes multi-class
-a --seeds 0,1,2 --only rd-perpos-lite2 --modes multi-class
-b --seeds 0,1,2 --only snl-rd-aff10-lite2 --modes multi-class
+a --seeds 0 --only rd-perpos-proj-lite2 --modes multi-class
+b --seeds 0 --only snl-rd-aff10-lite2 --modes multi-class
+a --seeds 0 --only rd-perpos-lite2 --modes multi-class
 fd_a --seeds 0,1,2 --only fd --modes multi-class
 fd_b --seeds 0,1,2 --only snl-fd-aff10 --modes multi-class
 fd_a --seeds 0 --only fd --modes one-class
