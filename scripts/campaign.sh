@@ -13,11 +13,12 @@ data=${DATA:-$here/../shared/data/realad}
 real=${REAL:-$here/../shared/data/realad-val}
 snlad=${SNLAD:-$here/.venv/bin/python -m snlad.cli}
 repo=$(git -C "$(dirname "$out")" rev-parse --show-toplevel 2>/dev/null || true)
-only=""; seeds=""; rest=()
+only=""; seeds=""; modes="*"; rest=()
 while [ $# -gt 0 ]; do
   case $1 in
     --only) only=$2; shift 2 ;;
     --seeds) seeds=$2; shift 2 ;;
+    --modes) modes=$2; rest+=("$1" "$2"); shift 2 ;;
     *) rest+=("$1"); shift ;;
   esac
 done
@@ -36,9 +37,13 @@ for pair in $pairs; do
   $snlad --quiet --threads "${THREADS:-1}" experiment --experiment "$experiment" --data "$data" --real-defects "$real" \
     --out "$out" --only "$name" --seeds "$seed" ${rest[@]+"${rest[@]}"} || { echo "campaign: $name seed $seed failed (exit $?)" >&2; continue; }
   if [ "${COMMIT:-1}" = 1 ] && [ -n "$repo" ]; then
-    # Only what the runner wrote: this run's folder (in every mode) and the tables; a hand-edited file in $out
-    # (the campaign's README) is not swept into a results commit.
-    written=("$out/*/$name/seed$seed/*" "$out/results-*" "$out/summary-*")
+    # Only what the runner wrote: this run's folder in the modes it ran (a stopped run of the same name in
+    # another mode is left for its own call) and the tables; a hand-edited file in $out (the campaign's
+    # README) is not swept into a results commit.
+    written=()
+    IFS=, read -ra mode_list <<< "$modes"
+    for mode in "${mode_list[@]}"; do written+=("$out/$mode/$name/seed$seed/*"); done
+    written+=("$out/results-*" "$out/summary-*")
     for try in 1 2 3 4 5; do  # another git command may hold the index for a moment
       git -C "$repo" add -- "${written[@]}" || { sleep 5; continue; }
       git -C "$repo" diff --cached --quiet -- "${written[@]}" && break  # nothing new: every run was already there
