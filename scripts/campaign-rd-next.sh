@@ -12,8 +12,11 @@
 #      multi-class than RD), RD++'s projection on RD and on RD per-position, then seeds 1-2 of rd-perpos-proj
 #      (its seed 0 has the best val score of any RD setting: 77.3, against rd-proj's 76.4 and rd-perpos's 75.4),
 #      and its one-class run (seed 0: the final RD's one-class to multi-class drop, if it holds at 3 seeds),
-#      then seeds 1-2 of rd-proj (inside the tie band with it: the published RD++ form gets its seeds too), then the rest
-#      of the screen in the file's order (multi-class only; named, so lane a never starts a lane-b run).
+#      then the untried hypotheses on the validated pair (stage 1c: a CRAM that holds the normal space, both
+#      readings, and RD4AD's decoder depth on snl-rd-aff10, the depth on rd-perpos too; at affinity weights 1 a
+#      gain could not reach the leader), then seeds 1-2 of rd-proj (inside the tie band with it: the published
+#      RD++ form gets its seeds too), then the rest of the screen in the file's order (multi-class only; named,
+#      so lane a never starts a lane-b run).
 # Lane b: stage 2 and 3.
 #   3. the second and third SNL-RD settings by val score get 3 seeds: snl-rd-aff30 (76.5, 2 seeds) and
 #      snl-rd-aff10-noise (77.1 at seed 0, tied with snl-rd-aff10);
@@ -60,6 +63,7 @@ a --seeds 0 --only rd-perpos,snl-rd-aff10 --modes one-class
 a --seeds 0 --only rd-proj,rd-perpos-proj --modes multi-class
 a --seeds 1,2 --only rd-perpos-proj --modes multi-class
 a --seeds 0 --only rd-perpos-proj --modes one-class
+a --seeds 0 --only snl-rd-aff10-cram-commit,snl-rd-aff10-cram-bottleneck,rd-perpos-deep,snl-rd-aff10-deep --modes multi-class
 a --seeds 1,2 --only rd-proj --modes multi-class
 a --seeds 0 --only snl-rd-cram-commit,rd-deep,snl-rd-deep,snl-rd-cram-bottleneck,rd-e60,snl-rd-e60,rd-e10 --modes multi-class
 b --seeds 1,2 --only snl-rd-aff30,snl-rd-aff10-noise --modes multi-class
