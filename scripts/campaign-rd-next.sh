@@ -15,8 +15,10 @@
 #      then the untried hypotheses on the validated pair (stage 1c: a CRAM that holds the normal space, both
 #      readings, and RD4AD's decoder depth on snl-rd-aff10, the depth on rd-perpos too; at affinity weights 1 a
 #      gain could not reach the leader), then seeds 1-2 of rd-proj (inside the tie band with it: the published
-#      RD++ form gets its seeds too), then the rest of the screen in the file's order (multi-class only; named,
-#      so lane a never starts a lane-b run).
+#      RD++ form gets its seeds too). The training length comes before them (rd-e10, rd-e60 on the RD preset,
+#      60 epochs on snl-rd-aff10). The screen's affinity-weight-1 rows for CRAM, depth and length (snl-rd-cram-commit,
+#      snl-rd-cram-bottleneck, rd-deep, snl-rd-deep, snl-rd-e60) are left out: stage 1c screens the same switches
+#      on the validated pair, and at weight 1 SNL-RD is 3.3 val points under it (campaign README).
 # Lane b: stage 2 and 3.
 #   3. the second and third SNL-RD settings by val score get 3 seeds: snl-rd-aff30 (76.5, 2 seeds) and
 #      snl-rd-aff10-noise (77.1 at seed 0, tied with snl-rd-aff10);
@@ -64,8 +66,8 @@ a --seeds 0 --only rd-proj,rd-perpos-proj --modes multi-class
 a --seeds 1,2 --only rd-perpos-proj --modes multi-class
 a --seeds 0 --only rd-perpos-proj --modes one-class
 a --seeds 0 --only snl-rd-aff10-cram-commit,snl-rd-aff10-cram-bottleneck,rd-perpos-deep,snl-rd-aff10-deep --modes multi-class
+a --seeds 0 --only rd-e10,rd-e60,snl-rd-aff10-e60 --modes multi-class
 a --seeds 1,2 --only rd-proj --modes multi-class
-a --seeds 0 --only snl-rd-cram-commit,rd-deep,snl-rd-deep,snl-rd-cram-bottleneck,rd-e60,snl-rd-e60,rd-e10 --modes multi-class
 b --seeds 1,2 --only snl-rd-aff30,snl-rd-aff10-noise --modes multi-class
 rescore_b snl-rd-aff10 no-map-term map.beta=0
 b --seeds 0 --only snl-rd-aff10-no-cram,snl-rd-aff10-no-intra --modes multi-class
