@@ -65,6 +65,8 @@ a --seeds 0 --only rd-perpos,snl-rd-aff10 --modes one-class
 a --seeds 0 --only rd-proj,rd-perpos-proj --modes multi-class
 a --seeds 1,2 --only rd-perpos-proj --modes multi-class
 a --seeds 0 --only rd-perpos-proj --modes one-class
+# Lite2 first since snl-rd-aff10-lite2 (seed 0: val 80.2) led its Lite0 row beyond the band: the final RD on Lite2.
+a --seeds 0 --only rd-perpos-proj-lite2 --modes multi-class
 a --seeds 0 --only snl-rd-aff10-cram-commit,snl-rd-aff10-cram-bottleneck,rd-perpos-deep,snl-rd-aff10-deep --modes multi-class
 a --seeds 0 --only rd-e10,rd-e60,snl-rd-aff10-e60 --modes multi-class
 a --seeds 1,2 --only rd-proj --modes multi-class
@@ -74,8 +76,8 @@ b --seeds 0 --only snl-rd-aff10-no-cram,snl-rd-aff10-no-intra --modes multi-clas
 b --seeds 0 --only snl-rd-aff10-proj --modes multi-class
 b --seeds 0 --only snl-rd-aff10-no-inter,snl-rd-aff10-no-spatial --modes multi-class
 b --seeds 1,2 --only snl-rd-aff10-no-cram,snl-rd-aff10-no-intra,snl-rd-aff10-no-inter,snl-rd-aff10-no-spatial --modes multi-class
-a --seeds 0 --only rd-perpos-proj-lite2 --modes multi-class
 b --seeds 0 --only snl-rd-aff10-lite2 --modes multi-class
+b --seeds 1,2 --only snl-rd-aff10-lite2 --modes multi-class  # it led its Lite0 row by 2.5 at seed 0
 a --seeds 0 --only rd-perpos-lite2 --modes multi-class
 fd_a --seeds 0,1,2 --only fd --modes multi-class
 fd_b --seeds 0,1,2 --only snl-fd-aff10 --modes multi-class
