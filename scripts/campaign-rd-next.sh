@@ -12,6 +12,7 @@
 #      multi-class than RD), RD++'s projection on RD and on RD per-position, then seeds 1-2 of rd-perpos-proj
 #      (its seed 0 has the best val score of any RD setting: 77.3, against rd-proj's 76.4 and rd-perpos's 75.4),
 #      and its one-class run (seed 0: the final RD's one-class to multi-class drop, if it holds at 3 seeds),
+#      then the final RD on Lite2 (rd-perpos-proj-lite2: snl-rd-aff10-lite2 led its Lite0 row beyond the band),
 #      then the untried hypotheses on the validated pair (stage 1c: a CRAM that holds the normal space, both
 #      readings, and RD4AD's decoder depth on snl-rd-aff10, the depth on rd-perpos too; at affinity weights 1 a
 #      gain could not reach the leader), then seeds 1-2 of rd-proj (inside the tie band with it: the published
