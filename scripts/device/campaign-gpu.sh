@@ -3,9 +3,9 @@
 #   scripts/device/campaign-gpu.sh QUEUE [PARALLEL] [SECONDS]
 # QUEUE: one run per line, "EXPERIMENT.yaml NAME SEED MODE" (# comments allowed), started in order, PARALLEL at a
 # time (default 8), each with 2 compute threads; no run starts after SECONDS (default 480) and the ones still going
-# are stopped then. The data travel as the lossless 256-px WebP copy in .devcarry (scripts/device/shrink_data.py,
-# then webp.py pack: the model sees the same tensors as from ../shared) and the teachers as .devpkgs
-# (scripts/device/trim_teachers.py). Finished runs (metrics, validation, train log; no model files) and every run's
+# are stopped then. The data travel as the lossless 256-px WebP copy .devcarry/data.tar (scripts/device/shrink_data.py,
+# webp.py pack, then tar of realad and realad-val: the model sees the same tensors as from ../shared) and the
+# teachers as .devpkgs (scripts/device/trim_teachers.py; Lite2 alone fits beside the data). Finished runs (metrics, validation, train log; no model files) and every run's
 # log come back in $OUT/runs.tar.gz, refreshed every 30 s, so a call cut short still returns what finished; bring
 # them into docs/results with scripts/device/import_runs.py. TF32 is off (NVIDIA_TF32_OVERRIDE=0): float32 as on CPU.
 set -uo pipefail
@@ -15,8 +15,10 @@ data=$work/data; runs=$work/runs
 mkdir -p "$out" "$runs/logs"
 export PYTHONUNBUFFERED=1 NVIDIA_TF32_OVERRIDE=0 PYTHONPATH=$PWD/src:$PWD/.devpkgs${PYTHONPATH:+:$PYTHONPATH}
 python=${PYTHON:-python3}
+mkdir -p "$work/webp"
+tar -xf .devcarry/data.tar -C "$work/webp" || exit 1  # one file: the transfer counts each small file's blocks
 for root in realad realad-val; do
-  [ -d "$data/$root" ] || "$python" scripts/device/webp.py unpack ".devcarry/$root" "$data/$root" || exit 1
+  [ -d "$data/$root" ] || "$python" scripts/device/webp.py unpack "$work/webp/$root" "$data/$root" || exit 1
 done
 machine=$("$python" -c "
 import os, platform, torch
