@@ -79,7 +79,23 @@ b --seeds 0 --only snl-rd-aff10-no-inter,snl-rd-aff10-no-spatial --modes multi-c
 b --seeds 1,2 --only snl-rd-aff10-no-cram,snl-rd-aff10-no-intra,snl-rd-aff10-no-inter,snl-rd-aff10-no-spatial --modes multi-class
 b --seeds 0 --only snl-rd-aff10-lite2 --modes multi-class
 b --seeds 1,2 --only snl-rd-aff10-lite2 --modes multi-class  # it led its Lite0 row by 2.5 at seed 0
-a --seeds 0 --only rd-perpos-lite2 --modes multi-class
+# 2026-12-04: the device call (scripts/device/queue-2026-12-04.txt) took the Lite2 pair to 3 seeds and one-class,
+# fd-lite2 seed 0 and the Lite2 ablation's no-cram and no-intra rows at seed 0. snl-rd-aff10-lite2 is the best
+# validated SNL-RD now (80.1 against 77.1 on Lite0), so its ablation is the final one; the FD pair follows on Lite2.
+# Lane b first reruns one device run here (snl-rd-aff10-lite2 seed 1, into device-2026-12-04/cpu-check): the same
+# run on both machines, and a model file here for cram_identity on the final SNL-RD.
+check_b() { [ "$lane" = a ] || "$here/scripts/campaign.sh" "$here/configs/experiments/campaign-rd.yaml" "$results/device-2026-12-04/cpu-check" "$@"; }
+check_b --seeds 1 --only snl-rd-aff10-lite2 --modes multi-class
+# Ten epochs beat thirty on the RD preset (rd-e10 val 76.5, rd 74.5, rd-e60 73.7): the Lite2 pair at 10 epochs.
+a --seeds 0 --only snl-rd-aff10-lite2-e10 --modes multi-class
+b --seeds 0 --only rd-perpos-proj-lite2-e10 --modes multi-class
+a --seeds 0 --only snl-rd-aff10-lite2-no-inter,snl-rd-aff10-lite2-no-spatial --modes multi-class
+a --seeds 1,2 --only snl-rd-aff10-lite2-no-cram,snl-rd-aff10-lite2-no-intra,snl-rd-aff10-lite2-no-inter,snl-rd-aff10-lite2-no-spatial --modes multi-class
+fd_b --seeds 0 --only snl-fd-aff10-lite2 --modes multi-class
+fd_b --seeds 1,2 --only fd-lite2,snl-fd-aff10-lite2 --modes multi-class
+fd_b --seeds 0 --only fd-lite2,snl-fd-aff10-lite2 --modes one-class
+a --seeds 0 --only snl-rd-aff10-e60 --modes multi-class
+a --seeds 0,1,2 --only rd-perpos-lite2 --modes multi-class
 fd_a --seeds 0,1,2 --only fd --modes multi-class
 fd_b --seeds 0,1,2 --only snl-fd-aff10 --modes multi-class
 fd_a --seeds 0 --only fd --modes one-class
