@@ -69,7 +69,7 @@ a --seeds 0 --only rd-perpos-proj --modes one-class
 # Lite2 first since snl-rd-aff10-lite2 (seed 0: val 80.2) led its Lite0 row beyond the band: the final RD on Lite2.
 a --seeds 0 --only rd-perpos-proj-lite2 --modes multi-class
 a --seeds 0 --only snl-rd-aff10-cram-commit,snl-rd-aff10-cram-bottleneck,rd-perpos-deep,snl-rd-aff10-deep --modes multi-class
-a --seeds 0 --only rd-e10,rd-e60,snl-rd-aff10-e60 --modes multi-class
+a --seeds 0 --only rd-e10,rd-e60 --modes multi-class  # snl-rd-aff10-e60: after the Lite2 rows below
 a --seeds 1,2 --only rd-proj --modes multi-class
 b --seeds 1,2 --only snl-rd-aff30,snl-rd-aff10-noise --modes multi-class
 rescore_b snl-rd-aff10 no-map-term map.beta=0
