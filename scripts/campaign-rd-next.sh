@@ -70,7 +70,6 @@ a --seeds 0 --only rd-perpos-proj --modes one-class
 a --seeds 0 --only rd-perpos-proj-lite2 --modes multi-class
 a --seeds 0 --only snl-rd-aff10-cram-commit,snl-rd-aff10-cram-bottleneck,rd-perpos-deep,snl-rd-aff10-deep --modes multi-class
 a --seeds 0 --only rd-e10,rd-e60 --modes multi-class  # snl-rd-aff10-e60: after the Lite2 rows below
-a --seeds 1,2 --only rd-proj --modes multi-class
 b --seeds 1,2 --only snl-rd-aff30,snl-rd-aff10-noise --modes multi-class
 rescore_b snl-rd-aff10 no-map-term map.beta=0
 b --seeds 0 --only snl-rd-aff10-no-cram,snl-rd-aff10-no-intra --modes multi-class
@@ -94,6 +93,7 @@ a --seeds 1,2 --only snl-rd-aff10-lite2-no-cram,snl-rd-aff10-lite2-no-intra,snl-
 fd_b --seeds 0 --only snl-fd-aff10-lite2 --modes multi-class
 fd_b --seeds 1,2 --only fd-lite2,snl-fd-aff10-lite2 --modes multi-class
 fd_b --seeds 0 --only fd-lite2,snl-fd-aff10-lite2 --modes one-class
+a --seeds 1,2 --only rd-proj --modes multi-class
 a --seeds 0 --only snl-rd-aff10-e60 --modes multi-class
 a --seeds 0,1,2 --only rd-perpos-lite2 --modes multi-class
 fd_a --seeds 0,1,2 --only fd --modes multi-class
