@@ -14,6 +14,7 @@ from PIL import Image
 
 from snlad.data.dataset import AnomalyDataset
 from snlad.data.layouts import index_dataset
+from snlad.files import exclusive_lock
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts" / "device"
 
@@ -72,6 +73,7 @@ def test_import_takes_finished_runs_only_and_keeps_existing_results(tmp_path: Pa
         "camp--good--1--multi-class": ["metrics.json", "device.txt"],
         "camp--stopped--0--multi-class": ["train_log.csv"],
         "camp--known--0--multi-class": ["metrics.json"],
+        "camp--busy--0--multi-class": ["metrics.json"],
     }.items():
         _, name, seed, mode = tag.split("--")
         folder = runs / tag / mode / name / f"seed{seed}"
@@ -79,7 +81,9 @@ def test_import_takes_finished_runs_only_and_keeps_existing_results(tmp_path: Pa
         for file in files:
             (folder / file).write_text(tag)
     (runs / "logs").mkdir()
-    (runs / "logs/finished.txt").write_text("camp--good--1--multi-class\ncamp--known--0--multi-class\n")
+    (runs / "logs/finished.txt").write_text(
+        "camp--good--1--multi-class\ncamp--known--0--multi-class\ncamp--busy--0--multi-class\n"
+    )
     archive = tmp_path / "runs.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(runs, arcname=".")
@@ -87,9 +91,16 @@ def test_import_takes_finished_runs_only_and_keeps_existing_results(tmp_path: Pa
     (results / "camp/multi-class/known/seed0").mkdir(parents=True)
     (results / "camp/multi-class/known/seed0/metrics.json").write_text("cpu run")
 
-    written = _script("import_runs").import_runs(archive, results)
+    busy = results / "camp/multi-class/busy/seed0"
+    busy.mkdir(parents=True)
+    (busy / "train_log.csv").write_text("a CPU lane's run in progress")
+
+    with exclusive_lock(busy, "snlad train"):
+        written = _script("import_runs").import_runs(archive, results)
 
     assert written == [results / "camp/multi-class/good/seed1"]
+    assert (busy / "train_log.csv").read_text() == "a CPU lane's run in progress"
+    assert not (busy / "metrics.json").exists()
     assert (results / "camp/multi-class/good/seed1/device.txt").read_text() == "camp--good--1--multi-class"
     assert (results / "camp/multi-class/known/seed0/metrics.json").read_text() == "cpu run"
     assert not (results / "camp/multi-class/stopped").exists()

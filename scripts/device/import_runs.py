@@ -3,8 +3,9 @@
     python scripts/device/import_runs.py --archive /work/.device/.../runs.tar.gz --results docs/results
 
 Only runs listed in the archive's logs/finished.txt are taken, each to RESULTS/EXPERIMENT/MODE/NAME/seedK with its
-device.txt (the machine it ran on); a run whose folder already holds metrics there (finished on a CPU lane, say) is
-left as it is. Model files never travel in the archive. Prints one line per run: the folder, or why it was skipped;
+device.txt (the machine it ran on); a run whose folder already holds metrics there (finished on a CPU lane, say), or
+that a process here is training right now (its .lock held), is left as it is: stop that process first, or let it
+finish. Model files never travel in the archive. Prints one line per run: the folder, or why it was skipped;
 the tables and the commits are the caller's (snlad experiment --tables-only, one commit per run).
 """
 
@@ -15,6 +16,8 @@ import shutil
 import tarfile
 import tempfile
 from pathlib import Path
+
+from snlad.files import lock_holder
 
 
 def import_runs(archive: Path, results: Path) -> list[Path]:
@@ -34,6 +37,9 @@ def import_runs(archive: Path, results: Path) -> list[Path]:
                 continue
             if (target / "metrics.json").is_file():
                 print(f"skipped {tag}: {target} already has results")
+                continue
+            if target.exists() and (holder := lock_holder(target)) is not None:
+                print(f"skipped {tag}: {target} is being trained here right now ({holder})")
                 continue
             if target.exists():
                 shutil.rmtree(target)  # an unfinished CPU run's leftovers (no metrics): the device run replaces them
