@@ -100,6 +100,7 @@ b --seeds 0 --only rd-perpos-proj-lite2-e10 --modes multi-class
 b --seeds 1,2 --only rd-perpos-proj-lite2-e10 --modes multi-class
 a --seeds 1 --only snl-rd-aff10-lite2-e10 --modes multi-class
 check a --seeds 0 --only rd-perpos-proj-lite2 --modes multi-class
+a --seeds 0 --only snl-rd-aff10-lite2-cram-usage --modes multi-class  # then scripts/cram_identity.py on it
 a --seeds 2 --only snl-rd-aff10-lite2-e10 --modes multi-class
 a --seeds 0 --only snl-rd-aff10-lite2-no-inter,snl-rd-aff10-lite2-no-spatial --modes multi-class
 a --seeds 1,2 --only snl-rd-aff10-lite2-no-cram,snl-rd-aff10-lite2-no-intra,snl-rd-aff10-lite2-no-inter,snl-rd-aff10-lite2-no-spatial --modes multi-class

@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,6 +13,7 @@ from snlad.losses.affinity import local_affinity
 from snlad.losses.distillation import (
     channel_loss,
     cram_commitment_loss,
+    cram_usage_loss,
     cross_level_affinity_loss,
     inter_affinity_loss,
     intra_affinity_loss,
@@ -44,9 +46,12 @@ def _levels(seed: int, batch: int = 2) -> list[torch.Tensor]:
 def test_term_is_zero_for_identical_features_and_positive_otherwise(name):
     teacher, student = _levels(0), _levels(1)
     opposite = [-t for t in teacher]  # RD++: projections that agree, far from the anomalous teacher features
-    same = {"cram": [(t, t.clone()) for t in teacher], "projection": [(teacher, opposite, opposite)]}
+    # CRAM: centres that reconstruct their input, all four in equal use / nothing reconstructed, one centre used
+    even = [torch.full((t.shape[0], 4, *t.shape[2:]), 0.25) for t in teacher]
+    collapsed = [F.one_hot(torch.zeros_like(e[:, 0], dtype=torch.long), 4).permute(0, 3, 1, 2).float() for e in even]
+    same = {"cram": [(t, t.clone(), e) for t, e in zip(teacher, even)], "projection": [(teacher, opposite, opposite)]}
     apart = {
-        "cram": [(t, s[:, :1].expand_as(t)) for t, s in zip(teacher, _levels(2))],
+        "cram": [(t, s[:, :1].expand_as(t), c) for t, s, c in zip(teacher, _levels(2), collapsed)],
         "projection": [(teacher, student, teacher)],
     }
     assert TERMS[name](teacher, [t.clone() for t in teacher], same, L1).item() == pytest.approx(0.0, abs=1e-6)
@@ -82,6 +87,7 @@ def test_cross_level_affinity_matches_a_direct_computation():
 def test_cram_commitment_is_the_relative_reconstruction_error():
     torch.manual_seed(5)
     pairs = [(torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)) for _ in range(2)]
+    recorded = [(x, c, torch.softmax(torch.randn(2, 5, 4, 4), dim=1)) for x, c in pairs]
     expected = sum(
         float((x[b, :, i, j] - c[b, :, i, j]).pow(2).sum() / x[b, :, i, j].pow(2).sum())
         for x, c in pairs
@@ -89,9 +95,41 @@ def test_cram_commitment_is_the_relative_reconstruction_error():
         for i in range(4)
         for j in range(4)
     ) / (2 * 2 * 16)
-    assert cram_commitment_loss([], [], {"cram": pairs}, LossConfig()).item() == pytest.approx(expected, rel=1e-5)
+    assert cram_commitment_loss([], [], {"cram": recorded}, LossConfig()).item() == pytest.approx(expected, rel=1e-5)
     teacher = [torch.randn(1, 3, 2, 2)]
     assert cram_commitment_loss(teacher, teacher, {}, LossConfig()).item() == 0.0  # no CRAM, nothing to commit
+
+
+def _recorded_with(assignment: torch.Tensor) -> dict:
+    return {"cram": [(torch.randn(2, 3, 2, 2), torch.randn(2, 3, 2, 2), assignment)]}
+
+
+def test_cram_usage_is_one_minus_the_normalised_entropy_of_the_batch_mean_assignment():
+    teacher = [torch.randn(1, 3, 2, 2)]
+    # every position on centre 0: one centre takes everything
+    collapsed = torch.zeros(2, 4, 2, 2)
+    collapsed[:, 0] = 1
+    assert cram_usage_loss(teacher, teacher, _recorded_with(collapsed), LossConfig()).item() == pytest.approx(1.0)
+    # each position on one centre, but the batch uses all four equally: no penalty for hard assignments
+    spread = torch.zeros(2, 4, 2, 2)
+    for b in range(2):
+        for i in range(2):
+            for j in range(2):
+                spread[b, (b + 2 * i + j) % 4, i, j] = 1
+    assert cram_usage_loss(teacher, teacher, _recorded_with(spread), LossConfig()).item() == pytest.approx(
+        0.0, abs=1e-6
+    )
+    # a random soft assignment against numpy's entropy of its mean
+    torch.manual_seed(3)
+    soft = torch.softmax(3 * torch.randn(2, 4, 2, 2), dim=1)
+    usage = soft.numpy().mean(axis=(0, 2, 3))
+    expected = 1 - float(-(usage * np.log(usage)).sum() / np.log(4))
+    assert cram_usage_loss(teacher, teacher, _recorded_with(soft), LossConfig()).item() == pytest.approx(
+        expected, rel=1e-5
+    )
+    assert cram_usage_loss(teacher, teacher, {}, LossConfig()).item() == 0.0  # no CRAM
+    single = torch.ones(2, 1, 2, 2)
+    assert cram_usage_loss(teacher, teacher, _recorded_with(single), LossConfig()).item() == 0.0  # one centre
 
 
 def test_spatial_kl_matches_the_definition():
@@ -232,8 +270,9 @@ def test_bottleneck_cram_outputs_only_its_centres_and_records_what_it_did_not_ex
     assignment, reconstruction = cram.soft_assignment(x)
     assert torch.allclose(cram(x), reconstruction, atol=1e-6)
     assert torch.allclose(cram(x), torch.einsum("bkhw,kc->bchw", assignment, cram.centres), atol=1e-6)
-    recorded_x, recorded_centres = cram.recorded
+    recorded_x, recorded_centres, recorded_assignment = cram.recorded
     assert recorded_x is x and torch.allclose(recorded_centres, reconstruction)
+    assert torch.allclose(recorded_assignment, assignment)
     cram.eval()
     cram(x)
     assert cram.recorded is None  # inference keeps nothing

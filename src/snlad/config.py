@@ -123,6 +123,7 @@ class LossConfig:
     inter: float = term(0.0)  # |A_TS - A_T| inter-affinity (SNL, reconstruction)
     inter_levels: float = term(0.0)  # inter-affinity across adjacent levels on a common grid (issue 19's reading)
     cram_commit: float = term(0.0)  # |x - CRAM centre reconstruction|^2 / |x|^2: the centres carry the features
+    cram_usage: float = term(0.0)  # 1 - entropy of the batch's mean CRAM assignment / log K: every centre in use
     projection: float = term(0.0)  # RD++'s projection loss (needs model.projection; RD++ weighs it 0.2)
     affinity_size: int = 16  # "pooled": affinities on a grid of at most this side (cost: N^2, N = side^2)
     affinity_distance: str = "l2"  # "l1" or "l2" between affinity matrices

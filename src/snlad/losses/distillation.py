@@ -17,6 +17,7 @@ must implement exactly the declared terms (checked at import).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -201,12 +202,34 @@ def cram_commitment_loss(
     and the features towards the centres, so the centres carry the normal space
     (VQ-VAE's commitment term, soft and in both directions). Zero without CRAMs.
     """
-    pairs = auxiliary.get("cram", [])
-    if not pairs:
+    recorded = auxiliary.get("cram", [])
+    if not recorded:
         return teacher[0].new_zeros(())
     return sum(
-        ((x - centres).pow(2).sum(dim=1) / x.pow(2).sum(dim=1).clamp_min(1e-12)).mean() for x, centres in pairs
-    ) / len(pairs)
+        ((x - centres).pow(2).sum(dim=1) / x.pow(2).sum(dim=1).clamp_min(1e-12)).mean() for x, centres, _ in recorded
+    ) / len(recorded)
+
+
+@model_term("cram_usage")
+def cram_usage_loss(teacher: Features, student: Features, auxiliary: Auxiliary, config: LossConfig) -> torch.Tensor:
+    """How unevenly a batch uses a CRAM's centres: mean over CRAMs of 1 - H(p) / log K.
+
+    p is the soft assignment averaged over the batch's images and positions, H
+    its entropy: 0 when every centre takes an equal share, 1 when one centre
+    takes everything. With ``cram_commit`` alone the centres collapse onto one
+    or two (cram_identity on the stage-1c runs); this term, the batch-entropy
+    usage term of discrete-bottleneck models, keeps them all in use while each
+    position may still pick one. Zero without CRAMs or with a single centre.
+    """
+    recorded = auxiliary.get("cram", [])
+    if not recorded or recorded[0][2].shape[1] < 2:
+        return teacher[0].new_zeros(())
+    total = teacher[0].new_zeros(())
+    for _, _, assignment in recorded:
+        usage = assignment.mean(dim=(0, 2, 3))
+        entropy = -(usage * usage.clamp_min(1e-12).log()).sum()
+        total = total + 1 - entropy / math.log(len(usage))
+    return total / len(recorded)
 
 
 PROJECTION_MARGIN = 0.5  # RD++'s contrast term: the clean projection kept below this cosine of the anomalous features

@@ -13,7 +13,9 @@ Variants (``model.cram_*``, measured in docs/results):
   be learned back through ``phi``; "bottleneck": ``y = sum_k a_k c_k``, nothing
   bypasses the centres (every output is a mix of K centres: the normal space
   the centres span is all the student can say). The ``loss.cram_commit`` term
-  pulls centres and inputs together for any of them.
+  pulls centres and inputs together for any of them; alone it collapses every
+  position onto one or two centres (docs/results/campaign-rd), which the
+  ``loss.cram_usage`` term counters by asking the batch to use every centre.
 - ``cram_tau``: temperature of the assignment softmax (small = hard assignment).
 - ``cram_init`` "random" or "kmeans": centres (and the assignment, as
   NetVLAD's ``softmax(-|x - c_k|^2 / tau)``) from k-means of the teacher's
@@ -58,7 +60,8 @@ class CRAM(nn.Module):
         nn.init.zeros_(self.project[1].weight)  # phi = 0 at initialisation
         self.tau = tau
         self.output = output
-        self.recorded: tuple[torch.Tensor, torch.Tensor] | None = None  # (x, reconstruction) of the last training pass
+        # (x, reconstruction, assignment) of the last training pass
+        self.recorded: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def train(self, mode: bool = True) -> CRAM:
         """Switching mode forgets the last training pass: its tensors are part of a graph, which deepcopy (BatchNorm folding) refuses."""
@@ -72,8 +75,9 @@ class CRAM(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: B x C x H x W -> B x C x H x W."""
-        _, aggregated = self.soft_assignment(x)
-        self.recorded = (x, aggregated) if self.training else None  # for the loss's cram_commit term
+        assignment, aggregated = self.soft_assignment(x)
+        # for the loss's cram_commit and cram_usage terms
+        self.recorded = (x, aggregated, assignment) if self.training else None
         return CRAM_OUTPUTS[self.output](x, aggregated, self.project)
 
     @torch.no_grad()

@@ -15,7 +15,7 @@ from snlad.backbones import Backbone
 Features = list[torch.Tensor]
 Auxiliary = dict[str, list[tuple]]
 """What a training forward pass leaves besides features, for the loss's model terms, by the recording module's
-``auxiliary_key``: ``"cram"``: (input, centre reconstruction) per CRAM; ``"projection"``: (pseudo-anomalous teacher
+``auxiliary_key``: ``"cram"``: (input, centre reconstruction, assignment) per CRAM; ``"projection"``: (pseudo-anomalous teacher
 features, their projection, the clean projection) of RD++'s projection."""
 
 
