@@ -98,6 +98,11 @@ b --seeds 0 --only rd-perpos-proj-lite2-e10 --modes multi-class
 # rd-perpos-proj-lite2-e10 (val 82.2 at seed 0) leads the 30-epoch row's 3-seed mean (80.5) beyond the band: seeds
 # 1-2; snl-rd-aff10-lite2-e10 (79.5) does not, but gets them too (10-epoch runs are cheap), so the pair stays paired.
 b --seeds 1,2 --only rd-perpos-proj-lite2-e10 --modes multi-class
+# At 3 seeds the 10-epoch rows tie their 30-epoch rows on validation (RD 81.4 against 80.5, SNL-RD 80.1 against
+# 80.1): by the tie rule the shorter training wins for both, so the final pair is the 10-epoch one and its
+# one-class runs come first.
+a --seeds 0 --only rd-perpos-proj-lite2-e10 --modes one-class
+b --seeds 0 --only snl-rd-aff10-lite2-e10 --modes one-class
 a --seeds 1 --only snl-rd-aff10-lite2-e10 --modes multi-class
 check a --seeds 0 --only rd-perpos-proj-lite2 --modes multi-class
 a --seeds 0 --only snl-rd-aff10-lite2-cram-usage --modes multi-class  # then scripts/cram_identity.py on it
