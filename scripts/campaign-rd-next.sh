@@ -103,6 +103,10 @@ b --seeds 1,2 --only rd-perpos-proj-lite2-e10 --modes multi-class
 # one-class runs come first.
 a --seeds 0 --only rd-perpos-proj-lite2-e10 --modes one-class
 b --seeds 0 --only snl-rd-aff10-lite2-e10 --modes one-class
+# The final pair's ablation (lane a) and the FD pair at the final settings (lane b), ahead of the 30-epoch rows.
+a --seeds 0,1,2 --only snl-rd-aff10-lite2-e10-no-cram,snl-rd-aff10-lite2-e10-no-intra,snl-rd-aff10-lite2-e10-no-inter,snl-rd-aff10-lite2-e10-no-spatial --modes multi-class
+fd_b --seeds 0,1,2 --only fd-lite2-e10,snl-fd-aff10-lite2-e10 --modes multi-class
+fd_b --seeds 0 --only fd-lite2-e10,snl-fd-aff10-lite2-e10 --modes one-class
 a --seeds 1 --only snl-rd-aff10-lite2-e10 --modes multi-class
 check a --seeds 0 --only rd-perpos-proj-lite2 --modes multi-class
 a --seeds 0 --only snl-rd-aff10-lite2-cram-usage --modes multi-class  # then scripts/cram_identity.py on it
