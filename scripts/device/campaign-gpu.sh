@@ -5,8 +5,9 @@
 # time (default 8), each with 2 compute threads; no run starts after SECONDS (default 480) and the ones still going
 # are stopped then. The data travel as the lossless 256-px WebP copy .devcarry/data.tar (scripts/device/shrink_data.py,
 # webp.py pack, then tar of realad and realad-val: the model sees the same tensors as from ../shared) and the
-# teachers as .devpkgs (scripts/device/trim_teachers.py; Lite2 alone fits beside the data). Finished runs (metrics, validation, train log; no model files) and every run's
-# log come back in $OUT/runs.tar.gz, refreshed every 30 s, so a call cut short still returns what finished; bring
+# teachers as .devpkgs (scripts/device/trim_teachers.py; Lite2 alone fits beside the data). Finished runs (metrics,
+# validation, train log; no model files) and every run's log come back in $OUT/runs.tar.gz, refreshed every 30 s,
+# so a call cut short still returns what finished; bring
 # them into docs/results with scripts/device/import_runs.py. TF32 is off (NVIDIA_TF32_OVERRIDE=0): float32 as on CPU.
 set -uo pipefail
 queue=$1; parallel=${2:-8}; seconds=${3:-480}
@@ -40,9 +41,10 @@ run_one() {  # EXPERIMENT NAME SEED MODE: one run into its own folder (tables of
       --experiment "$experiment" --data "$data/realad" --real-defects "$data/realad-val" --out "$folder" \
       --only "$name" --seeds "$seed" --modes "$mode" > "$runs/logs/$tag.log" 2>&1 &&
       [ -f "$folder/$mode/$name/seed$seed/metrics.json" ]; then
-    printf '%s on %s in %d s\n' "$tag" "$machine" $(($(date +%s) - started)) > "$folder/$mode/$name/seed$seed/device.txt"
+    local seconds_taken=$(($(date +%s) - started))
+    printf '%s on %s in %d s\n' "$tag" "$machine" "$seconds_taken" > "$folder/$mode/$name/seed$seed/device.txt"
     echo "$tag" >> "$runs/logs/finished.txt"
-    echo "finished $tag in $(($(date +%s) - started)) s"
+    echo "finished $tag in $seconds_taken s"
   else
     echo "stopped or failed $tag after $(($(date +%s) - started)) s: $(tail -1 "$runs/logs/$tag.log")"
   fi

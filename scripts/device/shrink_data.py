@@ -56,11 +56,9 @@ def shrink(src: Path, out: Path, size: int) -> tuple[int, int]:
                 raise SystemExit(f"{target}: mask differs from the original's")
             masks += 1
             continue
-        original = model_input(read_rgb(path), size)
-        rgb = read_rgb(path).resize((size, size), Image.Resampling.BILINEAR)
-        pixels = np.asarray(rgb)
-        grey = bool((pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 0] == pixels[..., 2]).all())
-        (Image.fromarray(pixels[..., 0], "L") if grey else rgb).save(target, optimize=True)
+        rgb = read_rgb(path)
+        original = model_input(rgb, size)
+        rgb.resize((size, size), Image.Resampling.BILINEAR).save(target, optimize=True)
         if not torch.equal(model_input(read_rgb(target), size), original):
             raise SystemExit(f"{target}: model input differs from the original's")
         images += 1

@@ -11,30 +11,27 @@ and file names, so ``PYTHONPATH=OUT`` makes snlad find it as the installed packa
 from __future__ import annotations
 
 import argparse
-import importlib
 import shutil
 from pathlib import Path
 
 import torch
 
-from snlad.backbones.efficientnet_lite import _WEIGHT_PACKAGES, build_blocks, build_efficientnet_lite, first_blocks
+from snlad.backbones.efficientnet_lite import (
+    build_blocks,
+    build_efficientnet_lite,
+    default_weights_path,
+    dropped_key_prefixes,
+)
 from snlad.backbones.weights import read_state_dict
 
 
 def trim(name: str, out: Path) -> Path:
     """Write the trimmed package of teacher ``name`` under ``out``; returns the weight file."""
-    module_name, class_name = _WEIGHT_PACKAGES[name]
-    module = importlib.import_module(module_name)
-    source = Path(getattr(module, class_name).get_model_file_path())
-    package = out / module_name
-    shutil.copytree(Path(module.__file__).parent, package, ignore=shutil.ignore_patterns("*.pth", "__pycache__"))
-    backbone, tail = build_blocks(name)
-    dropped = tuple(f"_blocks.{i + first_blocks(backbone)['tail']}." for i in range(len(tail)))
-    kept = {
-        key: value.clone()
-        for key, value in read_state_dict(source).items()
-        if not key.startswith(("_conv_head.", "_bn1.", "_fc.", *dropped))
-    }
+    source = default_weights_path(name)  # PACKAGE/models/FILE.pth
+    package = out / source.parent.parent.name
+    shutil.copytree(source.parent.parent, package, ignore=shutil.ignore_patterns("*.pth", "__pycache__"))
+    dropped = dropped_key_prefixes(*build_blocks(name))
+    kept = {key: value.clone() for key, value in read_state_dict(source).items() if not key.startswith(dropped)}
     target = package / "models" / source.name
     torch.save(kept, target)
     full = build_efficientnet_lite(name, pretrained=True, weights=source).state_dict()

