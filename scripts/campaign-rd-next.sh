@@ -103,6 +103,16 @@ b --seeds 1,2 --only rd-perpos-proj-lite2-e10 --modes multi-class
 # one-class runs come first.
 a --seeds 0 --only rd-perpos-proj-lite2-e10 --modes one-class
 b --seeds 0 --only snl-rd-aff10-lite2-e10 --modes one-class
+# 2026-12-04, third session: the device call (scripts/device/queue-2026-12-04c.txt) took the final ablation, the FD
+# pair at the final settings (3 seeds + one-class), cram-usage, the 30-epoch Lite2 ablation's seeds and fd-lite2 seed 1.
+# fd-lite2 (30 epochs, 2 seeds: val 82.7) leads fd-lite2-e10 (81.1, 3 seeds) by 1.6, just beyond the band: FD's
+# 30-epoch rows come first here, so FD's best validated length is settled at 3 seeds and SNL-FD gets the same length.
+# cram-usage is rerun here first (cpu-check) for a model file to read with scripts/cram_identity.py.
+check a --seeds 0 --only snl-rd-aff10-lite2-cram-usage --modes multi-class
+fd_a --seeds 0 --only snl-fd-aff10-lite2 --modes multi-class
+fd_b --seeds 2 --only fd-lite2 --modes multi-class
+fd_b --seeds 1 --only snl-fd-aff10-lite2 --modes multi-class
+fd_a --seeds 2 --only snl-fd-aff10-lite2 --modes multi-class
 # The final pair's ablation (lane a) and the FD pair at the final settings (lane b), ahead of the 30-epoch rows.
 a --seeds 0,1,2 --only snl-rd-aff10-lite2-e10-no-cram,snl-rd-aff10-lite2-e10-no-intra,snl-rd-aff10-lite2-e10-no-inter,snl-rd-aff10-lite2-e10-no-spatial --modes multi-class
 fd_b --seeds 0,1,2 --only fd-lite2-e10,snl-fd-aff10-lite2-e10 --modes multi-class
