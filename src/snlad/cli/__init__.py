@@ -106,7 +106,11 @@ def _add_train(commands: Commands) -> None:
     parser.add_argument(
         "--model", choices=MODEL_NAMES, default=None, help="model (default: snl-fd, or the config file's)"
     )
-    parser.add_argument("--teacher", choices=BACKBONE_NAMES, help="teacher backbone (default efficientnet_lite0)")
+    parser.add_argument(
+        "--teacher",
+        choices=BACKBONE_NAMES,
+        help="teacher backbone (default: efficientnet_lite2 for rd and snl-rd, efficientnet_lite0 otherwise)",
+    )
     parser.add_argument(
         "--teacher-weights", help="teacher state dict (required for resnet18 / wide_resnet50_2, torchvision format)"
     )
