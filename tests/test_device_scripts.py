@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 from types import ModuleType
@@ -118,3 +121,25 @@ def test_webp_round_trip_restores_pixels_and_greyscale(tmp_path: Path, mode: str
     with Image.open(tmp_path / "src/a.png") as before, Image.open(tmp_path / "back/a.png") as after:
         assert after.mode == mode
         assert np.array_equal(np.asarray(before), np.asarray(after))
+
+
+def test_campaign_gpu_stops_before_using_the_device_when_an_experiment_file_does_not_load(tmp_path: Path) -> None:
+    """A trimmed working tree without an experiment's reference runs cost a whole device call once; now nothing runs."""
+    experiment = tmp_path / "broken.yaml"
+    experiment.write_text(
+        "name: broken\nconfigurations:\n  rd: {model: rd}\nreferences:\n  multi-class:\n    gone: [missing/seed0]\n"
+    )
+    queue = tmp_path / "queue.txt"
+    queue.write_text(f"# a comment\n{experiment} rd 0 multi-class\n")
+    result = subprocess.run(
+        ["bash", str(SCRIPTS / "campaign-gpu.sh"), str(queue), "1", "5"],
+        cwd=SCRIPTS.parents[1],
+        env={**os.environ, "OUT": str(tmp_path / "out"), "WORK": str(tmp_path / "work"), "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1, result.stderr
+    assert f"cannot load {experiment}: nothing run" in result.stderr
+    assert "holds no finished run" in result.stderr  # the loader's own reason is shown
+    assert not (tmp_path / "work" / "webp").exists()  # the data were never unpacked

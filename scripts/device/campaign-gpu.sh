@@ -8,7 +8,9 @@
 # teachers as .devpkgs (scripts/device/trim_teachers.py; Lite2 alone fits beside the data). Finished runs (metrics,
 # validation, train log; no model files) and every run's log come back in $OUT/runs.tar.gz, refreshed every 30 s,
 # so a call cut short still returns what finished; bring
-# them into docs/results with scripts/device/import_runs.py. TF32 is off (NVIDIA_TF32_OVERRIDE=0): float32 as on CPU.
+# them into docs/results with scripts/device/import_runs.py. The whole transfer (working tree + carry) must stay under
+# 64 MiB: with the data (about 46 MiB) and one teacher, move docs/results' other folders (interference, realad10,
+# device-*), data/demo and docs/*.png aside for the call and back after it; keep patchcore and campaign-* (references). TF32 is off (NVIDIA_TF32_OVERRIDE=0): float32 as on CPU.
 set -uo pipefail
 queue=$1; parallel=${2:-8}; seconds=${3:-480}
 out=${OUT:-/tmp/gpu-out}; work=${WORK:-/tmp/gpu-work}
@@ -16,6 +18,12 @@ data=$work/data; runs=$work/runs
 mkdir -p "$out" "$runs/logs"
 export PYTHONUNBUFFERED=1 NVIDIA_TF32_OVERRIDE=0 PYTHONPATH=$PWD/src:$PWD/.devpkgs${PYTHONPATH:+:$PYTHONPATH}
 python=${PYTHON:-python3}
+# Every experiment file the queue names must load here before any device time goes into data: its references
+# (e.g. docs/results/patchcore) have to travel too when the working tree is trimmed to fit the transfer.
+for experiment in $(grep -v '^ *#' "$queue" | awk 'NF {print $1}' | sort -u); do
+  "$python" -c "import sys; from snlad.runs.experiments import load_experiment; load_experiment(sys.argv[1])" \
+    "$experiment" || { echo "cannot load $experiment: nothing run" >&2; exit 1; }
+done
 mkdir -p "$work/webp"
 tar -xf .devcarry/data.tar -C "$work/webp" || exit 1  # one file: the transfer counts each small file's blocks
 for root in realad realad-val; do
