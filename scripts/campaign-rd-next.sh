@@ -115,6 +115,9 @@ fd_b --seeds 1 --only snl-fd-aff10-lite2 --modes multi-class
 fd_a --seeds 2 --only snl-fd-aff10-lite2 --modes multi-class
 # The final pair's ablation (lane a) and the FD pair at the final settings (lane b), ahead of the 30-epoch rows.
 a --seeds 0,1,2 --only snl-rd-aff10-lite2-e10-no-cram,snl-rd-aff10-lite2-e10-no-intra,snl-rd-aff10-lite2-e10-no-inter,snl-rd-aff10-lite2-e10-no-spatial --modes multi-class
+# The final SNL-RD's fifth ablation row: its own three runs (model files on the machine that trained them: the
+# project's CPU VM, 2026-12-04) scored without the map's structural term.
+rescore_b snl-rd-aff10-lite2-e10 no-map-term map.beta=0
 fd_b --seeds 0,1,2 --only fd-lite2-e10,snl-fd-aff10-lite2-e10 --modes multi-class
 fd_b --seeds 0 --only fd-lite2-e10,snl-fd-aff10-lite2-e10 --modes one-class
 a --seeds 1 --only snl-rd-aff10-lite2-e10 --modes multi-class
