@@ -254,6 +254,33 @@ def test_centres_output_starts_as_the_soft_reconstruction_and_kmeans_ties_assign
     assert torch.allclose(cram(x), reconstruction, atol=1e-6)  # phi starts at zero
 
 
+def test_soft_kmeans_start_divides_the_logits_by_the_mean_squared_distance_to_the_nearest_centre():
+    """At large feature norms plain k-means logits make a one-hot softmax (no gradient to the usage term);
+    kmeans-soft's assignment is softmax(-|x - c|^2 / (s tau)) with s computed here independently, so it does
+    not depend on the features' scale."""
+    torch.manual_seed(8)
+    centres_true = torch.tensor([[3.0, 0.0, 0.0], [0.0, 3.0, 0.0], [0.0, 0.0, 3.0]])
+    unit_points = torch.cat([c + torch.randn(300, 3) for c in centres_true])  # overlapping clusters
+    soft_assignments = []
+    for scale_of_features in (1.0, 100.0):
+        points = unit_points * scale_of_features
+        hard, soft = (CRAM(channels=3, num_centres=3, tau=1.0, output="centres").eval() for _ in range(2))
+        hard.init_from_features(points, iterations=10)
+        soft.init_from_features(points, iterations=10, soft=True)
+        assert torch.equal(hard.centres, soft.centres)
+        nearest = torch.stack([((points - c) ** 2).sum(1) for c in soft.centres], 1).min(1).values
+        x = points[::100].T.reshape(1, 3, 3, 3)
+        distances = ((x.permute(0, 2, 3, 1)[..., None, :] - soft.centres) ** 2).sum(-1).permute(0, 3, 1, 2)
+        assignment_soft, _ = soft.soft_assignment(x)
+        assignment_hard, _ = hard.soft_assignment(x)
+        assert torch.allclose(assignment_soft, torch.softmax(-distances / nearest.mean(), 1), atol=1e-5)
+        assert torch.allclose(assignment_hard, torch.softmax(-distances, 1), atol=1e-5)
+        soft_assignments.append(assignment_soft)
+    assert assignment_hard.max(1).values.min() > 0.999  # at scale 100 one-hot: the losing centres get no gradient
+    assert assignment_soft.max(1).values.min() < 0.99  # soft: they do
+    assert torch.allclose(soft_assignments[0], soft_assignments[1], atol=1e-4)
+
+
 def test_cram_is_identity_at_initialisation_and_learns():
     torch.manual_seed(5)
     cram = CRAM(channels=8, num_centres=4).train()

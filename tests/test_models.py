@@ -75,8 +75,10 @@ def test_a_model_trained_on_a_gpu_loads_on_this_machines_device(tmp_path):
     assert load_trained(tmp_path / "model.pt", "cpu").device.type == "cpu"
 
 
-def test_kmeans_initialisation_puts_each_crams_centres_on_its_compared_levels_clusters():
-    """CRAM_INITS['kmeans'] reads the teacher level each CRAM is compared with (deepest decoder stage: stride 16)."""
+@pytest.mark.parametrize("init", ["kmeans", "kmeans-soft"])
+def test_kmeans_initialisation_puts_each_crams_centres_on_its_compared_levels_clusters(init: str):
+    """CRAM_INITS['kmeans'] reads the teacher level each CRAM is compared with (deepest decoder stage: stride 16);
+    kmeans-soft finds the same centres (its logits' scale: tests/test_losses.py)."""
     from snlad.models.cram import CRAM_INITS
 
     model = build_model(
@@ -88,7 +90,7 @@ def test_kmeans_initialisation_puts_each_crams_centres_on_its_compared_levels_cl
     for level, c in enumerate(channels):  # level l: two tight clusters at +/- (l + 1)
         signs = torch.tensor([1.0, -1.0]).repeat(8)[:, None, None, None]
         features.append(signs * (level + 1) + 0.01 * torch.randn(16, c, 4, 4))
-    CRAM_INITS["kmeans"](model, features, 0)
+    CRAM_INITS[init](model, features, 0)
     for cram, level in zip(model.crams, model.cram_levels, strict=True):
         assert sorted(cram.centres[:, 0].tolist()) == pytest.approx([-(level + 1), level + 1], abs=0.05)
     assert CRAM_INITS["random"] is None

@@ -32,7 +32,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.name": MODEL_NAMES,  # PRESETS
     "model.architecture": ARCHITECTURES,  # snlad.models.BUILDERS
     "model.cram_output": ("residual", "centres", "bottleneck"),  # snlad.models.cram.CRAM_OUTPUTS
-    "model.cram_init": ("random", "kmeans"),  # snlad.models.cram.CRAM_INITS
+    "model.cram_init": ("random", "kmeans", "kmeans-soft"),  # snlad.models.cram.CRAM_INITS
     "loss.affinity_distance": ("l1", "l2"),  # snlad.losses.distillation.AFFINITY_DISTANCES
     "loss.affinity_mode": ("pooled", "local"),  # snlad.losses.distillation.AFFINITY_MODES
     "loss.spatial_kind": ("cos", "kl"),  # snlad.losses.distillation.SPATIAL_KINDS
@@ -86,7 +86,7 @@ class ModelConfig:
     # "residual": x + phi(residual) (identity at start); "centres": centre reconstruction + phi(residual);
     # "bottleneck": the centre reconstruction alone (nothing bypasses the centres)
     cram_output: str = "residual"
-    cram_init: str = "random"  # "random", or "kmeans" of the teacher's features of the compared level
+    cram_init: str = "random"  # "random", or "kmeans" ("kmeans-soft": logits on the features' scale) of the teacher's compared level
     # RD only: refine blocks per decoder stage, deepest first (RD4AD's WRN50 decoder: 3, 4, 6 bottleneck blocks).
     decoder_blocks: list[int] = field(default_factory=lambda: [1, 1, 1])
     # RD only: dropout on the bottleneck embedding while training, so the decoder cannot copy the input through

@@ -20,11 +20,18 @@ Variants (``model.cram_*``, measured in docs/results):
 - ``cram_init`` "random" or "kmeans": centres (and the assignment, as
   NetVLAD's ``softmax(-|x - c_k|^2 / tau)``) from k-means of the teacher's
   features of the level the CRAM's output is compared with
-  (:func:`init_from_features`, called before training starts).
+  (:func:`init_from_features`, called before training starts). "kmeans-soft":
+  the same centres, with the assignment's logits divided by the features' mean
+  squared distance to their nearest centre. At the teacher's feature norms the
+  plain k-means logits differ by far more than 1, the softmax is one-hot and no
+  gradient reaches the centres a position did not pick: the usage term stayed
+  at its start value through a whole run (docs/results/campaign-rd). Scaled,
+  a typical position's logits differ by about 1 and every centre gets gradient.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -81,13 +88,21 @@ class CRAM(nn.Module):
         return CRAM_OUTPUTS[self.output](x, aggregated, self.project)
 
     @torch.no_grad()
-    def init_from_features(self, features: torch.Tensor, iterations: int = 20, seed: int = 0) -> None:
-        """Centres = k-means of ``features`` (N x C positions); assignment = softmax(-|x - c_k|^2 / tau) of them."""
-        centres = kmeans(features.float(), self.centres.shape[0], iterations, seed)
+    def init_from_features(
+        self, features: torch.Tensor, iterations: int = 20, seed: int = 0, soft: bool = False
+    ) -> None:
+        """Centres = k-means of ``features`` (N x C positions); assignment = softmax(-|x - c_k|^2 / (s tau)) of them.
+
+        s = 1, or with ``soft`` the mean over ``features`` of the squared distance to the nearest centre (the scale
+        lives in the 1x1 conv's weights, so a saved model scores as it trained).
+        """
+        points = features.float()
+        centres = kmeans(points, self.centres.shape[0], iterations, seed)
         self.centres.copy_(centres)
+        scale = torch.cdist(points, centres).min(dim=1).values.pow(2).mean().clamp_min(1e-12) if soft else 1.0
         # -|x - c|^2 = 2 c.x - |c|^2 - |x|^2, and |x|^2 is the same for every k: a 1x1 conv computes the rest.
-        self.assign.weight.copy_((2 * centres).view(*self.assign.weight.shape))  # forward divides by tau
-        self.assign.bias.copy_(-(centres**2).sum(dim=1))
+        self.assign.weight.copy_((2 * centres / scale).view(*self.assign.weight.shape))  # forward divides by tau
+        self.assign.bias.copy_(-(centres**2).sum(dim=1) / scale)
 
 
 def kmeans(points: torch.Tensor, k: int, iterations: int, seed: int) -> torch.Tensor:
@@ -115,18 +130,23 @@ KMEANS_POSITIONS = 20_000  # feature positions k-means runs on, per level
 
 
 @torch.no_grad()
-def init_from_kmeans(model: nn.Module, teacher_features: Sequence[torch.Tensor], seed: int) -> None:
-    """``model.cram_init=kmeans``: each CRAM's centres from k-means of the teacher's features of its compared level."""
+def init_from_kmeans(model: nn.Module, teacher_features: Sequence[torch.Tensor], seed: int, soft: bool = False) -> None:
+    """``model.cram_init=kmeans``: each CRAM's centres from k-means of the teacher's features of its compared level
+    (``kmeans-soft``: ``soft``, the assignment scaled to those features' distances)."""
     generator = torch.Generator().manual_seed(seed)
     for cram, level in zip(model.crams, model.cram_levels, strict=True):
         features = teacher_features[level]
         positions = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])
         chosen = torch.randperm(len(positions), generator=generator)[:KMEANS_POSITIONS]
-        cram.init_from_features(positions[chosen], seed=seed)
+        cram.init_from_features(positions[chosen], seed=seed, soft=soft)
 
 
 CramInit = Callable[[nn.Module, Sequence[torch.Tensor], int], None]
 """(model with ``crams`` and ``cram_levels``, the teacher's features of a few training images, seed) -> None."""
 
-CRAM_INITS: dict[str, CramInit | None] = {"random": None, "kmeans": init_from_kmeans}  # None: as constructed
+CRAM_INITS: dict[str, CramInit | None] = {  # None: as constructed
+    "random": None,
+    "kmeans": init_from_kmeans,
+    "kmeans-soft": functools.partial(init_from_kmeans, soft=True),
+}
 check_registry(CRAM_INITS, "model.cram_init")
