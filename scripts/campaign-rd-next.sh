@@ -114,6 +114,9 @@ fd_b --seeds 2 --only fd-lite2 --modes multi-class
 # cram-usage's centres collapsed with the usage term flat at its start value (softmax saturated): the same with
 # the soft k-means start (model.cram_init=kmeans-soft), then scripts/cram_identity.py on it.
 a --seeds 0 --only snl-rd-aff10-lite2-cram-usage-soft --modes multi-class
+# Its seed 0 is the first CRAM whose centres carry the features and stay in use (cram_identity): seeds 1-2 (lane b,
+# after fd-lite2 seed 2; 10-epoch runs fit the rest of a session, a 30-epoch SNL-FD does not).
+b --seeds 1,2 --only snl-rd-aff10-lite2-cram-usage-soft --modes multi-class
 fd_b --seeds 1 --only snl-fd-aff10-lite2 --modes multi-class
 fd_a --seeds 2 --only snl-fd-aff10-lite2 --modes multi-class
 # The final pair's ablation (lane a) and the FD pair at the final settings (lane b), ahead of the 30-epoch rows.
