@@ -86,7 +86,7 @@ class ModelConfig:
     # "residual": x + phi(residual) (identity at start); "centres": centre reconstruction + phi(residual);
     # "bottleneck": the centre reconstruction alone (nothing bypasses the centres)
     cram_output: str = "residual"
-    cram_init: str = "random"  # "random", or "kmeans" ("kmeans-soft": logits on the features' scale) of the teacher's compared level
+    cram_init: str = "random"  # "random", "kmeans" (of the teacher's compared level) or "kmeans-soft"
     # RD only: refine blocks per decoder stage, deepest first (RD4AD's WRN50 decoder: 3, 4, 6 bottleneck blocks).
     decoder_blocks: list[int] = field(default_factory=lambda: [1, 1, 1])
     # RD only: dropout on the bottleneck embedding while training, so the decoder cannot copy the input through
