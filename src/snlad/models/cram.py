@@ -26,7 +26,9 @@ Variants (``model.cram_*``, measured in docs/results):
   plain k-means logits differ by far more than 1, the softmax is one-hot and no
   gradient reaches the centres a position did not pick: the usage term stayed
   at its start value through a whole run (docs/results/campaign-rd). Scaled,
-  a typical position's logits differ by about 1 and every centre gets gradient.
+  a typical position's logits differ by about 1 and every centre gets gradient:
+  with it the usage term fell from 0.18 to 0.04 and 13-16 of 16 centres stayed
+  in use, explaining 68-74 % of a feature (scripts/cram_identity.py).
 """
 
 from __future__ import annotations
