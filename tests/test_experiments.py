@@ -11,11 +11,13 @@ import yaml
 
 from snlad import api
 from snlad.cli import main
+from snlad.config import from_dict
 from snlad.errors import SnladError
-from snlad.runs.experiments import load_experiment
+from snlad.runs.experiments import Experiment, load_experiment, run_overrides
 from snlad.runs.run import Run
 
-DEMO = Path(__file__).resolve().parents[1] / "data" / "demo"
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "data" / "demo"
 CATEGORIES = ["bottle", "kolektor_sdd"]
 
 
@@ -280,18 +282,15 @@ def test_overwriting_a_run_removes_its_test_and_validation_results(tmp_path, one
     assert not any(path.exists() for path in (run.metrics_json, run.validation_json, run.validation_md))
 
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _committed_runs() -> list[tuple[str, str, str, Path]]:
-    """(experiment file, mode, row, run folder) of every finished run committed under docs/results/<experiment name>."""
+def _committed_runs() -> list[tuple[Experiment, str, str, Path]]:
+    """(experiment, mode, row, run folder) of every finished run committed under docs/results/<experiment name>."""
     found = []
     for path in sorted((REPO / "configs" / "experiments").glob("*.yaml")):
         experiment = load_experiment(path)
         for mode in experiment.modes:
             for name in experiment.configurations:
                 folder = REPO / "docs" / "results" / experiment.name / mode / name
-                found += [(path.name, mode, name, run.parent) for run in sorted(folder.glob("seed*/metrics.json"))]
+                found += [(experiment, mode, name, run.parent) for run in sorted(folder.glob("seed*/metrics.json"))]
     return found
 
 
@@ -299,13 +298,9 @@ def test_committed_runs_still_resolve_to_the_config_they_were_trained_with() -> 
     """A preset change must not change what a committed row means: the runner skips a row whose results exist,
     so a row that now resolved to other settings would mix two models in one table (the experiment files pin
     the old presets' values, e.g. campaign-rd's Lite0 teacher and 30 epochs, for that reason)."""
-    from snlad.config import from_dict
-    from snlad.runs.experiments import run_overrides
-
     runs = _committed_runs()
     assert len(runs) >= 50  # the campaigns' committed runs (this test reads the repository's own results)
-    for file_name, mode, name, folder in runs:
-        experiment = load_experiment(REPO / "configs" / "experiments" / file_name)
+    for experiment, mode, name, folder in runs:
         seed = int(folder.name.removeprefix("seed"))
         model = experiment.configurations[name]["model"]
         resolved = api.resolve_config(model=model, overrides=run_overrides(experiment, name, seed)).to_dict()
@@ -313,4 +308,6 @@ def test_committed_runs_still_resolve_to_the_config_they_were_trained_with() -> 
         trained = from_dict(yaml.safe_load(stored_config.read_text()), str(stored_config)).to_dict()
         for config in (resolved, trained):
             config["data"].pop("categories")  # the data root's, filled in at training time
-        assert resolved == trained, f"{file_name} {mode} {name} {folder.name} no longer resolves to its trained config"
+        assert resolved == trained, (
+            f"{experiment.name} {mode} {name} {folder.name} no longer resolves to its trained config"
+        )

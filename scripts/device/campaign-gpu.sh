@@ -7,10 +7,10 @@
 # webp.py pack, then tar of realad and realad-val: the model sees the same tensors as from ../shared) and the
 # teachers as .devpkgs (scripts/device/trim_teachers.py; Lite2 alone fits beside the data). Finished runs (metrics,
 # validation, train log; no model files) and every run's log come back in $OUT/runs.tar.gz, refreshed every 30 s,
-# so a call cut short still returns what finished; bring
-# them into docs/results with scripts/device/import_runs.py. The whole transfer (working tree + carry) must stay under
+# so a call cut short still returns what finished; bring them into docs/results with scripts/device/import_runs.py.
+# TF32 is off (NVIDIA_TF32_OVERRIDE=0): float32 as on CPU. The whole transfer (working tree + carry) must stay under
 # 64 MiB: with the data (about 46 MiB) and one teacher, move docs/results' other folders (interference, realad10,
-# device-*), data/demo and docs/*.png aside for the call and back after it; keep patchcore and campaign-* (references). TF32 is off (NVIDIA_TF32_OVERRIDE=0): float32 as on CPU.
+# device-*), data/demo and docs/*.png aside for the call and back after it; keep patchcore and campaign-* (references).
 set -uo pipefail
 queue=$1; parallel=${2:-8}; seconds=${3:-480}
 out=${OUT:-/tmp/gpu-out}; work=${WORK:-/tmp/gpu-work}
