@@ -1077,9 +1077,10 @@ def _(d: Path) -> list[str]:
 
 
 def _teacher(d: Path, state: object) -> list[str]:
+    """Lite0 named explicitly: the cases below alter Lite0's weights, whatever the preset's teacher is."""
     make_dataset(d / "data")
     torch.save(state, d / "teacher.pth")
-    return train("data", "--teacher-weights", "teacher.pth")
+    return train("data", "--teacher", "efficientnet_lite0", "--teacher-weights", "teacher.pth")
 
 
 def _lite0_state() -> dict[str, torch.Tensor]:

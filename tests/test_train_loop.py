@@ -30,7 +30,8 @@ def test_train_step_moves_the_student_only_and_returns_each_terms_value():
     batch = {"image": torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1)), "index": torch.arange(2)}
     values = train.train_step(model, batch, optimiser, config, torch.device("cpu"))
     assert list(values) == ["loss", "channel", "spatial", "intra", "inter"]  # the train_log.csv columns, in order
-    weights = {"channel": 1.0, "spatial": 1.0, "intra": 1.0, "inter": 1.0}
+    weights = {name: getattr(config.loss, name) for name in ("channel", "spatial", "intra", "inter")}
+    assert weights["intra"] != 1.0  # the preset's affinity weights (10): a weight the sum has to apply
     assert values["loss"] == pytest.approx(sum(weights[name] * values[name] for name in weights), rel=1e-5)
     assert all(torch.equal(teacher[k], v) for k, v in model.teacher.state_dict().items())
     assert any(not torch.equal(before, after) for before, after in zip(student, model.student_parameters()))

@@ -109,7 +109,7 @@ def _add_train(commands: Commands) -> None:
     parser.add_argument(
         "--teacher",
         choices=BACKBONE_NAMES,
-        help="teacher backbone (default: efficientnet_lite2 for rd and snl-rd, efficientnet_lite0 otherwise)",
+        help="teacher backbone (default: efficientnet_lite2, efficientnet_lite0 for patchcore)",
     )
     parser.add_argument(
         "--teacher-weights", help="teacher state dict (required for resnet18 / wide_resnet50_2, torchvision format)"
