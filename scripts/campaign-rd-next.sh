@@ -136,6 +136,17 @@ fd_b --seeds 0 --only snl-fd-aff10-lite2 --modes multi-class
 fd_b --seeds 1,2 --only fd-lite2,snl-fd-aff10-lite2 --modes multi-class
 fd_b --seeds 0 --only fd-lite2,snl-fd-aff10-lite2 --modes one-class
 a --seeds 1,2 --only rd-proj --modes multi-class
+# 2026-12-04, fourth session: two device calls (queue-2026-12-04d/e.txt) settled SNL-FD's length (30 epochs tie
+# 10: 10 stays), ran the affinity grid 32 and the cosine schedule on the final RD pair (3 seeds; neither better) and
+# the final four's one-class runs at 3 seeds. The grid's other direction (8) is screened here; seeds 1-2 only if it
+# leads the final SNL-RD (80.1) beyond the band. The 30-epoch one-class runs of the RD pair (seed 0 only) lead or tie
+# the 10-epoch references on one-class validation: seeds 1-2 of both decide the one-class reference; SNL-FD's
+# 30-epoch one-class row (seed 0: val 84.5 against 80.5 at 10 epochs) likewise, last (about 2 h a run here).
+b --seeds 0 --only snl-rd-aff10-lite2-e10-aff8 --modes multi-class
+a --seeds 1,2 --only rd-perpos-proj-lite2 --modes one-class
+b --seeds 1,2 --only snl-rd-aff10-lite2 --modes one-class
+fd_a --seeds 1 --only snl-fd-aff10-lite2 --modes one-class
+fd_b --seeds 2 --only snl-fd-aff10-lite2 --modes one-class
 a --seeds 0 --only snl-rd-aff10-e60 --modes multi-class
 a --seeds 0,1,2 --only rd-perpos-lite2 --modes multi-class
 fd_a --seeds 0,1,2 --only fd --modes multi-class
