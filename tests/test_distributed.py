@@ -34,6 +34,10 @@ OVERRIDES = [
     "train.epochs=2",
     "data.holdout_fraction=0",
     "train.device=cpu",
+    # The affinity weights the DDP check was calibrated with: at the preset's 10 the per-rank BatchNorm statistics
+    # (half batches) moved the 2-epoch losses by 11-17 % (2026-12-04), past the rel=0.1 bound below.
+    "loss.intra=1",
+    "loss.inter=1",
 ]
 
 
