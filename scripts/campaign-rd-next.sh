@@ -149,6 +149,10 @@ b --seeds 1,2 --only snl-rd-aff10-lite2-e10-aff8 --modes multi-class
 # At 3 seeds the grid of 8 ties 16 (81.3 ± 1.0 against 80.1 ± 0.6): the cheaper grid wins the tie, so SNL-RD's
 # final setting takes it, and SNL-FD gets the same change (issue 19 part 3) before anything else.
 fd_b --seeds 0,1,2 --only snl-fd-aff10-lite2-e10-aff8 --modes multi-class
+# The final SNL-RD's ablation again on its final grid (8), 3 seeds; the map term's row is a rescoring (no training).
+a --seeds 0,1,2 --only snl-rd-aff10-lite2-e10-aff8-no-cram,snl-rd-aff10-lite2-e10-aff8-no-intra,snl-rd-aff10-lite2-e10-aff8-no-inter,snl-rd-aff10-lite2-e10-aff8-no-spatial --modes multi-class
+rescore_b snl-rd-aff10-lite2-e10-aff8 no-map-term map.beta=0
+b --seeds 0,1,2 --only snl-rd-aff10-lite2-e10-aff8 --modes one-class  # the final SNL-RD's one-class reference
 a --seeds 1,2 --only rd-perpos-proj-lite2 --modes one-class
 b --seeds 1,2 --only snl-rd-aff10-lite2 --modes one-class
 fd_a --seeds 1 --only snl-fd-aff10-lite2 --modes one-class
