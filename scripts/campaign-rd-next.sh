@@ -153,6 +153,7 @@ fd_b --seeds 0,1,2 --only snl-fd-aff10-lite2-e10-aff8 --modes multi-class
 a --seeds 0,1,2 --only snl-rd-aff10-lite2-e10-aff8-no-cram,snl-rd-aff10-lite2-e10-aff8-no-intra,snl-rd-aff10-lite2-e10-aff8-no-inter,snl-rd-aff10-lite2-e10-aff8-no-spatial --modes multi-class
 rescore_b snl-rd-aff10-lite2-e10-aff8 no-map-term map.beta=0
 b --seeds 0,1,2 --only snl-rd-aff10-lite2-e10-aff8 --modes one-class  # the final SNL-RD's one-class reference
+fd_b --seeds 0,1,2 --only snl-fd-aff10-lite2-e10-aff8 --modes one-class  # SNL-FD's grid 8 tied 16 too: the final SNL-FD
 a --seeds 1,2 --only rd-perpos-proj-lite2 --modes one-class
 b --seeds 1,2 --only snl-rd-aff10-lite2 --modes one-class
 fd_a --seeds 1 --only snl-fd-aff10-lite2 --modes one-class
