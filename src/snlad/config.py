@@ -236,7 +236,8 @@ class Config:
 # and length were chosen on realad-val too (issue 19): EfficientNet-Lite2 beat
 # Lite0 beyond the 1.5-point tie band for both models, and 10 epochs tied 30
 # for both (the shorter wins a tie): 3 seeds each, docs/results/campaign-rd.
-# The FD pair on Lite2 (docs/results/campaign-fd, 3 seeds each): FD's 30
+# The FD pair takes Lite2 as the RD pair did (Lite0 was not re-measured on FD
+# against it); on Lite2 (docs/results/campaign-fd, 3 seeds each): FD's 30
 # epochs beat 10 beyond the band (val 83.0 against 81.1); SNL-FD's tied (81.6
 # against 81.4), so it keeps the RD pair's 10 epochs and affinity weights 10.
 # The affinity grid of 8 tied 16 on realad-val for both SNL models (snl-rd
