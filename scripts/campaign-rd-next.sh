@@ -153,7 +153,10 @@ fd_b --seeds 0,1,2 --only snl-fd-aff10-lite2-e10-aff8 --modes multi-class
 a --seeds 0,1,2 --only snl-rd-aff10-lite2-e10-aff8-no-cram,snl-rd-aff10-lite2-e10-aff8-no-intra,snl-rd-aff10-lite2-e10-aff8-no-inter,snl-rd-aff10-lite2-e10-aff8-no-spatial --modes multi-class
 rescore_b snl-rd-aff10-lite2-e10-aff8 no-map-term map.beta=0
 b --seeds 0,1,2 --only snl-rd-aff10-lite2-e10-aff8 --modes one-class  # the final SNL-RD's one-class reference
-fd_b --seeds 0,1,2 --only snl-fd-aff10-lite2-e10-aff8 --modes one-class  # SNL-FD's grid 8 tied 16 too: the final SNL-FD
+# SNL-FD's grid 8 tied 16 too: the final SNL-FD's one-class runs, split over both lanes (seed 2 in lane a, after
+# the ablation) so the final four's one-class table lands within one session on the 2-core VM (2026-12-04, fifth).
+fd_b --seeds 0,1 --only snl-fd-aff10-lite2-e10-aff8 --modes one-class
+fd_a --seeds 2 --only snl-fd-aff10-lite2-e10-aff8 --modes one-class
 a --seeds 1,2 --only rd-perpos-proj-lite2 --modes one-class
 b --seeds 1,2 --only snl-rd-aff10-lite2 --modes one-class
 fd_a --seeds 1 --only snl-fd-aff10-lite2 --modes one-class
