@@ -157,6 +157,9 @@ b --seeds 0,1,2 --only snl-rd-aff10-lite2-e10-aff8 --modes one-class  # the fina
 # the ablation) so the final four's one-class table lands within one session on the 2-core VM (2026-12-04, fifth).
 fd_b --seeds 0,1 --only snl-fd-aff10-lite2-e10-aff8 --modes one-class
 fd_a --seeds 2 --only snl-fd-aff10-lite2-e10-aff8 --modes one-class
+# Issue 19 closed here (2026-12-04, fifth session; campaign-rd/README.md "Outcome"). What follows cannot change the
+# final pairs: the 30-epoch one-class references' remaining seeds (not the reference by the tie rule), then rows
+# the campaign passed over.
 a --seeds 1,2 --only rd-perpos-proj-lite2 --modes one-class
 b --seeds 1,2 --only snl-rd-aff10-lite2 --modes one-class
 fd_a --seeds 1 --only snl-fd-aff10-lite2 --modes one-class
